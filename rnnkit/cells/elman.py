@@ -1,0 +1,96 @@
+"""Elman network (simple recurrent network), as torch.nn.RNN.
+
+Elman 1990, "Finding structure in time", Cognitive Science 14(2):
+
+    h_t = act(W_ih x_t + b_ih + W_hh h_{t-1} + b_hh),   act = tanh or relu
+    y_t = h_t
+
+Recurrent regularization (variational dropout, DropConnect, zoneout): see
+``rnnkit.cells.regularization``.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional
+
+from rnnkit.cells.base import Cell, uniform_init
+from rnnkit.cells.gru import HiddenState
+from rnnkit.cells.regularization import Regularization, batch_size_of, draw_sequence_noise
+
+NONLINEARITIES = {"tanh": torch.tanh, "relu": torch.relu}
+
+
+class ElmanCell(Cell):
+    """Elman cell; parameter names and shapes as torch.nn.RNNCell."""
+
+    state_type = HiddenState
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        bias: bool = True,
+        *,
+        nonlinearity: str = "tanh",
+        input_dropout: float = 0.0,
+        hidden_dropout: float = 0.0,
+        weight_dropout: float = 0.0,
+        zoneout: float = 0.0,
+    ) -> None:
+        super().__init__(input_size, hidden_size)
+        if nonlinearity not in NONLINEARITIES:
+            raise ValueError(
+                f"Unknown nonlinearity '{nonlinearity}'. Select from 'tanh' or 'relu'."
+            )
+        self.bias = bias
+        self.nonlinearity = nonlinearity
+        self.native_kernel = f"rnn_{nonlinearity}"
+        self.regularization = Regularization(
+            input_dropout, hidden_dropout, weight_dropout, zoneout
+        )
+        self.noise = None
+        self.weight_ih = nn.Parameter(torch.empty(hidden_size, input_size))
+        self.weight_hh = nn.Parameter(torch.empty(hidden_size, hidden_size))
+        self.bias_ih = nn.Parameter(torch.empty(hidden_size)) if bias else None
+        self.bias_hh = nn.Parameter(torch.empty(hidden_size)) if bias else None
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        uniform_init(self, self.hidden_size)
+
+    def begin_sequence(self, batch_size: int, *, device: torch.device, dtype: torch.dtype) -> None:
+        self.noise = draw_sequence_noise(self, batch_size, device, dtype)
+
+    def project_inputs(self, inputs: Tensor) -> Tensor:
+        """``(..., D) -> (..., H)``: W_ih x + b_ih."""
+        noise = self.regularization.noise_for(self.noise, self.training, batch_size_of(inputs))
+        inputs = self.regularization.apply_input_mask(inputs, noise)
+        return functional.linear(inputs, self.weight_ih, self.bias_ih)
+
+    def recur(self, projected: Tensor, state: HiddenState) -> tuple[Tensor, HiddenState]:
+        """``projected (B, H)``, state ``(h (B, H),)`` -> ``h_t``, new state."""
+        (h,) = state
+        noise = self.regularization.noise_for(self.noise, self.training, h.shape[0])
+        recurrent_input = self.regularization.apply_hidden_mask(h, noise)
+        weight_hh = self.regularization.recurrent_weight(self.weight_hh, noise)
+        pre_activation = projected + functional.linear(recurrent_input, weight_hh, self.bias_hh)
+        h_new = NONLINEARITIES[self.nonlinearity](pre_activation)
+        new_state = self.regularization.apply_zoneout(state, HiddenState(h_new), self.training)
+        return new_state.h, new_state
+
+    def native_weights(self) -> list[Tensor]:
+        weights = [self.weight_ih, self.weight_hh]
+        if self.bias:
+            weights += [self.bias_ih, self.bias_hh]
+        return weights
+
+    def native_unsupported_reason(self) -> str | None:
+        return self.regularization.native_unsupported_reason(self.training)
+
+    def extra_repr(self) -> str:
+        options = [super().extra_repr(), f"nonlinearity={self.nonlinearity!r}"]
+        options += [] if self.bias else ["bias=False"]
+        regularization = self.regularization.extra_repr()
+        return ", ".join(options + ([regularization] if regularization else []))

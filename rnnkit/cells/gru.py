@@ -1,0 +1,101 @@
+"""Gated recurrent unit exactly as torch.nn.GRU defines it (gate order r, z, n).
+
+Cho et al. 2014, https://arxiv.org/abs/1406.1078, with the reset gate applied after the
+recurrent matrix as in torch and cuDNN:
+
+    r_t = sigmoid(W_ir x_t + b_ir + W_hr h_{t-1} + b_hr)
+    z_t = sigmoid(W_iz x_t + b_iz + W_hz h_{t-1} + b_hz)
+    n_t = tanh(W_in x_t + b_in + r_t * (W_hn h_{t-1} + b_hn))
+    h_t = (1 - z_t) * n_t + z_t * h_{t-1}
+
+Recurrent regularization (variational dropout, DropConnect, zoneout): see
+``rnnkit.cells.regularization``. Dropout of the recurrent input applies to the h_{t-1} that
+enters W_hh; the interpolation uses the undropped h_{t-1}.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional
+
+from rnnkit.cells.base import Cell, uniform_init
+from rnnkit.cells.regularization import Regularization, batch_size_of, draw_sequence_noise
+
+
+class HiddenState(NamedTuple):
+    h: Tensor  # (B, H)
+
+
+class GRUCell(Cell):
+    """GRU cell; parameter names and shapes as torch.nn.GRUCell."""
+
+    native_kernel = "gru"
+    state_type = HiddenState
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        bias: bool = True,
+        *,
+        input_dropout: float = 0.0,
+        hidden_dropout: float = 0.0,
+        weight_dropout: float = 0.0,
+        zoneout: float = 0.0,
+    ) -> None:
+        super().__init__(input_size, hidden_size)
+        self.bias = bias
+        self.regularization = Regularization(
+            input_dropout, hidden_dropout, weight_dropout, zoneout
+        )
+        self.noise = None
+        self.weight_ih = nn.Parameter(torch.empty(3 * hidden_size, input_size))
+        self.weight_hh = nn.Parameter(torch.empty(3 * hidden_size, hidden_size))
+        self.bias_ih = nn.Parameter(torch.empty(3 * hidden_size)) if bias else None
+        self.bias_hh = nn.Parameter(torch.empty(3 * hidden_size)) if bias else None
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        uniform_init(self, self.hidden_size)
+
+    def begin_sequence(self, batch_size: int, *, device: torch.device, dtype: torch.dtype) -> None:
+        self.noise = draw_sequence_noise(self, batch_size, device, dtype)
+
+    def project_inputs(self, inputs: Tensor) -> Tensor:
+        """``(..., D) -> (..., 3H)``: W_ih x + b_ih."""
+        noise = self.regularization.noise_for(self.noise, self.training, batch_size_of(inputs))
+        inputs = self.regularization.apply_input_mask(inputs, noise)
+        return functional.linear(inputs, self.weight_ih, self.bias_ih)
+
+    def recur(self, projected: Tensor, state: HiddenState) -> tuple[Tensor, HiddenState]:
+        """``projected (B, 3H)``, state ``(h (B, H),)`` -> ``h_t``, new state."""
+        (h,) = state
+        noise = self.regularization.noise_for(self.noise, self.training, h.shape[0])
+        recurrent_input = self.regularization.apply_hidden_mask(h, noise)
+        weight_hh = self.regularization.recurrent_weight(self.weight_hh, noise)
+        recurrent = functional.linear(recurrent_input, weight_hh, self.bias_hh)
+        input_r, input_z, input_n = projected.chunk(3, 1)
+        hidden_r, hidden_z, hidden_n = recurrent.chunk(3, 1)
+        reset = torch.sigmoid(input_r + hidden_r)
+        update = torch.sigmoid(input_z + hidden_z)
+        candidate = torch.tanh(input_n + reset * hidden_n)
+        h_new = candidate + update * (h - candidate)
+        new_state = self.regularization.apply_zoneout(state, HiddenState(h_new), self.training)
+        return new_state.h, new_state
+
+    def native_weights(self) -> list[Tensor]:
+        weights = [self.weight_ih, self.weight_hh]
+        if self.bias:
+            weights += [self.bias_ih, self.bias_hh]
+        return weights
+
+    def native_unsupported_reason(self) -> str | None:
+        return self.regularization.native_unsupported_reason(self.training)
+
+    def extra_repr(self) -> str:
+        options = [super().extra_repr()] + ([] if self.bias else ["bias=False"])
+        regularization = self.regularization.extra_repr()
+        return ", ".join(options + ([regularization] if regularization else []))

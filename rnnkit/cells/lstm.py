@@ -1,0 +1,183 @@
+"""Long short-term memory in torch's gate order (i, f, g, o).
+
+Hochreiter & Schmidhuber 1997 with the forget gate of Gers et al. 2000, exactly as torch.nn.LSTM:
+
+    i_t = sigmoid(W_ii x_t + b_ii + W_hi h_{t-1} + b_hi [+ w_ci * c_{t-1}])
+    f_t = sigmoid(W_if x_t + b_if + W_hf h_{t-1} + b_hf [+ w_cf * c_{t-1}])
+    g_t = tanh(W_ig x_t + b_ig + W_hg h_{t-1} + b_hg)
+    c_t = f_t * c_{t-1} + i_t * g_t
+    o_t = sigmoid(W_io x_t + b_io + W_ho h_{t-1} + b_ho [+ w_co * c_t])
+    h_t = o_t * tanh(c_t)                       [h_t = W_hr h_t with proj_size]
+
+Options:
+- ``peephole``: the bracketed diagonal peephole terms (Gers & Schmidhuber 2000,
+  "Recurrent nets that time and count").
+- ``layer_norm`` (Ba et al. 2016, https://arxiv.org/abs/1607.06450, eq. 20-22): the input and
+  recurrent pre-activations are normalized separately over the 4H gates,
+  ``gates = LN(W_ih x_t) + b_ih + LN(W_hh h_{t-1}) + b_hh``, and the cell before its tanh,
+  ``h_t = o_t * tanh(LN(c_t))``.
+- ``proj_size`` (Sak et al. 2014, https://arxiv.org/abs/1402.1128): ``h_t = W_hr (o_t * tanh(c_t))``.
+- ``forget_bias``: initial value of the forget-gate bias (Gers et al. 2000; Jozefowicz et al. 2015
+  recommend 1.0), put in ``bias_ih``; ``bias_hh``'s forget slice starts at zero.
+- recurrent regularization, see ``rnnkit.cells.regularization``.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional
+
+from rnnkit.cells.base import Cell, check_positive_int, uniform_init
+from rnnkit.cells.regularization import Regularization, batch_size_of, draw_sequence_noise
+
+
+class LSTMState(NamedTuple):
+    h: Tensor  # (B, proj_size or H)
+    c: Tensor  # (B, H)
+
+
+class LSTMCell(Cell):
+    """LSTM cell; parameter names and shapes as torch.nn.LSTMCell (plus ``weight_hr``)."""
+
+    native_kernel = "lstm"
+    state_type = LSTMState
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        bias: bool = True,
+        *,
+        proj_size: int = 0,
+        peephole: bool = False,
+        layer_norm: bool = False,
+        forget_bias: float | None = None,
+        input_dropout: float = 0.0,
+        hidden_dropout: float = 0.0,
+        weight_dropout: float = 0.0,
+        zoneout: float = 0.0,
+    ) -> None:
+        super().__init__(input_size, hidden_size)
+        if proj_size != 0:
+            check_positive_int("proj_size", proj_size)
+            if proj_size >= hidden_size:
+                raise ValueError(
+                    f"proj_size has to be smaller than hidden_size, got proj_size={proj_size} "
+                    f"and hidden_size={hidden_size}"
+                )
+        if forget_bias is not None and not bias:
+            raise ValueError("forget_bias needs bias=True, got bias=False")
+        self.bias = bias
+        self.proj_size = proj_size
+        self.peephole = peephole
+        self.layer_norm = layer_norm
+        self.forget_bias = forget_bias
+        self.regularization = Regularization(
+            input_dropout, hidden_dropout, weight_dropout, zoneout
+        )
+        self.noise = None
+        gates = 4 * hidden_size
+        recurrent_size = proj_size or hidden_size
+        self.weight_ih = nn.Parameter(torch.empty(gates, input_size))
+        self.weight_hh = nn.Parameter(torch.empty(gates, recurrent_size))
+        self.bias_ih = nn.Parameter(torch.empty(gates)) if bias else None
+        self.bias_hh = nn.Parameter(torch.empty(gates)) if bias else None
+        self.weight_hr = nn.Parameter(torch.empty(proj_size, hidden_size)) if proj_size else None
+        if peephole:
+            self.weight_ci = nn.Parameter(torch.empty(hidden_size))
+            self.weight_cf = nn.Parameter(torch.empty(hidden_size))
+            self.weight_co = nn.Parameter(torch.empty(hidden_size))
+        if layer_norm:
+            self.norm_input = nn.LayerNorm(gates, bias=False)
+            self.norm_hidden = nn.LayerNorm(gates, bias=False)
+            self.norm_cell = nn.LayerNorm(hidden_size)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        uniform_init(self, self.hidden_size)
+        if self.forget_bias is not None:
+            forget = slice(self.hidden_size, 2 * self.hidden_size)
+            with torch.no_grad():
+                self.bias_ih[forget] = self.forget_bias
+                self.bias_hh[forget] = 0.0
+        if self.layer_norm:
+            for norm in (self.norm_input, self.norm_hidden, self.norm_cell):
+                norm.reset_parameters()
+
+    @property
+    def output_size(self) -> int:
+        return self.proj_size or self.hidden_size
+
+    def state_sizes(self) -> tuple[int, ...]:
+        return (self.proj_size or self.hidden_size, self.hidden_size)
+
+    def begin_sequence(self, batch_size: int, *, device: torch.device, dtype: torch.dtype) -> None:
+        self.noise = draw_sequence_noise(self, batch_size, device, dtype)
+
+    def project_inputs(self, inputs: Tensor) -> Tensor:
+        """``(..., D) -> (..., 4H)``: W_ih x + b_ih (normalized first with layer_norm)."""
+        noise = self.regularization.noise_for(self.noise, self.training, batch_size_of(inputs))
+        inputs = self.regularization.apply_input_mask(inputs, noise)
+        if not self.layer_norm:
+            return functional.linear(inputs, self.weight_ih, self.bias_ih)
+        projected = self.norm_input(functional.linear(inputs, self.weight_ih))
+        return projected if self.bias_ih is None else projected + self.bias_ih
+
+    def recur(self, projected: Tensor, state: LSTMState) -> tuple[Tensor, LSTMState]:
+        """``projected (B, 4H)``, state ``(h (B, R), c (B, H))`` -> ``h_t``, new state."""
+        h, c = state
+        noise = self.regularization.noise_for(self.noise, self.training, h.shape[0])
+        recurrent_input = self.regularization.apply_hidden_mask(h, noise)
+        weight_hh = self.regularization.recurrent_weight(self.weight_hh, noise)
+        if self.layer_norm:
+            recurrent = self.norm_hidden(functional.linear(recurrent_input, weight_hh))
+            if self.bias_hh is not None:
+                recurrent = recurrent + self.bias_hh
+        else:
+            recurrent = functional.linear(recurrent_input, weight_hh, self.bias_hh)
+        input_gate, forget_gate, candidate, output_gate = (projected + recurrent).chunk(4, 1)
+        if self.peephole:
+            input_gate = input_gate + self.weight_ci * c
+            forget_gate = forget_gate + self.weight_cf * c
+        c_new = torch.sigmoid(forget_gate) * c + torch.sigmoid(input_gate) * torch.tanh(candidate)
+        if self.peephole:
+            output_gate = output_gate + self.weight_co * c_new
+        cell_out = self.norm_cell(c_new) if self.layer_norm else c_new
+        h_new = torch.sigmoid(output_gate) * torch.tanh(cell_out)
+        if self.weight_hr is not None:
+            h_new = functional.linear(h_new, self.weight_hr)
+        new_state = self.regularization.apply_zoneout(state, LSTMState(h_new, c_new), self.training)
+        return new_state.h, new_state
+
+    def native_weights(self) -> list[Tensor]:
+        weights = [self.weight_ih, self.weight_hh]
+        if self.bias:
+            weights += [self.bias_ih, self.bias_hh]
+        if self.weight_hr is not None:
+            weights.append(self.weight_hr)
+        return weights
+
+    def native_unsupported_reason(self) -> str | None:
+        if self.peephole:
+            return "peephole connections are not supported by torch's fused LSTM kernel"
+        if self.layer_norm:
+            return "layer normalization is not supported by torch's fused LSTM kernel"
+        return self.regularization.native_unsupported_reason(self.training)
+
+    def extra_repr(self) -> str:
+        options = [super().extra_repr()]
+        if not self.bias:
+            options.append("bias=False")
+        if self.proj_size:
+            options.append(f"proj_size={self.proj_size}")
+        if self.peephole:
+            options.append("peephole=True")
+        if self.layer_norm:
+            options.append("layer_norm=True")
+        if self.forget_bias is not None:
+            options.append(f"forget_bias={self.forget_bias}")
+        regularization = self.regularization.extra_repr()
+        return ", ".join(options + ([regularization] if regularization else []))

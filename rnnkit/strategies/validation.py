@@ -1,0 +1,94 @@
+"""Checks every strategy runs before it starts: errors name the argument, what was expected
+and what was got."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+from rnnkit.cells.base import Cell, State
+
+
+def check_inputs(cell: Cell, inputs: Tensor) -> None:
+    """``inputs`` must be a finite floating tensor ``(B, T, input_size)`` in the cell's dtype."""
+    if not isinstance(inputs, Tensor):
+        raise TypeError(f"inputs must be a torch.Tensor, got {type(inputs).__name__}")
+    if inputs.dim() != 3:
+        raise ValueError(
+            f"inputs must have shape (batch, time, {cell.input_size}), got a "
+            f"{inputs.dim()}-D tensor of shape {tuple(inputs.shape)}"
+        )
+    if inputs.shape[-1] != cell.input_size:
+        raise ValueError(
+            f"inputs must have {cell.input_size} features (input_size), got "
+            f"{inputs.shape[-1]} in shape {tuple(inputs.shape)}"
+        )
+    if inputs.shape[1] == 0:
+        raise ValueError(f"inputs must have at least one time step, got shape {tuple(inputs.shape)}")
+    parameter = next(cell.parameters(), None)
+    if parameter is not None and inputs.dtype != parameter.dtype:
+        raise TypeError(
+            f"inputs must have the cell's dtype {parameter.dtype}, got {inputs.dtype}"
+        )
+    if not inputs.is_floating_point() and not inputs.is_complex():
+        raise TypeError(f"inputs must be floating point, got {inputs.dtype}")
+    if not torch.isfinite(inputs).all():
+        raise ValueError("inputs contain NaN or infinite values")
+
+
+def check_state(cell: Cell, state: State, batch_size: int) -> State:
+    """A state given by the user, as the cell's NamedTuple of ``(B, size)`` tensors."""
+    sizes = cell.state_sizes()
+    fields = cell.state_type._fields
+    if isinstance(state, Tensor):
+        state = (state,)
+    if not isinstance(state, (tuple, list)) or len(state) != len(sizes):
+        raise ValueError(
+            f"state must be a {cell.state_type.__name__}{fields} of {len(sizes)} tensors, "
+            f"got {type(state).__name__}"
+            + (f" of length {len(state)}" if isinstance(state, (tuple, list)) else "")
+        )
+    for name, size, field in zip(fields, sizes, state):
+        expected = (batch_size, size)
+        if not isinstance(field, Tensor) or tuple(field.shape) != expected:
+            got = tuple(field.shape) if isinstance(field, Tensor) else type(field).__name__
+            raise ValueError(f"state.{name} must have shape {expected}, got {got}")
+    return cell.state_type(*state)
+
+
+def check_lengths(lengths: Tensor | Sequence[int], batch_size: int, steps: int) -> Tensor:
+    """Lengths as a 1-D int64 tensor of ``batch_size`` values in [1, steps]."""
+    if not isinstance(lengths, Tensor):
+        lengths = torch.as_tensor(lengths)
+    if lengths.dim() != 1 or lengths.shape[0] != batch_size:
+        raise ValueError(
+            f"lengths must have one entry per sequence, shape ({batch_size},), "
+            f"got shape {tuple(lengths.shape)}"
+        )
+    if lengths.is_floating_point() or lengths.is_complex() or lengths.dtype == torch.bool:
+        raise TypeError(f"lengths must be integers, got {lengths.dtype}")
+    smallest, largest = int(lengths.min()), int(lengths.max())
+    if smallest < 1:
+        raise ValueError(f"lengths must be at least 1, got a length of {smallest}")
+    if largest > steps:
+        raise ValueError(
+            f"lengths must not exceed the {steps} time steps of inputs, got a length of {largest}"
+        )
+    return lengths.to(torch.int64)
+
+
+def prepare(
+    cell: Cell, inputs: Tensor, state: State | None, lengths: Tensor | Sequence[int] | None
+) -> tuple[State, Tensor | None]:
+    """Validate a strategy's arguments; return the state to start from and the lengths."""
+    check_inputs(cell, inputs)
+    batch_size, steps, _ = inputs.shape
+    if lengths is not None:
+        lengths = check_lengths(lengths, batch_size, steps)
+    if state is None:
+        state = cell.initial_state(batch_size, device=inputs.device, dtype=inputs.dtype)
+    else:
+        state = check_state(cell, state, batch_size)
+    return state, lengths
