@@ -73,24 +73,25 @@ class Cell(nn.Module):
         if device is None and parameter is not None:
             device = parameter.device
         return self.state_type(
-            *(torch.zeros(batch_size, size, device=device, dtype=dtype) for size in self.state_sizes())
+            *(
+                torch.zeros(batch_size, size, device=device, dtype=dtype)
+                for size in self.state_sizes()
+            )
         )
 
     def project_inputs(self, inputs: Tensor) -> Tensor:
-        """The state-independent part of the step for all steps at once: ``(..., D) -> (..., P)``."""
+        """The state-independent part of the step, all steps at once: ``(..., D) -> (..., P)``."""
         return inputs
 
     def recur(self, projected: Tensor, state: State) -> tuple[Tensor, State]:
-        """One step given the projected input ``(B, P)``: returns ``y_t (B, O)`` and the new state."""
+        """One step from the projected input ``(B, P)``: ``y_t (B, O)`` and the new state."""
         raise NotImplementedError
 
     def step(self, inputs: Tensor, state: State) -> tuple[Tensor, State]:
         """One step of the recurrence: ``x_t (B, D)`` -> ``y_t (B, O)``, new state."""
         return self.recur(self.project_inputs(inputs), state)
 
-    def begin_sequence(
-        self, batch_size: int, *, device: torch.device, dtype: torch.dtype
-    ) -> None:
+    def begin_sequence(self, batch_size: int, *, device: torch.device, dtype: torch.dtype) -> None:
         """Draw what stays fixed over one sequence (dropout masks); a no-op by default.
 
         Every strategy calls this once per run, before ``project_inputs``.

@@ -47,9 +47,7 @@ class ElmanCell(Cell):
         self.bias = bias
         self.nonlinearity = nonlinearity
         self.native_kernel = f"rnn_{nonlinearity}"
-        self.regularization = Regularization(
-            input_dropout, hidden_dropout, weight_dropout, zoneout
-        )
+        self.regularization = Regularization(input_dropout, hidden_dropout, weight_dropout, zoneout)
         self.noise = None
         self.weight_ih = nn.Parameter(torch.empty(hidden_size, input_size))
         self.weight_hh = nn.Parameter(torch.empty(hidden_size, hidden_size))

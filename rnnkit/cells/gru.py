@@ -48,9 +48,7 @@ class GRUCell(Cell):
     ) -> None:
         super().__init__(input_size, hidden_size)
         self.bias = bias
-        self.regularization = Regularization(
-            input_dropout, hidden_dropout, weight_dropout, zoneout
-        )
+        self.regularization = Regularization(input_dropout, hidden_dropout, weight_dropout, zoneout)
         self.noise = None
         self.weight_ih = nn.Parameter(torch.empty(3 * hidden_size, input_size))
         self.weight_hh = nn.Parameter(torch.empty(3 * hidden_size, hidden_size))

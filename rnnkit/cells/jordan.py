@@ -51,9 +51,7 @@ class JordanCell(Cell):
             check_positive_int("output_size", output_size)
         self.bias = bias
         self.jordan_output_size = output_size or hidden_size
-        self.regularization = Regularization(
-            input_dropout, hidden_dropout, weight_dropout, zoneout
-        )
+        self.regularization = Regularization(input_dropout, hidden_dropout, weight_dropout, zoneout)
         self.noise = None
         self.weight_ih = nn.Parameter(torch.empty(hidden_size, input_size))
         self.weight_hh = nn.Parameter(torch.empty(hidden_size, self.jordan_output_size))

@@ -16,7 +16,8 @@ Options:
   recurrent pre-activations are normalized separately over the 4H gates,
   ``gates = LN(W_ih x_t) + b_ih + LN(W_hh h_{t-1}) + b_hh``, and the cell before its tanh,
   ``h_t = o_t * tanh(LN(c_t))``.
-- ``proj_size`` (Sak et al. 2014, https://arxiv.org/abs/1402.1128): ``h_t = W_hr (o_t * tanh(c_t))``.
+- ``proj_size`` (Sak et al. 2014, https://arxiv.org/abs/1402.1128):
+  ``h_t = W_hr (o_t * tanh(c_t))``.
 - ``forget_bias``: initial value of the forget-gate bias (Gers et al. 2000; Jozefowicz et al. 2015
   recommend 1.0), put in ``bias_ih``; ``bias_hh``'s forget slice starts at zero.
 - recurrent regularization, see ``rnnkit.cells.regularization``.
@@ -75,9 +76,7 @@ class LSTMCell(Cell):
         self.peephole = peephole
         self.layer_norm = layer_norm
         self.forget_bias = forget_bias
-        self.regularization = Regularization(
-            input_dropout, hidden_dropout, weight_dropout, zoneout
-        )
+        self.regularization = Regularization(input_dropout, hidden_dropout, weight_dropout, zoneout)
         self.noise = None
         gates = 4 * hidden_size
         recurrent_size = proj_size or hidden_size

@@ -135,7 +135,7 @@ class Regularization:
         if self.zoneout == 0:
             return candidate
         fields = []
-        for old, new in zip(previous, candidate):
+        for old, new in zip(previous, candidate, strict=False):
             if training:
                 keep = torch.bernoulli(torch.full_like(new, self.zoneout))
                 fields.append(torch.lerp(new, old, keep))
@@ -144,11 +144,7 @@ class Regularization:
         return type(candidate)(*fields)
 
     def extra_repr(self) -> str:
-        settings = [
-            f"{name}={value}"
-            for name, value in vars(self).items()
-            if value > 0
-        ]
+        settings = [f"{name}={value}" for name, value in vars(self).items() if value > 0]
         return ", ".join(settings)
 
 

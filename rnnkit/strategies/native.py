@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from torch import Tensor, _VF
+from torch import _VF, Tensor
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 from rnnkit.cells.base import Cell, State
@@ -57,8 +57,15 @@ def run(
     packed = pack_padded_sequence(inputs, lengths.cpu(), batch_first=True, enforce_sorted=False)
     sorted_hidden = _permute(hidden, packed.sorted_indices)
     result = kernel(
-        packed.data, packed.batch_sizes, sorted_hidden, weights, cell.bias, 1, 0.0,
-        cell.training, False,
+        packed.data,
+        packed.batch_sizes,
+        sorted_hidden,
+        weights,
+        cell.bias,
+        1,
+        0.0,
+        cell.training,
+        False,
     )
     packed_outputs = PackedSequence(
         result[0], packed.batch_sizes, packed.sorted_indices, packed.unsorted_indices

@@ -47,9 +47,11 @@ def _run_with_lengths(
     active = torch.arange(longest, device=lengths.device).unsqueeze(1) < lengths  # (T', B)
     active = active.unsqueeze(-1)  # (T', B, 1)
     outputs = []
-    for projected_t, active_t in zip(projected.unbind(1), active.unbind(0)):
+    for projected_t, active_t in zip(projected.unbind(1), active.unbind(0), strict=False):
         output, candidate = cell.recur(projected_t, state)
-        state = type(state)(*(torch.where(active_t, new, old) for new, old in zip(candidate, state)))
+        state = type(state)(
+            *(torch.where(active_t, new, old) for new, old in zip(candidate, state, strict=False))
+        )
         outputs.append(torch.where(active_t, output, 0.0))
     stacked = torch.stack(outputs, 1)  # (B, T', O)
     if longest < steps:

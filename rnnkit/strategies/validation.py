@@ -26,12 +26,12 @@ def check_inputs(cell: Cell, inputs: Tensor) -> None:
             f"{inputs.shape[-1]} in shape {tuple(inputs.shape)}"
         )
     if inputs.shape[1] == 0:
-        raise ValueError(f"inputs must have at least one time step, got shape {tuple(inputs.shape)}")
+        raise ValueError(
+            f"inputs must have at least one time step, got shape {tuple(inputs.shape)}"
+        )
     parameter = next(cell.parameters(), None)
     if parameter is not None and inputs.dtype != parameter.dtype:
-        raise TypeError(
-            f"inputs must have the cell's dtype {parameter.dtype}, got {inputs.dtype}"
-        )
+        raise TypeError(f"inputs must have the cell's dtype {parameter.dtype}, got {inputs.dtype}")
     if not inputs.is_floating_point() and not inputs.is_complex():
         raise TypeError(f"inputs must be floating point, got {inputs.dtype}")
     if not torch.isfinite(inputs).all():
@@ -50,7 +50,7 @@ def check_state(cell: Cell, state: State, batch_size: int) -> State:
             f"got {type(state).__name__}"
             + (f" of length {len(state)}" if isinstance(state, (tuple, list)) else "")
         )
-    for name, size, field in zip(fields, sizes, state):
+    for name, size, field in zip(fields, sizes, state, strict=False):
         expected = (batch_size, size)
         if not isinstance(field, Tensor) or tuple(field.shape) != expected:
             got = tuple(field.shape) if isinstance(field, Tensor) else type(field).__name__

@@ -1,0 +1,171 @@
+"""``Recurrent``: any registered cell, any strategy, stacked and bidirectional."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from torch import Tensor, nn
+from torch.nn.utils.rnn import PackedSequence
+
+from rnnkit.cells import CELLS, Cell, State, make_cell
+from rnnkit.cells.base import check_positive_int, check_probability
+from rnnkit.nn.packing import repack, unpack
+from rnnkit.nn.stack import run_stack
+from rnnkit.strategies import choose, get_strategy
+
+
+class Recurrent(nn.Module):
+    """A stack of recurrent cells run by a named strategy.
+
+    Args:
+        cell: a registered cell name (``rnnkit.cells.CELLS``), a Cell class, or a Cell instance
+            (an instance only for one layer in one direction).
+        input_size: features D of the inputs.
+        hidden_size: hidden size H of every cell.
+        num_layers: cells stacked, each reading the outputs of the one below.
+        bias: whether cells have biases.
+        batch_first: inputs and outputs ``(B, T, D)`` when True, else ``(T, B, D)``.
+        dropout: dropout on the outputs of every layer but the last, in training.
+        bidirectional: each layer also runs a second cell over the reversed sequences.
+        strategy: a name in ``rnnkit.strategies.STRATEGIES``; ``"auto"`` picks per cell, and
+            ``describe_strategy()`` prints what it picks.
+        **cell_options: passed to the cell's constructor (``proj_size``, ``layer_norm``, ...).
+
+    States are a tuple of one NamedTuple per layer and direction, ordered
+    ``(layer0, layer0_reverse, layer1, ...)`` as torch orders ``h_n``.
+    """
+
+    def __init__(
+        self,
+        cell: str | type[Cell] | Cell,
+        input_size: int,
+        hidden_size: int,
+        num_layers: int = 1,
+        bias: bool = True,
+        batch_first: bool = True,
+        dropout: float = 0.0,
+        bidirectional: bool = False,
+        strategy: str = "auto",
+        **cell_options,
+    ) -> None:
+        super().__init__()
+        check_positive_int("input_size", input_size)
+        check_positive_int("hidden_size", hidden_size)
+        check_positive_int("num_layers", num_layers)
+        check_probability("dropout", dropout)
+        get_strategy(strategy)
+        self.input_size = input_size
+        self.hidden_size = hidden_size
+        self.num_layers = num_layers
+        self.batch_first = batch_first
+        self.dropout = float(dropout)
+        self.bidirectional = bidirectional
+        self.num_directions = 2 if bidirectional else 1
+        self.strategy = strategy
+        self.cells = nn.ModuleList(
+            _build_cells(
+                cell, input_size, hidden_size, num_layers, self.num_directions, bias, cell_options
+            )
+        )
+
+    @property
+    def output_size(self) -> int:
+        """Features of the outputs: directions times the cell's output size."""
+        return self.num_directions * self.cells[0].output_size
+
+    def describe_strategy(self) -> str:
+        """Which strategy runs each cell now, and why (``auto`` depends on the cell and mode)."""
+        lines = []
+        for index, cell in enumerate(self.cells):
+            layer, direction = divmod(index, self.num_directions)
+            where = f"layer {layer}" + (" reverse" if direction else "")
+            if self.strategy == "auto":
+                name, reason = choose(cell)
+                lines.append(f"{where}: auto -> {name} ({reason})")
+            else:
+                lines.append(f"{where}: {self.strategy}")
+        return "\n".join(lines)
+
+    def forward(
+        self,
+        inputs: Tensor | PackedSequence,
+        state: Sequence[State] | None = None,
+        lengths: Tensor | Sequence[int] | None = None,
+    ) -> tuple[Tensor | PackedSequence, tuple[State, ...]]:
+        """``inputs (B, T, D)`` (or ``(T, B, D)``, or a PackedSequence) -> outputs
+        ``(B, T, directions * O)`` and the final states."""
+        packed = inputs if isinstance(inputs, PackedSequence) else None
+        if packed is not None:
+            if lengths is not None:
+                raise ValueError("lengths must be None when inputs is a PackedSequence")
+            inputs, lengths = unpack(packed)
+        elif not self.batch_first and isinstance(inputs, Tensor):
+            inputs = inputs.transpose(0, 1)
+        if state is not None and len(state) != len(self.cells):
+            raise ValueError(
+                f"state must hold one state per layer and direction ({len(self.cells)}), "
+                f"got {len(state)}"
+            )
+        outputs, final_states = run_stack(
+            list(self.cells),
+            self.num_directions,
+            inputs,
+            state,
+            lengths,
+            get_strategy(self.strategy),
+            self.dropout,
+            self.training,
+        )
+        if packed is not None:
+            return repack(outputs, lengths, packed), final_states
+        if not self.batch_first:
+            outputs = outputs.transpose(0, 1)
+        return outputs, final_states
+
+    def extra_repr(self) -> str:
+        return (
+            f"num_layers={self.num_layers}, bidirectional={self.bidirectional}, "
+            f"dropout={self.dropout}, batch_first={self.batch_first}, strategy={self.strategy!r}"
+        )
+
+
+def _build_cells(
+    cell: str | type[Cell] | Cell,
+    input_size: int,
+    hidden_size: int,
+    num_layers: int,
+    num_directions: int,
+    bias: bool,
+    options: dict,
+) -> list[Cell]:
+    if isinstance(cell, Cell):
+        if num_layers != 1 or num_directions != 1 or options:
+            raise ValueError(
+                "a Cell instance builds one layer in one direction without cell options; pass "
+                "the cell's name or class for num_layers > 1, bidirectional or options"
+            )
+        if (cell.input_size, cell.hidden_size) != (input_size, hidden_size):
+            raise ValueError(
+                f"cell has input_size={cell.input_size}, hidden_size={cell.hidden_size}; "
+                f"expected input_size={input_size}, hidden_size={hidden_size}"
+            )
+        return [cell]
+    if isinstance(cell, str):
+
+        def factory(size: int) -> Cell:
+            return make_cell(cell, size, hidden_size, bias=bias, **options)
+    elif isinstance(cell, type) and issubclass(cell, Cell):
+
+        def factory(size: int) -> Cell:
+            return cell(size, hidden_size, bias=bias, **options)
+    else:
+        raise TypeError(
+            f"cell must be a name in {sorted(CELLS)}, a Cell class or a Cell instance, "
+            f"got {type(cell).__name__}"
+        )
+    cells: list[Cell] = []
+    for layer in range(num_layers):
+        for _ in range(num_directions):
+            size = input_size if layer == 0 else num_directions * cells[0].output_size
+            cells.append(factory(size))
+    return cells
