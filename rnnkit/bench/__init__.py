@@ -1,0 +1,23 @@
+"""Benchmarks behind BENCHMARKS.md: ``rnnkit bench NAME [options]``.
+
+Each benchmark measures rnnkit against torch.nn and the sequential reference in the same run
+and prints ratios; nothing here is asserted by the tests.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from rnnkit.bench import layers
+
+BENCHMARKS = {"layers": layers}
+
+
+def main(argv: list[str]) -> int:
+    """Run the benchmark named by ``argv[0]`` with the rest of ``argv`` as its options."""
+    parser = argparse.ArgumentParser(prog="rnnkit bench", description=__doc__)
+    subparsers = parser.add_subparsers(dest="benchmark", required=True)
+    for name, module in BENCHMARKS.items():
+        module.add_arguments(subparsers.add_parser(name, help=module.__doc__.splitlines()[0]))
+    arguments = parser.parse_args(argv)
+    return BENCHMARKS[arguments.benchmark].run(arguments)

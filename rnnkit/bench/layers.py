@@ -1,0 +1,106 @@
+"""Layers: torch.nn against rnnkit's native and sequential strategies, forward and backward.
+
+For each cell and size, times forward (no autograd) and forward+backward (training) of
+torch.nn, ``rnnkit.nn`` with strategy ``native`` and with ``sequential``, and a layer-normalized
+LSTM (``Recurrent("lstm", layer_norm=True)``, sequential), all measured in one run and printed
+as ratios to torch.nn (1.00 = as fast as torch.nn; 2.00 = twice its time).
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+import rnnkit.nn
+from rnnkit.bench.timing import median_seconds
+
+DEFAULT_SIZES = ["32x256x128x256", "8x1024x64x128"]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--sizes",
+        nargs="+",
+        default=DEFAULT_SIZES,
+        metavar="BxTxDxH",
+        help="batch x time x input features x hidden size (default: %(default)s)",
+    )
+    parser.add_argument("--cells", nargs="+", default=["lstm", "gru"], choices=["lstm", "gru"])
+    parser.add_argument("--repeats", type=int, default=5, help="timed calls per measurement")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: all)")
+
+
+def run(arguments: argparse.Namespace) -> int:
+    if arguments.threads:
+        torch.set_num_threads(arguments.threads)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, float32, CPU")
+    print(f"median of {arguments.repeats} calls; ratio = time / torch.nn time\n")
+    header = f"{'cell':<5} {'B x T x D x H':<16} {'layer':<22} {'forward s':>10} {'ratio':>6}"
+    header += f" {'fwd+bwd s':>10} {'ratio':>6}"
+    print(header)
+    print("-" * len(header))
+    for size in arguments.sizes:
+        batch, steps, features, hidden = _parse_size(size)
+        for cell in arguments.cells:
+            inputs = torch.randn(batch, steps, features)
+            rows = _measure(cell, inputs, hidden, arguments.repeats)
+            reference_forward, reference_training = rows[0][1], rows[0][2]
+            for name, forward, training in rows:
+                print(
+                    f"{cell:<5} {size:<16} {name:<22} {forward:>10.4f} "
+                    f"{forward / reference_forward:>6.2f} {training:>10.4f} "
+                    f"{training / reference_training:>6.2f}"
+                )
+    return 0
+
+
+def _measure(
+    cell: str, inputs: torch.Tensor, hidden: int, repeats: int
+) -> list[tuple[str, float, float]]:
+    features = inputs.shape[-1]
+    torch_class = {"lstm": nn.LSTM, "gru": nn.GRU}[cell]
+    rnnkit_class = {"lstm": rnnkit.nn.LSTM, "gru": rnnkit.nn.GRU}[cell]
+    layers: list[tuple[str, nn.Module]] = [
+        ("torch.nn", torch_class(features, hidden, batch_first=True)),
+        ("rnnkit native", rnnkit_class(features, hidden, batch_first=True, strategy="native")),
+        (
+            "rnnkit sequential",
+            rnnkit_class(features, hidden, batch_first=True, strategy="sequential"),
+        ),
+    ]
+    if cell == "lstm":
+        layer_norm = rnnkit.nn.Recurrent("lstm", features, hidden, layer_norm=True)
+        layers.append(("layer-norm sequential", layer_norm))
+    forward = median_seconds([_forward(layer, inputs) for _, layer in layers], repeats)
+    training = median_seconds([_forward_backward(layer, inputs) for _, layer in layers], repeats)
+    return [(name, *times) for (name, _), *times in zip(layers, forward, training, strict=True)]
+
+
+def _forward(layer: nn.Module, inputs: torch.Tensor) -> Callable[[], object]:
+    def call() -> object:
+        with torch.no_grad():
+            return layer(inputs)
+
+    return call
+
+
+def _forward_backward(layer: nn.Module, inputs: torch.Tensor) -> Callable[[], object]:
+    inputs = inputs.clone().requires_grad_(True)
+
+    def call() -> object:
+        outputs, _ = layer(inputs)
+        outputs.sum().backward()
+        return outputs
+
+    return call
+
+
+def _parse_size(text: str) -> tuple[int, int, int, int]:
+    parts = text.lower().split("x")
+    if len(parts) != 4 or not all(part.isdigit() and int(part) > 0 for part in parts):
+        raise SystemExit(f"--sizes: expected BxTxDxH with positive integers, got {text!r}")
+    batch, steps, features, hidden = (int(part) for part in parts)
+    return batch, steps, features, hidden
