@@ -62,10 +62,11 @@ class ElmanCell(Cell):
         self.noise = draw_sequence_noise(self, batch_size, device, dtype)
 
     def project_inputs(self, inputs: Tensor) -> Tensor:
-        """``(..., D) -> (..., H)``: W_ih x + b_ih."""
+        """``(..., D) -> (..., H)``: W_ih x + b_ih + b_hh (both biases, constant in time)."""
         noise = self.regularization.noise_for(self.noise, self.training, batch_size_of(inputs))
         inputs = self.regularization.apply_input_mask(inputs, noise)
-        return functional.linear(inputs, self.weight_ih, self.bias_ih)
+        bias = None if self.bias_ih is None else self.bias_ih + self.bias_hh
+        return functional.linear(inputs, self.weight_ih, bias)
 
     def recur(self, projected: Tensor, state: HiddenState) -> tuple[Tensor, HiddenState]:
         """``projected (B, H)``, state ``(h (B, H),)`` -> ``h_t``, new state."""
@@ -73,7 +74,7 @@ class ElmanCell(Cell):
         noise = self.regularization.noise_for(self.noise, self.training, h.shape[0])
         recurrent_input = self.regularization.apply_hidden_mask(h, noise)
         weight_hh = self.regularization.recurrent_weight(self.weight_hh, noise)
-        pre_activation = projected + functional.linear(recurrent_input, weight_hh, self.bias_hh)
+        pre_activation = torch.addmm(projected, recurrent_input, weight_hh.t())  # (B, H)
         h_new = NONLINEARITIES[self.nonlinearity](pre_activation)
         new_state = self.regularization.apply_zoneout(state, HiddenState(h_new), self.training)
         return new_state.h, new_state

@@ -74,13 +74,11 @@ class GRUCell(Cell):
         noise = self.regularization.noise_for(self.noise, self.training, h.shape[0])
         recurrent_input = self.regularization.apply_hidden_mask(h, noise)
         weight_hh = self.regularization.recurrent_weight(self.weight_hh, noise)
-        recurrent = functional.linear(recurrent_input, weight_hh, self.bias_hh)
-        input_r, input_z, input_n = projected.chunk(3, 1)
-        hidden_r, hidden_z, hidden_n = recurrent.chunk(3, 1)
-        reset = torch.sigmoid(input_r + hidden_r)
-        update = torch.sigmoid(input_z + hidden_z)
-        candidate = torch.tanh(input_n + reset * hidden_n)
-        h_new = candidate + update * (h - candidate)
+        recurrent = functional.linear(recurrent_input, weight_hh, self.bias_hh)  # (B, 3H)
+        gates = 2 * self.hidden_size
+        reset, update = torch.sigmoid(projected[:, :gates] + recurrent[:, :gates]).chunk(2, 1)
+        candidate = torch.tanh(torch.addcmul(projected[:, gates:], reset, recurrent[:, gates:]))
+        h_new = torch.lerp(candidate, h, update)  # (1 - z) * n + z * h
         new_state = self.regularization.apply_zoneout(state, HiddenState(h_new), self.training)
         return new_state.h, new_state
 

@@ -75,10 +75,11 @@ class JordanCell(Cell):
         self.noise = draw_sequence_noise(self, batch_size, device, dtype)
 
     def project_inputs(self, inputs: Tensor) -> Tensor:
-        """``(..., D) -> (..., H)``: W_ih x + b_ih."""
+        """``(..., D) -> (..., H)``: W_ih x + b_ih + b_hh (both biases, constant in time)."""
         noise = self.regularization.noise_for(self.noise, self.training, batch_size_of(inputs))
         inputs = self.regularization.apply_input_mask(inputs, noise)
-        return functional.linear(inputs, self.weight_ih, self.bias_ih)
+        bias = None if self.bias_ih is None else self.bias_ih + self.bias_hh
+        return functional.linear(inputs, self.weight_ih, bias)
 
     def recur(self, projected: Tensor, state: OutputState) -> tuple[Tensor, OutputState]:
         """``projected (B, H)``, state ``(y (B, O),)`` -> ``y_t``, new state."""
@@ -86,7 +87,7 @@ class JordanCell(Cell):
         noise = self.regularization.noise_for(self.noise, self.training, y.shape[0])
         recurrent_input = self.regularization.apply_hidden_mask(y, noise)
         weight_hh = self.regularization.recurrent_weight(self.weight_hh, noise)
-        hidden = torch.tanh(projected + functional.linear(recurrent_input, weight_hh, self.bias_hh))
+        hidden = torch.tanh(torch.addmm(projected, recurrent_input, weight_hh.t()))  # (B, H)
         y_new = torch.tanh(functional.linear(hidden, self.weight_ho, self.bias_ho))
         new_state = self.regularization.apply_zoneout(state, OutputState(y_new), self.training)
         return new_state.y, new_state

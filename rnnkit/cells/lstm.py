@@ -117,13 +117,17 @@ class LSTMCell(Cell):
         self.noise = draw_sequence_noise(self, batch_size, device, dtype)
 
     def project_inputs(self, inputs: Tensor) -> Tensor:
-        """``(..., D) -> (..., 4H)``: W_ih x + b_ih (normalized first with layer_norm)."""
+        """``(..., D) -> (..., 4H)``: W_ih x + b_ih + b_hh (LN(W_ih x) + ... with layer_norm).
+
+        Both biases are constant in time, so they are added here rather than at every step.
+        """
         noise = self.regularization.noise_for(self.noise, self.training, batch_size_of(inputs))
         inputs = self.regularization.apply_input_mask(inputs, noise)
-        if not self.layer_norm:
-            return functional.linear(inputs, self.weight_ih, self.bias_ih)
-        projected = self.norm_input(functional.linear(inputs, self.weight_ih))
-        return projected if self.bias_ih is None else projected + self.bias_ih
+        if self.layer_norm:
+            projected = self.norm_input(functional.linear(inputs, self.weight_ih))
+            return projected if self.bias_ih is None else projected + (self.bias_ih + self.bias_hh)
+        bias = None if self.bias_ih is None else self.bias_ih + self.bias_hh
+        return functional.linear(inputs, self.weight_ih, bias)
 
     def recur(self, projected: Tensor, state: LSTMState) -> tuple[Tensor, LSTMState]:
         """``projected (B, 4H)``, state ``(h (B, R), c (B, H))`` -> ``h_t``, new state."""
@@ -132,20 +136,20 @@ class LSTMCell(Cell):
         recurrent_input = self.regularization.apply_hidden_mask(h, noise)
         weight_hh = self.regularization.recurrent_weight(self.weight_hh, noise)
         if self.layer_norm:
-            recurrent = self.norm_hidden(functional.linear(recurrent_input, weight_hh))
-            if self.bias_hh is not None:
-                recurrent = recurrent + self.bias_hh
+            gates = projected + self.norm_hidden(functional.linear(recurrent_input, weight_hh))
         else:
-            recurrent = functional.linear(recurrent_input, weight_hh, self.bias_hh)
-        input_gate, forget_gate, candidate, output_gate = (projected + recurrent).chunk(4, 1)
+            gates = torch.addmm(projected, recurrent_input, weight_hh.t())  # (B, 4H)
+        input_pre, forget_pre, candidate_pre, output_pre = gates.chunk(4, 1)
         if self.peephole:
-            input_gate = input_gate + self.weight_ci * c
-            forget_gate = forget_gate + self.weight_cf * c
-        c_new = torch.sigmoid(forget_gate) * c + torch.sigmoid(input_gate) * torch.tanh(candidate)
+            input_gate = torch.sigmoid(torch.addcmul(input_pre, self.weight_ci, c))
+            forget_gate = torch.sigmoid(torch.addcmul(forget_pre, self.weight_cf, c))
+        else:  # one sigmoid over the adjacent i and f slices
+            input_gate, forget_gate = torch.sigmoid(gates[:, : 2 * self.hidden_size]).chunk(2, 1)
+        c_new = torch.addcmul(forget_gate * c, input_gate, torch.tanh(candidate_pre))
         if self.peephole:
-            output_gate = output_gate + self.weight_co * c_new
+            output_pre = torch.addcmul(output_pre, self.weight_co, c_new)
         cell_out = self.norm_cell(c_new) if self.layer_norm else c_new
-        h_new = torch.sigmoid(output_gate) * torch.tanh(cell_out)
+        h_new = torch.sigmoid(output_pre) * torch.tanh(cell_out)
         if self.weight_hr is not None:
             h_new = functional.linear(h_new, self.weight_hr)
         new_state = self.regularization.apply_zoneout(state, LSTMState(h_new, c_new), self.training)
