@@ -5,12 +5,15 @@ from rnnkit.cells.elman import ElmanCell
 from rnnkit.cells.gru import GRUCell, HiddenState
 from rnnkit.cells.jordan import JordanCell, OutputState
 from rnnkit.cells.lstm import LSTMCell, LSTMState
+from rnnkit.cells.mingru import MinGRUCell, MinLSTMCell
 
 CELLS: dict[str, type[Cell]] = {
     "elman": ElmanCell,
     "jordan": JordanCell,
     "lstm": LSTMCell,
     "gru": GRUCell,
+    "mingru": MinGRUCell,
+    "minlstm": MinLSTMCell,
 }
 
 
@@ -30,6 +33,8 @@ __all__ = [
     "JordanCell",
     "LSTMCell",
     "LSTMState",
+    "MinGRUCell",
+    "MinLSTMCell",
     "OutputState",
     "State",
     "make_cell",

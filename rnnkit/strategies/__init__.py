@@ -5,9 +5,14 @@
 with ``inputs (B, T, D)``, ``outputs (B, T, O)`` and the final state as the cell's NamedTuple.
 ``STRATEGIES`` maps names to them.
 
+Registered: ``sequential`` (the reference), ``native`` (torch's fused kernels), ``scan``
+(linear cells, scan implementation chosen by device) and ``scan:loop``, ``scan:chunked``,
+``scan:compiled``, ``scan:triton`` (one implementation each), and ``auto``.
+
 ``auto`` rule: ``native`` when torch's fused kernel can compute the cell as configured (a
 standard LSTM, GRU or Elman cell without peepholes, layer norm, zoneout or recurrent dropout in
-training), otherwise ``sequential``. ``choose(cell)`` returns the name ``auto`` picks and why.
+training); else ``scan`` when the cell is linear in its state; else ``sequential``.
+``choose(cell)`` returns the name ``auto`` picks and why.
 """
 
 from __future__ import annotations
@@ -17,7 +22,8 @@ from collections.abc import Callable, Sequence
 from torch import Tensor
 
 from rnnkit.cells.base import Cell, State
-from rnnkit.strategies import native, sequential
+from rnnkit.strategies import native, scan, sequential
+from rnnkit.strategies.kernels import SCAN_IMPLEMENTATIONS
 from rnnkit.strategies.native import StrategyUnsupportedError
 
 Strategy = Callable[..., tuple[Tensor, State]]
@@ -25,10 +31,13 @@ Strategy = Callable[..., tuple[Tensor, State]]
 
 def choose(cell: Cell) -> tuple[str, str]:
     """The strategy ``auto`` runs ``cell`` with now, and the reason."""
-    reason = native.unsupported_reason(cell)
-    if reason is None:
+    native_reason = native.unsupported_reason(cell)
+    if native_reason is None:
         return "native", f"torch's fused '{cell.native_kernel}' kernel computes this cell"
-    return "sequential", reason
+    scan_reason = scan.unsupported_reason(cell)
+    if scan_reason is None:
+        return "scan", f"the cell is linear in its state ({cell.linear_form} form)"
+    return "sequential", f"{native_reason}; {scan_reason}"
 
 
 def run_auto(
@@ -45,6 +54,8 @@ def run_auto(
 STRATEGIES: dict[str, Strategy] = {
     "sequential": sequential.run,
     "native": native.run,
+    "scan": scan.run,
+    **{f"scan:{name}": scan.make_scan_strategy(name) for name in SCAN_IMPLEMENTATIONS},
     "auto": run_auto,
 }
 

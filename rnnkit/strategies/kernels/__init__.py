@@ -1,0 +1,108 @@
+"""The diagonal linear scan ``h_t = a_t * h_{t-1} + b_t`` and its implementations.
+
+All take ``a, b (B, T, N)`` (real or complex; ``a`` may broadcast against ``b``), an optional
+``initial (B, N)`` and ``reverse``, and return ``h (B, T, N)`` with gradients for a, b, initial:
+
+- ``loop``: the reference (``reference.py``), autograd through every step;
+- ``chunked``: chunked parallel form in PyTorch, any device (``chunked.py``);
+- ``compiled``: Numba on the CPU with an explicit backward scan (``numba_cpu.py``);
+- ``triton``: Triton on CUDA GPUs (``triton_gpu.py``), imported only when used.
+
+``auto`` rule (``choose_implementation``): ``triton`` for CUDA tensors when Triton imports,
+``compiled`` for CPU tensors when Numba imports, else ``chunked`` (said once as a warning).
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+
+import torch
+from torch import Tensor
+
+from rnnkit.strategies.kernels import numba_cpu
+from rnnkit.strategies.kernels.autograd import differentiable
+from rnnkit.strategies.kernels.chunked import scan_chunked
+from rnnkit.strategies.kernels.reference import scan_loop
+
+Scan = Callable[..., Tensor]
+
+_compiled_scan = differentiable(numba_cpu.scan_compiled_raw)
+_warned: set[str] = set()
+
+
+def _triton_scan(a: Tensor, b: Tensor, initial: Tensor | None = None, reverse: bool = False):
+    from rnnkit.strategies.kernels import triton_gpu
+
+    return differentiable(triton_gpu.scan_triton_raw)(a, b, initial, reverse)
+
+
+SCAN_IMPLEMENTATIONS: dict[str, Scan] = {
+    "loop": scan_loop,
+    "chunked": scan_chunked,
+    "compiled": _compiled_scan,
+    "triton": _triton_scan,
+}
+
+
+def unavailable_reason(implementation: str, device: torch.device) -> str | None:
+    """Why ``implementation`` cannot run on ``device``, or None when it can."""
+    if implementation == "compiled":
+        if device.type != "cpu":
+            return f"the compiled scan runs on the CPU, got {device}"
+        return numba_cpu.available()
+    if implementation == "triton":
+        if device.type != "cuda":
+            return f"the Triton scan runs on CUDA devices, got {device}"
+        from rnnkit.strategies.kernels import triton_gpu
+
+        return triton_gpu.available()
+    return None
+
+
+def choose_implementation(device: torch.device) -> str:
+    """The implementation ``auto`` uses on ``device`` (see the module docstring)."""
+    preferred = "triton" if device.type == "cuda" else "compiled"
+    reason = unavailable_reason(preferred, device)
+    if reason is None:
+        return preferred
+    if preferred not in _warned:
+        _warned.add(preferred)
+        warnings.warn(
+            f"rnnkit: the {preferred} scan is unavailable ({reason}); using the slower "
+            "chunked PyTorch scan",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+    return "chunked"
+
+
+def diagonal_scan(
+    a: Tensor,
+    b: Tensor,
+    initial: Tensor | None = None,
+    reverse: bool = False,
+    implementation: str = "auto",
+) -> Tensor:
+    """``h_t = a_t * h_{t-1} + b_t`` over ``(B, T, N)``; see the module docstring."""
+    if implementation == "auto":
+        implementation = choose_implementation(b.device)
+    if implementation not in SCAN_IMPLEMENTATIONS:
+        raise ValueError(
+            f"unknown scan implementation {implementation!r}; "
+            f"known: auto, {', '.join(SCAN_IMPLEMENTATIONS)}"
+        )
+    reason = unavailable_reason(implementation, b.device)
+    if reason is not None:
+        raise RuntimeError(f"scan implementation {implementation!r} cannot run: {reason}")
+    if b.dim() != 3:
+        raise ValueError(f"b must have shape (batch, time, width), got {tuple(b.shape)}")
+    a = a.expand_as(b)
+    if initial is not None and tuple(initial.shape) != (b.shape[0], b.shape[2]):
+        raise ValueError(
+            f"initial must have shape {(b.shape[0], b.shape[2])}, got {tuple(initial.shape)}"
+        )
+    return SCAN_IMPLEMENTATIONS[implementation](a, b, initial, reverse)
+
+
+__all__ = ["SCAN_IMPLEMENTATIONS", "choose_implementation", "diagonal_scan", "unavailable_reason"]

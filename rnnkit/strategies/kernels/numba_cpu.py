@@ -1,0 +1,78 @@
+"""The diagonal linear scan compiled for the CPU with Numba, forward and backward.
+
+The kernel walks time once per batch row, channels innermost so that every step reads and
+writes contiguous memory, rows spread over the cores (rows split into cache-line aligned channel
+blocks only when there are fewer rows than cores: splitting rows measured 2x slower otherwise).
+The backward pass is the same scan run the other way (``rnnkit.strategies.kernels.autograd``).
+Compiled on first use and cached on disk; when Numba is missing or cannot compile,
+``available()`` gives the reason.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import Tensor
+
+CACHE_LINE_FLOATS = 16
+
+try:
+    import numba
+
+    @numba.njit(parallel=True, cache=True, nogil=True, boundscheck=False)
+    def _scan_kernel(a, b, initial, output, reverse, blocks):  # pragma: no cover - compiled
+        batch, steps, width = b.shape
+        block_width = (width + blocks - 1) // blocks
+        block_width = (block_width + CACHE_LINE_FLOATS - 1) // CACHE_LINE_FLOATS * CACHE_LINE_FLOATS
+        for job in numba.prange(batch * blocks):
+            row = job // blocks
+            start = (job % blocks) * block_width
+            stop = min(start + block_width, width)
+            h = initial[row].copy()
+            for index in range(steps):
+                t = steps - 1 - index if reverse else index
+                for n in range(start, stop):
+                    h[n] = a[row, t, n] * h[n] + b[row, t, n]
+                    output[row, t, n] = h[n]
+
+    IMPORT_ERROR: str | None = None
+except ImportError as error:  # pragma: no cover - depends on the environment
+    IMPORT_ERROR = f"numba could not be imported ({error})"
+
+
+def available() -> str | None:
+    """None when the compiled kernel can run, else the reason it cannot."""
+    return IMPORT_ERROR
+
+
+def scan_compiled_raw(
+    a: Tensor, b: Tensor, initial: Tensor | None, reverse: bool, out: Tensor | None = None
+) -> Tensor:
+    """The compiled scan without autograd: CPU tensors ``(B, T, N)``, ``initial (B, N)``.
+
+    ``out``: a contiguous ``(B, T, N)`` tensor to write into (saves the page faults of a fresh
+    allocation, which cost as much as the scan itself at 268 MB).
+    """
+    if IMPORT_ERROR is not None:
+        raise RuntimeError(f"the compiled CPU scan is unavailable: {IMPORT_ERROR}")
+    if a.device.type != "cpu" or b.device.type != "cpu":
+        raise ValueError(f"the compiled CPU scan needs CPU tensors, got {b.device}")
+    a = a.detach().expand_as(b).contiguous()
+    b = b.detach().contiguous()
+    if initial is None:
+        initial = torch.zeros_like(b[:, 0])
+    initial = initial.detach().to(b.dtype).contiguous()
+    output = torch.empty_like(b) if out is None else out
+    if not output.is_contiguous() or output.shape != b.shape or output.dtype != b.dtype:
+        raise ValueError(f"out must be a contiguous {b.dtype} tensor of shape {tuple(b.shape)}")
+    threads = numba.get_num_threads()
+    blocks = 1 if b.shape[0] >= threads else -(-threads // b.shape[0])  # whole rows when enough
+    _scan_kernel(a.numpy(), b.numpy(), initial.numpy(), output.numpy(), reverse, blocks)
+    return output
+
+
+def warm_up() -> None:
+    """Compile (or load from cache) the kernel for the common dtypes."""
+    for dtype in (np.float32, np.float64, np.complex64, np.complex128):
+        array = np.zeros((1, 2, 1), dtype=dtype)
+        _scan_kernel(array, array, np.zeros((1, 1), dtype=dtype), np.empty_like(array), False, 1)

@@ -1,0 +1,94 @@
+"""The scan strategy: linear recurrences for all time steps at once.
+
+It runs cells that declare ``is_linear = True`` and a ``linear_form`` it knows; each form
+names the capabilities the cell provides:
+
+``"diagonal"``: ``h_t = a_t * h_{t-1} + b_t`` elementwise over a ``(B, N)`` state (real or
+complex), with
+
+- ``scan_terms(projected (B, T, P), state) -> (a, b)``, both ``(B, T, N)`` (``a`` may
+  broadcast), time-parallel;
+- ``scan_initial(state) -> (B, N)``, the part of the state the scan carries;
+- ``scan_readout(projected, hidden (B, T, N), state, lengths) -> (outputs (B, T, O), final
+  state)``, time-parallel.
+
+With ``lengths``, padded steps get ``a = 1, b = 0`` so the state stops changing at each
+sequence's end, and padded outputs are zero, as in the sequential reference.
+
+``make_scan_strategy(implementation)`` binds one scan implementation
+(``rnnkit.strategies.kernels``); the registered ``scan`` strategy uses ``auto``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+from torch import Tensor
+
+from rnnkit.cells.base import Cell, State
+from rnnkit.strategies.kernels import diagonal_scan
+from rnnkit.strategies.native import StrategyUnsupportedError
+from rnnkit.strategies.validation import prepare
+
+FormRunner = Callable[[Cell, Tensor, State, "Tensor | None", str], tuple[Tensor, State]]
+
+
+def run_diagonal(
+    cell: Cell, inputs: Tensor, state: State, lengths: Tensor | None, implementation: str
+) -> tuple[Tensor, State]:
+    """Run a ``"diagonal"`` cell; see the module docstring."""
+    projected = cell.project_inputs(inputs)  # (B, T, P)
+    a, b = cell.scan_terms(projected, state)
+    active = None
+    if lengths is not None:
+        active = time_mask(lengths, inputs.shape[1], inputs.device)  # (B, T, 1)
+        a = torch.where(active, a, torch.ones((), dtype=a.dtype, device=a.device))
+        b = torch.where(active, b, torch.zeros((), dtype=b.dtype, device=b.device))
+    hidden = diagonal_scan(a, b, cell.scan_initial(state), implementation=implementation)
+    outputs, final_state = cell.scan_readout(projected, hidden, state, lengths)
+    if active is not None:
+        outputs = torch.where(active, outputs, torch.zeros((), dtype=outputs.dtype))
+    return outputs, final_state
+
+
+FORMS: dict[str, FormRunner] = {"diagonal": run_diagonal}
+
+
+def unsupported_reason(cell: Cell) -> str | None:
+    """Why ``scan`` cannot run ``cell``, or None when it can."""
+    if not cell.is_linear:
+        return f"cell {type(cell).__name__} is not linear in its state"
+    form = getattr(cell, "linear_form", None)
+    if form not in FORMS:
+        return f"cell {type(cell).__name__} has linear form {form!r}; known: {sorted(FORMS)}"
+    return None
+
+
+def time_mask(lengths: Tensor, steps: int, device: torch.device) -> Tensor:
+    """``(B, T, 1)`` booleans, True where ``t < lengths[b]``."""
+    time = torch.arange(steps, device=device)
+    return (time.unsqueeze(0) < lengths.to(device).unsqueeze(1)).unsqueeze(-1)
+
+
+def make_scan_strategy(implementation: str = "auto") -> Callable[..., tuple[Tensor, State]]:
+    """The scan strategy with the given scan implementation."""
+
+    def run(
+        cell: Cell,
+        inputs: Tensor,
+        state: State | None = None,
+        lengths: Tensor | Sequence[int] | None = None,
+    ) -> tuple[Tensor, State]:
+        reason = unsupported_reason(cell)
+        if reason is not None:
+            raise StrategyUnsupportedError(f"strategy 'scan' cannot run this cell: {reason}")
+        state, lengths = prepare(cell, inputs, state, lengths)
+        cell.begin_sequence(inputs.shape[0], device=inputs.device, dtype=inputs.dtype)
+        return FORMS[cell.linear_form](cell, inputs, state, lengths, implementation)
+
+    run.__doc__ = f"Run a linear cell with the {implementation!r} scan implementation."
+    return run
+
+
+run = make_scan_strategy("auto")
