@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import argparse
 
-from rnnkit.bench import layers
+from rnnkit.bench import layers, scan
 
-BENCHMARKS = {"layers": layers}
+BENCHMARKS = {"layers": layers, "scan": scan}
 
 
 def main(argv: list[str]) -> int:

@@ -16,24 +16,35 @@ from torch import Tensor
 
 CACHE_LINE_FLOATS = 16
 
+PARALLEL_MIN_ELEMENTS = 1 << 18  # below this, waking the thread team costs more than it saves
+
 try:
     import numba
 
+    @numba.njit(cache=True, nogil=True, boundscheck=False, inline="always")
+    def _scan_block(a, b, initial, output, reverse, row, start, stop):  # pragma: no cover
+        steps = b.shape[1]
+        h = initial[row].copy()
+        for index in range(steps):
+            t = steps - 1 - index if reverse else index
+            for n in range(start, stop):
+                h[n] = a[row, t, n] * h[n] + b[row, t, n]
+                output[row, t, n] = h[n]
+
     @numba.njit(parallel=True, cache=True, nogil=True, boundscheck=False)
-    def _scan_kernel(a, b, initial, output, reverse, blocks):  # pragma: no cover - compiled
-        batch, steps, width = b.shape
+    def _scan_parallel(a, b, initial, output, reverse, blocks):  # pragma: no cover - compiled
+        batch, _, width = b.shape
         block_width = (width + blocks - 1) // blocks
         block_width = (block_width + CACHE_LINE_FLOATS - 1) // CACHE_LINE_FLOATS * CACHE_LINE_FLOATS
         for job in numba.prange(batch * blocks):
             row = job // blocks
             start = (job % blocks) * block_width
-            stop = min(start + block_width, width)
-            h = initial[row].copy()
-            for index in range(steps):
-                t = steps - 1 - index if reverse else index
-                for n in range(start, stop):
-                    h[n] = a[row, t, n] * h[n] + b[row, t, n]
-                    output[row, t, n] = h[n]
+            _scan_block(a, b, initial, output, reverse, row, start, min(start + block_width, width))
+
+    @numba.njit(cache=True, nogil=True, boundscheck=False)
+    def _scan_serial(a, b, initial, output, reverse):  # pragma: no cover - compiled
+        for row in range(b.shape[0]):
+            _scan_block(a, b, initial, output, reverse, row, 0, b.shape[2])
 
     IMPORT_ERROR: str | None = None
 except ImportError as error:  # pragma: no cover - depends on the environment
@@ -65,9 +76,13 @@ def scan_compiled_raw(
     output = torch.empty_like(b) if out is None else out
     if not output.is_contiguous() or output.shape != b.shape or output.dtype != b.dtype:
         raise ValueError(f"out must be a contiguous {b.dtype} tensor of shape {tuple(b.shape)}")
+    arrays = (a.numpy(), b.numpy(), initial.numpy(), output.numpy(), reverse)
     threads = numba.get_num_threads()
-    blocks = 1 if b.shape[0] >= threads else -(-threads // b.shape[0])  # whole rows when enough
-    _scan_kernel(a.numpy(), b.numpy(), initial.numpy(), output.numpy(), reverse, blocks)
+    if b.numel() < PARALLEL_MIN_ELEMENTS or threads == 1:
+        _scan_serial(*arrays)
+    else:
+        blocks = 1 if b.shape[0] >= threads else -(-threads // b.shape[0])  # whole rows if enough
+        _scan_parallel(*arrays, blocks)
     return output
 
 
@@ -75,4 +90,6 @@ def warm_up() -> None:
     """Compile (or load from cache) the kernel for the common dtypes."""
     for dtype in (np.float32, np.float64, np.complex64, np.complex128):
         array = np.zeros((1, 2, 1), dtype=dtype)
-        _scan_kernel(array, array, np.zeros((1, 1), dtype=dtype), np.empty_like(array), False, 1)
+        arrays = (array, array, np.zeros((1, 1), dtype=dtype), np.empty_like(array), False)
+        _scan_serial(*arrays)
+        _scan_parallel(*arrays, 1)
