@@ -19,7 +19,12 @@ Strategies read only the capabilities a cell declares:
 - ``native_kernel``: the name of the torch fused kernel that computes exactly this cell
   (``"lstm"``, ``"gru"``, ``"rnn_tanh"``, ``"rnn_relu"``) with ``native_weights()`` and
   ``native_unsupported_reason()`` saying why it cannot be used in the current configuration;
-- ``begin_sequence``: draws the per-sequence random quantities of recurrent regularization.
+- ``begin_sequence``: draws the per-sequence random quantities of recurrent regularization;
+- ``time_parallel_unsupported_reason()``: why the cell cannot be evaluated for all steps at once
+  now (for example zoneout or recurrent dropout in training), or None;
+- for the Newton strategy, optionally ``jacobian_structure`` (``"diagonal"`` or ``"block"`` with
+  ``jacobian_block_size``) and ``state_jacobian(projected, state)``: the Jacobian of the new
+  state with respect to the previous one, in the layout of ``flatten_state``.
 """
 
 from __future__ import annotations
@@ -96,6 +101,18 @@ class Cell(nn.Module):
 
         Every strategy calls this once per run, before ``project_inputs``.
         """
+
+    def flatten_state(self, state: State) -> Tensor:
+        """The state as one ``(N, S)`` tensor (fields side by side); inverse of unflatten_state."""
+        return torch.cat(tuple(state), -1) if len(state) > 1 else state[0]
+
+    def unflatten_state(self, flat: Tensor) -> State:
+        """``(N, S)`` -> the state NamedTuple."""
+        return self.state_type(*torch.split(flat, list(self.state_sizes()), -1))
+
+    def time_parallel_unsupported_reason(self) -> str | None:
+        """Why ``recur`` cannot be evaluated for all steps at once as one batch, or None."""
+        return None
 
     def native_weights(self) -> list[Tensor]:
         """Weights in the order torch's fused kernel takes them."""

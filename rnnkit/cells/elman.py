@@ -88,6 +88,9 @@ class ElmanCell(Cell):
     def native_unsupported_reason(self) -> str | None:
         return self.regularization.native_unsupported_reason(self.training)
 
+    def time_parallel_unsupported_reason(self) -> str | None:
+        return self.regularization.time_parallel_unsupported_reason(self.training)
+
     def extra_repr(self) -> str:
         options = [super().extra_repr(), f"nonlinearity={self.nonlinearity!r}"]
         options += [] if self.bias else ["bias=False"]

@@ -91,6 +91,9 @@ class GRUCell(Cell):
     def native_unsupported_reason(self) -> str | None:
         return self.regularization.native_unsupported_reason(self.training)
 
+    def time_parallel_unsupported_reason(self) -> str | None:
+        return self.regularization.time_parallel_unsupported_reason(self.training)
+
     def extra_repr(self) -> str:
         options = [super().extra_repr()] + ([] if self.bias else ["bias=False"])
         regularization = self.regularization.extra_repr()

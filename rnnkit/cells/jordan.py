@@ -92,6 +92,9 @@ class JordanCell(Cell):
         new_state = self.regularization.apply_zoneout(state, OutputState(y_new), self.training)
         return new_state.y, new_state
 
+    def time_parallel_unsupported_reason(self) -> str | None:
+        return self.regularization.time_parallel_unsupported_reason(self.training)
+
     def extra_repr(self) -> str:
         options = [super().extra_repr(), f"output_size={self.jordan_output_size}"]
         options += [] if self.bias else ["bias=False"]

@@ -170,6 +170,9 @@ class LSTMCell(Cell):
             return "layer normalization is not supported by torch's fused LSTM kernel"
         return self.regularization.native_unsupported_reason(self.training)
 
+    def time_parallel_unsupported_reason(self) -> str | None:
+        return self.regularization.time_parallel_unsupported_reason(self.training)
+
     def extra_repr(self) -> str:
         options = [super().extra_repr()]
         if not self.bias:

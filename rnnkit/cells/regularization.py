@@ -67,6 +67,12 @@ class Regularization:
             return "recurrent dropout in training is not supported by torch's fused kernels"
         return None
 
+    def time_parallel_unsupported_reason(self, training: bool) -> str | None:
+        """Why steps cannot be batched across time: random masks tied to the step or sequence."""
+        if training and (self.uses_sequence_noise or self.zoneout > 0):
+            return "recurrent dropout or zoneout in training ties randomness to the sequence"
+        return None
+
     def draw(
         self,
         batch_size: int,
