@@ -1,0 +1,241 @@
+"""The command line: ``rnnkit train | sample | eval | bench``.
+
+    rnnkit train charlm [--data PATH] [--time-budget 5m] [--steps N] [--seed N]
+                        [--resume RUN] [--run-dir DIR] [--print-config] [--KEY=VALUE ...]
+    rnnkit sample RUN [--prompt TEXT] [--length N] [--temperature T] [--top-k K] [--seed N]
+    rnnkit eval RUN [--data PATH] [--split validation|train]
+    rnnkit bench ...
+
+``--KEY=VALUE`` (or ``--KEY VALUE``) sets a dotted config key, ``--model.hidden_size=512``;
+``--print-config`` lists every key with its value.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from rnnkit.data import CorpusError
+from rnnkit.train.checkpoint import CheckpointError, read_checkpoint
+from rnnkit.train.config import (
+    ConfigError,
+    apply_overrides,
+    config_keys,
+    from_dict,
+    parse_duration,
+    to_json,
+)
+from rnnkit.train.tasks import TASKS, TaskDefinition
+from rnnkit.train.trainer import TrainingDiverged
+
+USER_ERRORS = (ConfigError, CorpusError, CheckpointError, TrainingDiverged, ValueError)
+INTERRUPTED = 130
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line; returns the exit status."""
+    arguments = sys.argv[1:] if argv is None else list(argv)
+    if arguments[:1] == ["bench"]:
+        from rnnkit.bench import main as bench_main
+
+        return bench_main(arguments[1:])
+    parser = build_parser()
+    options, extra = parser.parse_known_args(arguments)
+    if options.command is None:
+        parser.print_help()
+        return 2
+    if options.command != "train" and extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    try:
+        return options.handler(options, extra)
+    except USER_ERRORS as error:
+        print(f"rnnkit: error: {error}", file=sys.stderr)
+        return 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="rnnkit", description="Recurrent networks: train, sample, evaluate."
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    train = commands.add_parser("train", help="train a task", description="Train a task.")
+    tasks = train.add_subparsers(dest="task", metavar="TASK", required=True)
+    for definition in TASKS.values():
+        add_task_parser(tasks, definition)
+    sample = commands.add_parser(
+        "sample", help="generate text from a trained run", allow_abbrev=False
+    )
+    sample.add_argument("run", type=Path, help="the run folder")
+    sample.add_argument("--prompt", default="\n", help="text to continue (default: a newline)")
+    sample.add_argument("--length", type=int, default=500, help="characters to generate")
+    sample.add_argument("--temperature", type=float, default=0.8, help="0 is greedy")
+    sample.add_argument("--top-k", type=int, default=40, help="0 keeps every character")
+    sample.add_argument("--seed", type=int, default=None, help="repeatable sampling")
+    sample.set_defaults(handler=run_sample)
+    evaluate = commands.add_parser(
+        "eval", help="validation loss of a trained run", allow_abbrev=False
+    )
+    evaluate.add_argument("run", type=Path, help="the run folder")
+    evaluate.add_argument("--data", default=None, help="a UTF-8 text file (default: the run's)")
+    evaluate.add_argument("--split", choices=("validation", "train"), default="validation")
+    evaluate.set_defaults(handler=run_eval)
+    commands.add_parser("bench", help="benchmarks (rnnkit bench --help)", add_help=False)
+    return parser
+
+
+def add_task_parser(tasks, definition: TaskDefinition) -> None:
+    keys = "\n  ".join(f"--{key}" for key in config_keys(definition.config_type))
+    parser = tasks.add_parser(
+        definition.name,
+        help=definition.description,
+        description=f"Train {definition.description}.",
+        epilog=f"config keys (set with --KEY=VALUE; see --print-config):\n  {keys}",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        allow_abbrev=False,
+    )
+    for option, key in definition.shortcuts.items():
+        parser.add_argument(
+            f"--{option}", dest=f"shortcut_{option}", metavar="VALUE", help=f"same as --{key}"
+        )
+    parser.add_argument("--time-budget", help="stop after this much training: 90s, 5m, 1h")
+    parser.add_argument(
+        "--steps",
+        type=int,
+        help="stop after N steps (no time budget unless --time-budget is also given)",
+    )
+    parser.add_argument("--seed", type=int, help="same as --seed=N: repeatable runs")
+    parser.add_argument("--resume", type=Path, metavar="RUN", help="continue an interrupted run")
+    parser.add_argument("--run-dir", type=Path, help="the run folder (default: runs/TASK-TIME)")
+    parser.add_argument(
+        "--runs-root",
+        type=Path,
+        default=Path("runs"),
+        help="where new run folders go (default: ./runs)",
+    )
+    parser.add_argument("--print-config", action="store_true", help="print the config and exit")
+    parser.set_defaults(handler=run_train, definition=definition)
+
+
+def parse_overrides(arguments: list[str]) -> list[tuple[str, str]]:
+    """``["--a.b=1", "--c.d", "2"]`` -> ``[("a.b", "1"), ("c.d", "2")]``."""
+    overrides, position = [], 0
+    while position < len(arguments):
+        token = arguments[position]
+        if not token.startswith("--") or len(token) == 2:
+            raise ConfigError(f"unexpected argument {token!r}; settings look like --model.cell=gru")
+        key, separator, value = token[2:].partition("=")
+        if not separator:
+            if position + 1 >= len(arguments) or arguments[position + 1].startswith("--"):
+                raise ConfigError(f"--{key} needs a value, e.g. --{key}=VALUE")
+            position += 1
+            value = arguments[position]
+        overrides.append((key.replace("-", "_"), value))
+        position += 1
+    return overrides
+
+
+def resolve_config(options: argparse.Namespace, extra: list[str]):
+    """The config of a train command: defaults or the resumed run's, then the overrides."""
+    definition: TaskDefinition = options.definition
+    document = None
+    if options.resume is not None:
+        document = read_checkpoint(options.resume)
+        if document.get("task") != definition.name:
+            raise CheckpointError(f"{options.resume} is a {document.get('task')!r} run")
+        config = from_dict(definition.config_type, document["config"])
+    else:
+        config = definition.config_type()
+    overrides = []
+    for option, key in definition.shortcuts.items():
+        value = getattr(options, f"shortcut_{option}")
+        if value is not None:
+            overrides.append((key, value))
+    if options.steps is not None:
+        overrides.append(("trainer.max_steps", str(options.steps)))
+        if options.time_budget is None:
+            overrides.append(("trainer.time_budget_seconds", "none"))
+    if options.time_budget is not None:
+        overrides.append(("trainer.time_budget_seconds", str(parse_duration(options.time_budget))))
+    if options.seed is not None:
+        overrides.append(("seed", str(options.seed)))
+    overrides += parse_overrides(extra)
+    return apply_overrides(config, overrides), document
+
+
+def run_train(options: argparse.Namespace, extra: list[str]) -> int:
+    from rnnkit.train.run import new_run_dir, train
+
+    config, document = resolve_config(options, extra)
+    if options.print_config:
+        print(to_json(config))
+        return 0
+    if options.resume is not None:
+        run_dir = options.resume
+    elif options.run_dir is not None:
+        run_dir = options.run_dir
+    else:
+        run_dir = new_run_dir(options.runs_root, options.definition.name)
+    result = train(options.definition, config, run_dir, document)
+    return INTERRUPTED if result.reason == "interrupted" else 0
+
+
+def run_sample(options: argparse.Namespace, extra: list[str]) -> int:
+    import torch
+
+    from rnnkit.decoding import generate
+    from rnnkit.train.tasks.charlm import load_trained
+
+    _, model, vocabulary, _ = load_trained(options.run)
+    prompt = options.prompt or ("\n" if "\n" in vocabulary.index else vocabulary.characters[0])
+    unknown = vocabulary.unknown(prompt)
+    if unknown:
+        raise CorpusError(
+            f"the prompt has characters outside the model's vocabulary: "
+            f"{', '.join(repr(character) for character in unknown)}; the vocabulary is "
+            f"{''.join(vocabulary.characters)!r}"
+        )
+    generator = torch.Generator()
+    if options.seed is None:
+        generator.seed()
+    else:
+        generator.manual_seed(options.seed)
+    sys.stdout.write(prompt)
+    tokens = generate(
+        model,
+        vocabulary.encode(prompt),
+        options.length,
+        options.temperature,
+        options.top_k,
+        generator,
+    )
+    for token in tokens:
+        sys.stdout.write(vocabulary.characters[token])
+        sys.stdout.flush()
+    sys.stdout.write("\n")
+    return 0
+
+
+def run_eval(options: argparse.Namespace, extra: list[str]) -> int:
+    from rnnkit.data import CorpusConfig, load_corpus
+    from rnnkit.train.tasks.charlm import load_trained
+    from rnnkit.train.tbptt import evaluate_tokens
+
+    config, model, vocabulary, step = load_trained(options.run)
+    data = (
+        config.data
+        if options.data is None
+        else CorpusConfig(options.data, config.data.validation_fraction)
+    )
+    corpus = load_corpus(data, vocabulary)
+    tokens = corpus.validation if options.split == "validation" else corpus.train
+    result = evaluate_tokens(model, tokens, config.bptt)
+    print(
+        f"{options.split} loss {result['loss']:.4f} nats/char, {result['bpc']:.4f} bits/char "
+        f"({result['tokens']:,} characters of {corpus.name}, model at step {step})"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

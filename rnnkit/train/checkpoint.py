@@ -1,0 +1,156 @@
+"""Checkpoints: safetensors for tensors, JSON for everything else, written atomically.
+
+A run folder holds::
+
+    checkpoint.json                 step, config, task metadata (vocabulary), optimizer
+                                    hyper-parameters, schedule, clocks, Python and NumPy RNGs,
+                                    and the name of the tensor folder below
+    checkpoints/step-000123/
+        model.safetensors           the model's weights (tied weights stored once)
+        training.safetensors        optimizer moments, carried recurrent state, torch RNG
+
+The tensor folder is written under a temporary name and renamed, then ``checkpoint.json`` is
+written to a temporary file and renamed over the old one, and only then are older tensor
+folders removed: an interruption at any point leaves the previous checkpoint whole.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy
+import torch
+from safetensors.torch import load_file, load_model, save_file, save_model
+from torch import Tensor, nn
+
+CHECKPOINT_FILE = "checkpoint.json"
+CHECKPOINT_FOLDER = "checkpoints"
+FORMAT_VERSION = 1
+
+
+class CheckpointError(RuntimeError):
+    """A run folder without a usable checkpoint."""
+
+
+def save_checkpoint(
+    run_dir: Path, step: int, model: nn.Module, tensors: dict[str, Tensor], info: dict[str, Any]
+) -> Path:
+    """Write the checkpoint of ``step``: weights, ``tensors`` (training state) and ``info``."""
+    folder = run_dir / CHECKPOINT_FOLDER
+    folder.mkdir(parents=True, exist_ok=True)
+    name = f"step-{step:07d}"
+    temporary = folder / f".tmp-{name}"
+    shutil.rmtree(temporary, ignore_errors=True)
+    temporary.mkdir()
+    save_model(model, str(temporary / "model.safetensors"))
+    save_file(
+        {key: value.detach().contiguous() for key, value in tensors.items()},
+        str(temporary / "training.safetensors"),
+    )
+    final = folder / name
+    shutil.rmtree(final, ignore_errors=True)
+    os.replace(temporary, final)
+    document = {"format": FORMAT_VERSION, "step": step, "tensors": f"{CHECKPOINT_FOLDER}/{name}"}
+    write_json_atomically(run_dir / CHECKPOINT_FILE, {**document, **info})
+    for old in folder.iterdir():
+        if old.name != name:
+            shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def write_json_atomically(path: Path, document: dict[str, Any]) -> None:
+    """Write ``document`` to ``path`` through a temporary file and a rename."""
+    temporary = path.with_name(f".{path.name}.tmp")
+    with open(temporary, "w", encoding="utf-8") as handle:
+        json.dump(document, handle, indent=1, ensure_ascii=False)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(temporary, path)
+
+
+def read_checkpoint(run_dir: str | Path) -> dict[str, Any]:
+    """The JSON part of the latest checkpoint of ``run_dir``."""
+    run_dir = Path(run_dir)
+    path = run_dir / CHECKPOINT_FILE
+    if not run_dir.is_dir():
+        raise CheckpointError(f"{run_dir}: no such run folder")
+    if not path.is_file():
+        raise CheckpointError(
+            f"{run_dir}: no checkpoint yet ({CHECKPOINT_FILE} is missing); the run stopped "
+            "before its first checkpoint"
+        )
+    with open(path, encoding="utf-8") as handle:
+        document = json.load(handle)
+    if document.get("format") != FORMAT_VERSION:
+        raise CheckpointError(f"{path}: unsupported checkpoint format {document.get('format')!r}")
+    return document
+
+
+def load_weights(run_dir: str | Path, document: dict[str, Any], model: nn.Module) -> None:
+    """Load the checkpoint's weights into ``model`` (its shapes must match)."""
+    load_model(model, str(Path(run_dir) / document["tensors"] / "model.safetensors"))
+
+
+def load_training_tensors(run_dir: str | Path, document: dict[str, Any]) -> dict[str, Tensor]:
+    """The checkpoint's optimizer, carried-state and RNG tensors."""
+    return load_file(str(Path(run_dir) / document["tensors"] / "training.safetensors"))
+
+
+def optimizer_parts(optimizer: torch.optim.Optimizer) -> tuple[dict[str, Any], dict[str, Tensor]]:
+    """Split the optimizer's state into JSON (hyper-parameters) and tensors (moments)."""
+    state = optimizer.state_dict()
+    tensors = {}
+    for index, parameter_state in state["state"].items():
+        for key, value in parameter_state.items():
+            tensors[f"optimizer.{index}.{key}"] = value
+    return {"param_groups": state["param_groups"]}, tensors
+
+
+def restore_optimizer(
+    optimizer: torch.optim.Optimizer, document: dict[str, Any], tensors: dict[str, Tensor]
+) -> None:
+    """Load the optimizer state split by ``optimizer_parts``."""
+    state: dict[int, dict[str, Tensor]] = {}
+    for key, value in tensors.items():
+        if key.startswith("optimizer."):
+            _, index, name = key.split(".", 2)
+            state.setdefault(int(index), {})[name] = value
+    groups = document["param_groups"]
+    for group in groups:
+        if "betas" in group:
+            group["betas"] = tuple(group["betas"])
+    optimizer.load_state_dict({"state": state, "param_groups": groups})
+
+
+def capture_rng() -> tuple[dict[str, Any], dict[str, Tensor]]:
+    """The Python, NumPy (JSON) and torch (tensor) random number generator states."""
+    version, internal, gauss = random.getstate()
+    kind, keys, position, has_gauss, cached = numpy.random.get_state()
+    document = {
+        "python": [version, list(internal), gauss],
+        "numpy": [kind, keys.tolist(), position, has_gauss, cached],
+    }
+    return document, {"rng.torch": torch.get_rng_state()}
+
+
+def restore_rng(document: dict[str, Any], tensors: dict[str, Tensor]) -> None:
+    """Restore the states captured by ``capture_rng``."""
+    version, internal, gauss = document["python"]
+    random.setstate((version, tuple(internal), gauss))
+    kind, keys, position, has_gauss, cached = document["numpy"]
+    numpy.random.set_state(
+        (kind, numpy.array(keys, dtype=numpy.uint32), position, has_gauss, cached)
+    )
+    torch.set_rng_state(tensors["rng.torch"])
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python's, NumPy's and torch's generators."""
+    random.seed(seed)
+    numpy.random.seed(seed % 2**32)
+    torch.manual_seed(seed)

@@ -1,0 +1,170 @@
+"""Typed dataclass configs: to and from JSON, dotted overrides, durations.
+
+Each component owns a dataclass of its defaults (``LanguageModelConfig``, ``TrainerConfig``,
+...); an experiment composes them as fields of its own dataclass. Overrides name a field by its
+dotted path (``model.hidden_size=512``); unknown keys and values of the wrong type are errors
+that name the key, the expected type and, for typos, the closest keys.
+
+Field types supported: ``int``, ``float``, ``str``, ``bool``, ``X | None`` of those, and nested
+dataclasses.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+import re
+import types
+import typing
+from typing import Any, TypeVar
+
+Config = TypeVar("Config")
+
+TRUE_WORDS = ("true", "yes", "on", "1")
+FALSE_WORDS = ("false", "no", "off", "0")
+NONE_WORDS = ("none", "null")
+DURATION_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+class ConfigError(ValueError):
+    """An unknown config key or a value of the wrong type."""
+
+
+def to_dict(config: Any) -> dict[str, Any]:
+    """A config dataclass as nested plain dicts (JSON-ready)."""
+    return dataclasses.asdict(config)
+
+
+def to_json(config: Any) -> str:
+    return json.dumps(to_dict(config), indent=2, ensure_ascii=False)
+
+
+def from_dict(config_type: type[Config], data: dict[str, Any], prefix: str = "") -> Config:
+    """Build ``config_type`` from nested dicts; missing keys take their defaults."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{prefix or 'config'} must be a mapping, got {type(data).__name__}")
+    hints = typing.get_type_hints(config_type)
+    known = {field.name for field in dataclasses.fields(config_type)}
+    values = {}
+    for key, value in data.items():
+        path = prefix + key
+        if key not in known:
+            raise ConfigError(_unknown_key_message(path, prefix, known))
+        values[key] = _check_value(path, value, hints[key])
+    return config_type(**values)
+
+
+def apply_overrides(config: Config, overrides: list[tuple[str, str]]) -> Config:
+    """A copy of ``config`` with each ``(dotted.key, text)`` parsed to the field's type."""
+    data = to_dict(config)
+    for key, text in overrides:
+        owner_type, owner_data, name = _locate(type(config), data, key)
+        hint = typing.get_type_hints(owner_type)[name]
+        owner_data[name] = parse_value(key, text, hint)
+    return from_dict(type(config), data)
+
+
+def parse_value(key: str, text: str, hint: Any) -> Any:
+    """Parse the command-line ``text`` for the field ``key`` of type ``hint``."""
+    allowed, optional = _unwrap_optional(hint)
+    if optional and text.strip().lower() in NONE_WORDS:
+        return None
+    if allowed is bool:
+        lowered = text.strip().lower()
+        if lowered in TRUE_WORDS or lowered in FALSE_WORDS:
+            return lowered in TRUE_WORDS
+        raise ConfigError(f"--{key} expects true or false, got {text!r}")
+    if allowed is int:
+        try:
+            return int(text)
+        except ValueError:
+            raise ConfigError(f"--{key} expects an integer, got {text!r}") from None
+    if allowed is float:
+        try:
+            return float(text)
+        except ValueError:
+            raise ConfigError(f"--{key} expects a number, got {text!r}") from None
+    if allowed is str:
+        return text
+    raise ConfigError(f"--{key} is a group of settings, not a value; set one of its fields")
+
+
+def parse_duration(text: str) -> float:
+    """``"90"``, ``"90s"``, ``"5m"``, ``"1.5h"``, ``"1h30m"`` -> seconds."""
+    cleaned = text.strip().lower()
+    if re.fullmatch(r"\d+(\.\d+)?", cleaned):
+        return float(cleaned)
+    parts = re.findall(r"(\d+(?:\.\d+)?)([smh])", cleaned)
+    if not parts or "".join(number + unit for number, unit in parts) != cleaned:
+        raise ConfigError(f"cannot read the duration {text!r}; use e.g. 90s, 5m, 1h30m")
+    seconds = sum(float(number) * DURATION_UNITS[unit] for number, unit in parts)
+    if seconds <= 0:
+        raise ConfigError(f"a duration must be positive, got {text!r}")
+    return seconds
+
+
+def config_keys(config_type: type, prefix: str = "") -> list[str]:
+    """Every dotted key of ``config_type``, for help texts and suggestions."""
+    keys = []
+    hints = typing.get_type_hints(config_type)
+    for field in dataclasses.fields(config_type):
+        if dataclasses.is_dataclass(hints[field.name]):
+            keys += config_keys(hints[field.name], f"{prefix}{field.name}.")
+        else:
+            keys.append(prefix + field.name)
+    return keys
+
+
+def _locate(config_type: type, data: dict, key: str) -> tuple[type, dict, str]:
+    """The dataclass type and dict that own the last part of the dotted ``key``."""
+    parts = key.split(".")
+    owner_type, owner_data = config_type, data
+    for depth, part in enumerate(parts):
+        known = {field.name for field in dataclasses.fields(owner_type)}
+        prefix = ".".join(parts[:depth])
+        if part not in known:
+            dotted_prefix = prefix + "." if prefix else ""
+            raise ConfigError(_unknown_key_message(key, dotted_prefix, known, dotted_prefix + part))
+        hint = typing.get_type_hints(owner_type)[part]
+        if depth == len(parts) - 1:
+            return owner_type, owner_data, part
+        if not dataclasses.is_dataclass(hint):
+            raise ConfigError(
+                f"unknown config key {key!r}: {'.'.join(parts[: depth + 1])!r} "
+                "is a value, not a group"
+            )
+        owner_type, owner_data = hint, owner_data[part]
+    raise ConfigError(f"empty config key {key!r}")
+
+
+def _check_value(path: str, value: Any, hint: Any) -> Any:
+    if dataclasses.is_dataclass(hint):
+        return from_dict(hint, value, path + ".")
+    allowed, optional = _unwrap_optional(hint)
+    if value is None and optional:
+        return None
+    if allowed is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if allowed is int and isinstance(value, bool):
+        raise ConfigError(f"{path} must be an integer, got {value!r}")
+    if allowed in (int, float, str, bool) and isinstance(value, allowed):
+        return value
+    expected = getattr(allowed, "__name__", str(allowed)) + (" or null" if optional else "")
+    raise ConfigError(f"{path} must be {expected}, got {value!r}")
+
+
+def _unwrap_optional(hint: Any) -> tuple[Any, bool]:
+    """``X | None`` -> ``(X, True)``; ``X`` -> ``(X, False)``."""
+    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
+        members = [member for member in typing.get_args(hint) if member is not type(None)]
+        if len(members) == 1:
+            return members[0], True
+    return hint, False
+
+
+def _unknown_key_message(key: str, prefix: str, known: set[str], part: str | None = None) -> str:
+    candidates = [prefix + name for name in sorted(known)]
+    close = difflib.get_close_matches(part or key, candidates, n=3)
+    hint = f"; did you mean {' or '.join(close)}?" if close else ""
+    return f"unknown config key {key!r}{hint} (keys here: {', '.join(candidates)})"

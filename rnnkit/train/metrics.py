@@ -1,0 +1,115 @@
+"""Metrics: ``metrics.jsonl`` (one JSON record per line) and progress on the terminal.
+
+On a terminal, progress is one line redrawn in place (a bar, loss, bits per character,
+characters per second, ETA); otherwise (a pipe, a file, CI) it is plain log lines, at most one
+every ``log_seconds``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Any, TextIO
+
+METRICS_FILE = "metrics.jsonl"
+BAR_WIDTH = 24
+
+
+def bits_per_character(loss_nats: float) -> float:
+    """A cross-entropy in nats per character, in bits per character."""
+    return loss_nats / math.log(2)
+
+
+class MetricsLog:
+    """Appends records to ``run_dir/metrics.jsonl``."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.path = run_dir / METRICS_FILE
+
+    def append(self, record: dict[str, Any]) -> None:
+        with open(self.path, "a", encoding="utf-8") as handle:
+            handle.write(json.dumps(record) + "\n")
+
+    def truncate_after(self, step: int) -> None:
+        """Drop records past ``step`` (written after the checkpoint a run resumes from)."""
+        kept = [record for record in read_metrics(self.path) if record["step"] <= step]
+        with open(self.path, "w", encoding="utf-8") as handle:
+            handle.writelines(json.dumps(record) + "\n" for record in kept)
+
+
+def read_metrics(path: str | Path) -> list[dict[str, Any]]:
+    """The records of a ``metrics.jsonl`` (none when it does not exist)."""
+    path = Path(path)
+    if not path.is_file():
+        return []
+    with open(path, encoding="utf-8") as handle:
+        return [json.loads(line) for line in handle if line.strip()]
+
+
+def format_duration(seconds: float) -> str:
+    """``3725`` -> ``"1:02:05"``; ``125`` -> ``"2:05"``."""
+    seconds = max(0, int(round(seconds)))
+    hours, rest = divmod(seconds, 3600)
+    minutes, seconds = divmod(rest, 60)
+    return f"{hours}:{minutes:02d}:{seconds:02d}" if hours else f"{minutes}:{seconds:02d}"
+
+
+def format_rate(per_second: float) -> str:
+    return f"{per_second / 1000:.1f}k" if per_second >= 1000 else f"{per_second:.0f}"
+
+
+class Progress:
+    """A redrawn progress bar on a terminal, plain log lines elsewhere.
+
+    Args:
+        stream: where to write (stdout by default).
+        interactive: draw a bar; None to decide by ``stream.isatty()``.
+        log_seconds: the least time between two plain log lines.
+    """
+
+    def __init__(
+        self, stream: TextIO | None = None, interactive: bool | None = None, log_seconds: float = 10
+    ) -> None:
+        self.stream = stream or sys.stdout
+        if interactive is None:
+            interactive = hasattr(self.stream, "isatty") and self.stream.isatty()
+        self.interactive = interactive
+        self.log_seconds = log_seconds
+        self.last_log = -math.inf
+        self.bar_shown = False
+
+    def update(
+        self, step: int, fraction: float, values: dict[str, str], eta_seconds: float | None
+    ) -> None:
+        """Show progress at ``step`` (``fraction`` of the run done) with named ``values``."""
+        eta = "?" if eta_seconds is None else format_duration(eta_seconds)
+        shown = " | ".join(f"{name} {value}" for name, value in values.items())
+        if self.interactive:
+            filled = int(BAR_WIDTH * min(1.0, fraction))
+            bar = "#" * filled + "-" * (BAR_WIDTH - filled)
+            line = f"\r[{bar}] {100 * fraction:3.0f}% step {step} | {shown} | ETA {eta}"
+            self.stream.write(line + "\033[K")
+            self.stream.flush()
+            self.bar_shown = True
+            return
+        now = time.monotonic()
+        if now - self.last_log >= self.log_seconds:
+            self.last_log = now
+            self.write(f"step {step} ({100 * fraction:.0f}%) | {shown} | ETA {eta}")
+
+    def write(self, text: str) -> None:
+        """A full line, below the bar when one is drawn."""
+        if self.bar_shown:
+            self.stream.write("\r\033[K")
+            self.bar_shown = False
+        self.stream.write(text + "\n")
+        self.stream.flush()
+
+    def close(self) -> None:
+        if self.bar_shown:
+            self.stream.write("\n")
+            self.stream.flush()
+            self.bar_shown = False

@@ -1,0 +1,81 @@
+"""Running a registered task into a run folder: new runs and resumed ones.
+
+A run folder holds ``config.json`` (the resolved config), ``checkpoint.json`` and
+``checkpoints/`` (see ``rnnkit.train.checkpoint``), ``metrics.jsonl`` and ``loss.png``.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Any, TextIO
+
+import torch
+
+from rnnkit.train import checkpoint as checkpoints
+from rnnkit.train.config import to_dict
+from rnnkit.train.metrics import Progress
+from rnnkit.train.tasks import TaskDefinition
+from rnnkit.train.trainer import FitResult, Trainer
+
+CONFIG_FILE = "config.json"
+
+
+def new_run_dir(root: Path, task_name: str) -> Path:
+    """``root/TASK-YYYYmmdd-HHMMSS`` (with a suffix when that exists); created by ``train``."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    candidate = root / f"{task_name}-{stamp}"
+    suffix = 2
+    while candidate.exists():
+        candidate = root / f"{task_name}-{stamp}-{suffix}"
+        suffix += 1
+    return candidate
+
+
+def train(
+    definition: TaskDefinition,
+    config: Any,
+    run_dir: Path,
+    document: dict[str, Any] | None = None,
+    stream: TextIO | None = None,
+) -> FitResult:
+    """Train ``config`` into ``run_dir``; continue from the checkpoint ``document`` if given."""
+    stream = stream or sys.stdout
+    if config.trainer.threads:
+        torch.set_num_threads(config.trainer.threads)
+    if document is None:
+        checkpoints.seed_everything(config.seed)
+    task = definition.build(config, None if document is None else document["metadata"])
+    run_dir.mkdir(parents=True, exist_ok=True)
+    checkpoints.write_json_atomically(run_dir / CONFIG_FILE, to_dict(config))
+    action = "resuming" if document is not None else "training"
+    stream.write(f"{action} {definition.name} in run folder {run_dir}\n")
+    if hasattr(task, "describe"):
+        stream.write(task.describe() + "\n")
+    stream.flush()
+    trainer = Trainer(
+        task,
+        config.trainer,
+        config.optimizer,
+        run_dir,
+        info={"task": definition.name, "config": to_dict(config)},
+        progress=Progress(stream, log_seconds=config.trainer.log_seconds),
+    )
+    if document is not None:
+        trainer.restore(document)
+        stream.write(f"continuing from step {trainer.step}\n")
+    result = trainer.fit()
+    if result.reason == "interrupted":
+        stream.write(
+            f"interrupted at step {result.step}; checkpoint saved. Continue with:\n"
+            f"  rnnkit train {definition.name} --resume {run_dir}\n"
+        )
+        return result
+    definition.report(task, result, stream)
+    stream.write(
+        f"run folder {run_dir}: checkpoint, config.json, metrics.jsonl, loss.png; sample with\n"
+        f'  rnnkit sample {run_dir} --prompt "ROMEO:" --length 500\n'
+    )
+    stream.flush()
+    return result

@@ -1,0 +1,51 @@
+"""The registry of trainable tasks: ``rnnkit train NAME`` looks ``NAME`` up in ``TASKS``.
+
+A task gives its config dataclass (which must have ``seed: int`` and ``trainer:
+TrainerConfig`` and ``optimizer: OptimizerConfig`` fields), a builder of its ``TrainingTask``,
+a report printed after training, and command-line shortcuts for its common keys.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, TextIO
+
+from rnnkit.train.tasks import charlm
+from rnnkit.train.trainer import FitResult, TrainingTask
+
+
+@dataclass(frozen=True)
+class TaskDefinition:
+    """What ``rnnkit train NAME`` needs to know about a task."""
+
+    name: str
+    description: str
+    config_type: type
+    build: Callable[[Any, dict[str, Any] | None], TrainingTask]
+    """``build(config, metadata)``: metadata is None for a new run, the checkpoint's on resume."""
+    report: Callable[[Any, FitResult, TextIO], None]
+    """Printed after training: final metrics, a sample."""
+    shortcuts: dict[str, str] = field(default_factory=dict)
+    """Command-line options (without ``--``) that set a dotted config key."""
+
+
+TASKS: dict[str, TaskDefinition] = {
+    charlm.NAME: TaskDefinition(
+        name=charlm.NAME,
+        description="character-level language model on a text file (default Tiny Shakespeare)",
+        config_type=charlm.CharLMConfig,
+        build=charlm.build,
+        report=charlm.report,
+        shortcuts={"data": "data.path"},
+    ),
+}
+
+
+def get_task(name: str) -> TaskDefinition:
+    if name not in TASKS:
+        raise ValueError(f"unknown task {name!r}; tasks: {', '.join(sorted(TASKS))}")
+    return TASKS[name]
+
+
+__all__ = ["TASKS", "TaskDefinition", "get_task"]

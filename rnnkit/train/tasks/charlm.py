@@ -1,0 +1,147 @@
+"""Character-level language modelling: a text file in, a model that writes like it out.
+
+The text (bundled Tiny Shakespeare unless ``data.path`` names a file) is split into the first
+90% for training and the last 10% for validation; the vocabulary is every character of the
+file and is saved with each checkpoint. Training is truncated BPTT over contiguous streams;
+losses are nats per character, also reported in bits per character (bpc).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+import torch
+from torch import Tensor
+
+from rnnkit.data import Corpus, CorpusConfig, Vocabulary, load_corpus
+from rnnkit.decoding import generate
+from rnnkit.models import LanguageModel, LanguageModelConfig
+from rnnkit.train import checkpoint as checkpoints
+from rnnkit.train.config import from_dict
+from rnnkit.train.optimization import OptimizerConfig
+from rnnkit.train.tbptt import TruncatedBPTT, TruncatedBPTTConfig, evaluate_tokens
+from rnnkit.train.trainer import FitResult, TrainerConfig
+
+NAME = "charlm"
+
+
+@dataclass
+class SampleConfig:
+    """The sample printed at the end of training."""
+
+    prompt: str = "\n"
+    """Text the sample continues."""
+    length: int = 300
+    """Characters generated."""
+    temperature: float = 0.8
+    """Softmax temperature (0: greedy)."""
+    top_k: int = 40
+    """Draw among the k most likely characters (0: all)."""
+
+
+@dataclass
+class CharLMConfig:
+    """Character-level language model on a text file: every setting of a run."""
+
+    data: CorpusConfig = field(default_factory=CorpusConfig)
+    """The text and its split."""
+    model: LanguageModelConfig = field(default_factory=LanguageModelConfig)
+    """The recurrent language model."""
+    bptt: TruncatedBPTTConfig = field(default_factory=TruncatedBPTTConfig)
+    """Windows and carried state."""
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    """AdamW and its schedule."""
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    """Stopping, evaluation, logging."""
+    sample: SampleConfig = field(default_factory=SampleConfig)
+    """The sample printed at the end."""
+    seed: int = 0
+    """Seeds Python, NumPy and torch: runs stopped by steps repeat exactly."""
+
+
+class CharLMTask:
+    """The ``TrainingTask`` of character-level language modelling."""
+
+    unit = "char"
+
+    def __init__(self, config: CharLMConfig, corpus: Corpus) -> None:
+        self.config = config
+        self.corpus = corpus
+        self.model = LanguageModel(config.model, len(corpus.vocabulary))
+        self.bptt = TruncatedBPTT(self.model, corpus.train, config.trainer.batch_size, config.bptt)
+
+    def train_loss(self, step: int) -> tuple[Tensor, int]:
+        return self.bptt.loss(step)
+
+    def evaluate(self) -> dict[str, float]:
+        return evaluate_tokens(self.model, self.corpus.validation, self.config.bptt)
+
+    def training_tensors(self) -> dict[str, Tensor]:
+        return self.bptt.state_tensors()
+
+    def load_training_tensors(self, tensors: dict[str, Tensor]) -> None:
+        self.bptt.load_state_tensors(tensors)
+
+    def metadata(self) -> dict[str, Any]:
+        return {"vocabulary": self.corpus.vocabulary.characters, "corpus": self.corpus.name}
+
+    def describe(self) -> str:
+        corpus = self.corpus
+        return (
+            f"corpus {corpus.name}: {corpus.train.numel():,} training and "
+            f"{corpus.validation.numel():,} validation characters, vocabulary of "
+            f"{len(corpus.vocabulary)}\nmodel: {self.model.num_parameters():,} parameters, "
+            f"{self.config.model.num_layers} x {self.config.model.cell} "
+            f"(hidden {self.config.model.hidden_size})\n" + self.model.recurrent.describe_strategy()
+        )
+
+
+def build(config: CharLMConfig, metadata: dict[str, Any] | None) -> CharLMTask:
+    """The task for ``config``; ``metadata`` (from a checkpoint) fixes the vocabulary."""
+    vocabulary = None if metadata is None else Vocabulary(metadata["vocabulary"])
+    return CharLMTask(config, load_corpus(config.data, vocabulary))
+
+
+def report(task: CharLMTask, result: FitResult, stream: TextIO) -> None:
+    """Print the final validation loss and a sample."""
+    config = task.config.sample
+    if result.evaluation:
+        loss = result.evaluation["loss"]
+        stream.write(
+            f"final validation loss {loss:.4f} nats/char, "
+            f"{result.evaluation['bpc']:.4f} bits/char after {result.step} steps "
+            f"({result.train_seconds:.0f} s of training)\n"
+        )
+    vocabulary = task.corpus.vocabulary
+    prompt = config.prompt if not vocabulary.unknown(config.prompt) else vocabulary.characters[0]
+    generator = torch.Generator().manual_seed(task.config.seed)
+    stream.write(f"sample (temperature {config.temperature}, top-k {config.top_k}):\n")
+    stream.write(prompt)
+    for token in generate(
+        task.model,
+        vocabulary.encode(prompt),
+        config.length,
+        config.temperature,
+        config.top_k,
+        generator,
+    ):
+        stream.write(vocabulary.characters[token])
+        stream.flush()
+    stream.write("\n")
+
+
+def load_trained(run_dir: str | Path) -> tuple[CharLMConfig, LanguageModel, Vocabulary, int]:
+    """The config, model (weights loaded, in eval mode), vocabulary and step of a run."""
+    document = checkpoints.read_checkpoint(run_dir)
+    if document.get("task") != NAME:
+        raise checkpoints.CheckpointError(
+            f"{run_dir}: a {document.get('task')!r} run, not a {NAME!r} one"
+        )
+    config = from_dict(CharLMConfig, document["config"])
+    vocabulary = Vocabulary(document["metadata"]["vocabulary"])
+    model = LanguageModel(config.model, len(vocabulary))
+    checkpoints.load_weights(run_dir, document, model)
+    model.eval()
+    return config, model, vocabulary, int(document["step"])

@@ -1,0 +1,315 @@
+"""The training loop every task reuses.
+
+A task (``TrainingTask``) owns its model, data and loss; the ``Trainer`` owns everything else:
+AdamW with warm-up and cosine decay, clipping, gradient noise, stopping on steps or on a
+budget of training seconds, evaluation at intervals and at the end, ``metrics.jsonl``, the
+progress display, checkpoints and resuming, the loss plot, and stopping cleanly on Ctrl-C or on
+a NaN or infinite loss.
+
+Clocks: ``train_seconds`` counts training steps only (the time budget and the schedule use it;
+evaluation and checkpointing pause it); ``elapsed_seconds`` is the wall clock of the run.
+"""
+
+from __future__ import annotations
+
+import math
+import signal
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from torch import Tensor, nn
+
+from rnnkit.train import checkpoint as checkpoints
+from rnnkit.train.metrics import MetricsLog, Progress, bits_per_character, format_rate, read_metrics
+from rnnkit.train.optimization import (
+    OptimizerConfig,
+    WarmupCosineSchedule,
+    add_gradient_noise,
+    build_optimizer,
+    clip_gradients,
+)
+from rnnkit.train.plots import PLOT_FILE, plot_losses
+
+
+@dataclass
+class TrainerConfig:
+    """When to stop, evaluate, log and checkpoint."""
+
+    max_steps: int | None = None
+    """Stop after this many optimizer steps (None: only the time budget stops the run)."""
+    time_budget_seconds: float | None = 300.0
+    """Stop after this many seconds of training (None: only max_steps stops the run)."""
+    batch_size: int = 64
+    """Sequences (streams, for language models) per step."""
+    eval_interval: int = 0
+    """Evaluate (and checkpoint) every this many steps (0: by time only)."""
+    eval_interval_seconds: float = 30.0
+    """Evaluate (and checkpoint) every this many training seconds (0: by steps only)."""
+    log_interval: int = 10
+    """Steps averaged into each training record of metrics.jsonl."""
+    log_seconds: float = 10.0
+    """Least seconds between two plain log lines (when output is not a terminal)."""
+    threads: int = 0
+    """torch CPU threads (0: torch's default, one per core)."""
+
+
+class TrainingTask(Protocol):
+    """What a task gives the trainer."""
+
+    model: nn.Module
+    unit: str  # what a loss is averaged over, for throughput ("char")
+
+    def train_loss(self, step: int) -> tuple[Tensor, int]:
+        """Mean loss of the batch of ``step`` (with its graph) and the number of items in it."""
+
+    def evaluate(self) -> dict[str, float]:
+        """Validation metrics, at least ``loss`` (nats per item)."""
+
+    def training_tensors(self) -> dict[str, Tensor]:
+        """Tensors the task carries between steps (a recurrent state), for checkpoints."""
+
+    def load_training_tensors(self, tensors: dict[str, Tensor]) -> None: ...
+
+    def metadata(self) -> dict[str, Any]:
+        """JSON the task needs to rebuild itself from a checkpoint (its vocabulary)."""
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss or the gradient norm became NaN or infinite."""
+
+
+@dataclass
+class FitResult:
+    step: int
+    reason: str  # "steps", "time" or "interrupted"
+    evaluation: dict[str, float]
+    train_seconds: float
+
+
+class Trainer:
+    """Trains ``task.model`` into ``run_dir``; ``info`` is saved in every checkpoint."""
+
+    def __init__(
+        self,
+        task: TrainingTask,
+        config: TrainerConfig,
+        optimizer_config: OptimizerConfig,
+        run_dir: Path,
+        info: dict[str, Any],
+        progress: Progress | None = None,
+    ) -> None:
+        if config.max_steps is None and config.time_budget_seconds is None:
+            raise ValueError("set trainer.max_steps or trainer.time_budget_seconds (or both)")
+        self.task, self.config, self.run_dir, self.info = task, config, run_dir, info
+        self.optimizer_config = optimizer_config
+        self.optimizer = build_optimizer(task.model, optimizer_config)
+        self.schedule = WarmupCosineSchedule(self.optimizer, optimizer_config)
+        self.metrics = MetricsLog(run_dir)
+        self.progress = progress or Progress(log_seconds=config.log_seconds)
+        self.step = 0
+        self.train_seconds = 0.0
+        self.elapsed_offset = 0.0
+        self.last_checkpoint_step: int | None = None
+        self.last_evaluation: dict[str, float] = {}
+        self.last_evaluation_step: int | None = None
+        self.last_eval_seconds = 0.0
+        self.started: float | None = None
+        self.stop_requested = False
+        self.window_loss, self.window_steps, self.window_items, self.window_seconds = 0.0, 0, 0, 0.0
+
+    def progress_fraction(self) -> float:
+        fractions = []
+        if self.config.max_steps:
+            fractions.append(self.step / self.config.max_steps)
+        if self.config.time_budget_seconds:
+            fractions.append(self.train_seconds / self.config.time_budget_seconds)
+        return min(1.0, max(fractions))
+
+    def finished(self) -> str | None:
+        """Why the run is over, or None."""
+        if self.config.max_steps is not None and self.step >= self.config.max_steps:
+            return "steps"
+        budget = self.config.time_budget_seconds
+        if budget is not None and self.train_seconds >= budget:
+            return "time"
+        return None
+
+    def fit(self) -> FitResult:
+        """Train until a stop; evaluate, checkpoint and plot at the end."""
+        self.started = time.monotonic() - self.elapsed_offset
+        self.last_eval_seconds = self.train_seconds
+        previous_handler = self._install_interrupt_handler()
+        try:
+            reason = self.finished()
+            while reason is None and not self.stop_requested:
+                self.train_step()
+                if self._evaluation_due():
+                    self.evaluate_and_checkpoint()
+                reason = self.finished()
+        finally:
+            if previous_handler is not None:
+                signal.signal(signal.SIGINT, previous_handler)
+            self.progress.close()
+        if reason is None:
+            self.save()
+            self.plot()
+            return FitResult(self.step, "interrupted", {}, self.train_seconds)
+        if self.last_evaluation_step == self.step:
+            evaluation = self.last_evaluation
+        else:
+            evaluation = self.evaluate_and_checkpoint()
+        self.plot()
+        return FitResult(self.step, reason, evaluation, self.train_seconds)
+
+    def train_step(self) -> None:
+        """One optimizer step on the task's batch of ``self.step``."""
+        self.task.model.train()
+        started = time.perf_counter()
+        learning_rate = self.schedule.apply(self.step, self.progress_fraction())
+        loss, items = self.task.train_loss(self.step)
+        loss_value = float(loss.detach())
+        if not math.isfinite(loss_value):
+            self._diverged("loss", loss_value)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        parameters = list(self.task.model.parameters())
+        gradient_norm = clip_gradients(parameters, self.optimizer_config.clip_norm)
+        if not math.isfinite(gradient_norm):
+            self._diverged("gradient norm", gradient_norm)
+        add_gradient_noise(parameters, self.optimizer_config.gradient_noise, self.step)
+        self.optimizer.step()
+        self.step += 1
+        seconds = time.perf_counter() - started
+        self.train_seconds += seconds
+        self.window_loss += loss_value
+        self.window_steps += 1
+        self.window_items += items
+        self.window_seconds += seconds
+        if self.step % self.config.log_interval == 0:
+            self._record_training(learning_rate, gradient_norm)
+        self._show_progress(loss_value)
+
+    def evaluate_and_checkpoint(self) -> dict[str, float]:
+        """Evaluate, record, checkpoint; returns the evaluation."""
+        self.task.model.eval()
+        evaluation = self.task.evaluate()
+        self.last_eval_seconds = self.train_seconds
+        self.last_evaluation, self.last_evaluation_step = evaluation, self.step
+        self.metrics.append({"kind": "validation", **self._clocks(), **evaluation})
+        self.progress.write(
+            f"step {self.step} | validation loss {evaluation['loss']:.4f} nats | "
+            f"{bits_per_character(evaluation['loss']):.4f} bits per {self.task.unit}"
+        )
+        self.save()
+        return evaluation
+
+    def save(self) -> None:
+        """Checkpoint the current step."""
+        optimizer_json, optimizer_tensors = checkpoints.optimizer_parts(self.optimizer)
+        rng_json, rng_tensors = checkpoints.capture_rng()
+        info = {
+            **self.info,
+            "metadata": self.task.metadata(),
+            "optimizer": optimizer_json,
+            "schedule": self.schedule.state_dict(),
+            "rng": rng_json,
+            "clocks": {"train_seconds": self.train_seconds, "elapsed_seconds": self._elapsed()},
+        }
+        tensors = {**optimizer_tensors, **rng_tensors, **self.task.training_tensors()}
+        checkpoints.save_checkpoint(self.run_dir, self.step, self.task.model, tensors, info)
+        self.last_checkpoint_step = self.step
+
+    def restore(self, document: dict[str, Any]) -> None:
+        """Continue from a checkpoint read by ``checkpoint.read_checkpoint`` (call before fit)."""
+        tensors = checkpoints.load_training_tensors(self.run_dir, document)
+        checkpoints.load_weights(self.run_dir, document, self.task.model)
+        checkpoints.restore_optimizer(self.optimizer, document["optimizer"], tensors)
+        self.schedule.load_state_dict(document["schedule"])
+        self.task.load_training_tensors(tensors)
+        checkpoints.restore_rng(document["rng"], tensors)
+        self.step = int(document["step"])
+        self.train_seconds = float(document["clocks"]["train_seconds"])
+        self.elapsed_offset = float(document["clocks"]["elapsed_seconds"])
+        self.last_checkpoint_step = self.step
+        self.metrics.truncate_after(self.step)
+
+    def plot(self) -> None:
+        plot_losses(read_metrics(self.metrics.path), self.run_dir / PLOT_FILE, str(self.run_dir))
+
+    def _evaluation_due(self) -> bool:
+        config = self.config
+        if config.eval_interval and self.step % config.eval_interval == 0:
+            return True
+        return bool(
+            config.eval_interval_seconds
+            and self.train_seconds - self.last_eval_seconds >= config.eval_interval_seconds
+        )
+
+    def _record_training(self, learning_rate: float, gradient_norm: float) -> None:
+        loss = self.window_loss / self.window_steps
+        self.metrics.append(
+            {
+                "kind": "train",
+                **self._clocks(),
+                "loss": loss,
+                "bpc": bits_per_character(loss),
+                "learning_rate": learning_rate,
+                "gradient_norm": gradient_norm,
+                f"{self.task.unit}s_per_second": self.window_items / self.window_seconds,
+            }
+        )
+        self.window_loss, self.window_steps, self.window_items, self.window_seconds = 0.0, 0, 0, 0.0
+
+    def _show_progress(self, loss: float) -> None:
+        rate = self.window_items / self.window_seconds if self.window_seconds else 0.0
+        values = {"loss": f"{loss:.3f}", "bpc": f"{bits_per_character(loss):.3f}"}
+        if self.last_evaluation:
+            values["val"] = f"{self.last_evaluation['loss']:.3f}"
+        values[f"{self.task.unit}/s"] = format_rate(rate)
+        fraction = self.progress_fraction()
+        seconds_per_step = self.train_seconds / max(1, self.step)
+        remaining = []
+        if self.config.max_steps:
+            remaining.append((self.config.max_steps - self.step) * seconds_per_step)
+        if self.config.time_budget_seconds:
+            remaining.append(self.config.time_budget_seconds - self.train_seconds)
+        self.progress.update(self.step, fraction, values, min(remaining))
+
+    def _clocks(self) -> dict[str, float]:
+        return {
+            "step": self.step,
+            "train_seconds": round(self.train_seconds, 3),
+            "elapsed_seconds": round(self._elapsed(), 3),
+        }
+
+    def _elapsed(self) -> float:
+        if self.started is None:
+            return self.elapsed_offset
+        return time.monotonic() - self.started
+
+    def _diverged(self, what: str, value: float) -> None:
+        kept = (
+            f"the last good checkpoint (step {self.last_checkpoint_step}) is kept in {self.run_dir}"
+            if self.last_checkpoint_step is not None
+            else "no checkpoint had been written yet"
+        )
+        raise TrainingDiverged(
+            f"training stopped at step {self.step + 1}: the {what} is {value}; {kept}. "
+            "Try a lower --optimizer.learning_rate or gradient clipping (--optimizer.clip_norm)."
+        )
+
+    def _install_interrupt_handler(self):
+        """First Ctrl-C: stop after this step with a checkpoint; a second one stops now."""
+        if threading.current_thread() is not threading.main_thread():
+            return None
+
+        def request_stop(signum, frame):
+            if self.stop_requested:
+                raise KeyboardInterrupt
+            self.stop_requested = True
+            self.progress.write("interrupted: stopping after this step and saving a checkpoint")
+
+        return signal.signal(signal.SIGINT, request_stop)

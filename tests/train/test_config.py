@@ -1,0 +1,109 @@
+"""Typed configs: dotted overrides, their errors, JSON round trips, durations."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import pytest
+
+from rnnkit.train.config import (
+    ConfigError,
+    apply_overrides,
+    config_keys,
+    from_dict,
+    parse_duration,
+    to_dict,
+)
+from rnnkit.train.tasks.charlm import CharLMConfig
+
+
+@dataclass
+class Inner:
+    size: int = 3
+    """a size"""
+    rate: float = 0.5
+    """a rate"""
+    name: str = "lstm"
+    """a name"""
+    flag: bool = False
+    """a flag"""
+    limit: int | None = None
+    """an optional limit"""
+
+
+@dataclass
+class Outer:
+    inner: Inner = field(default_factory=Inner)
+    """the group"""
+    seed: int = 0
+    """the seed"""
+
+
+def test_overrides_parse_each_type():
+    config = apply_overrides(
+        Outer(),
+        [
+            ("inner.size", "7"),
+            ("inner.rate", "1e-3"),
+            ("inner.name", "gru"),
+            ("inner.flag", "true"),
+            ("inner.limit", "12"),
+            ("seed", "5"),
+        ],
+    )
+    assert config == Outer(Inner(7, 1e-3, "gru", True, 12), 5)
+    assert apply_overrides(config, [("inner.limit", "none")]).inner.limit is None
+
+
+def test_overrides_do_not_change_the_original():
+    original = Outer()
+    apply_overrides(original, [("seed", "3")])
+    assert original.seed == 0
+
+
+@pytest.mark.parametrize(
+    "key, value, message",
+    [
+        ("inner.size", "big", "--inner.size expects an integer, got 'big'"),
+        ("inner.size", "1.5", "expects an integer"),
+        ("inner.rate", "fast", "--inner.rate expects a number"),
+        ("inner.flag", "maybe", "--inner.flag expects true or false"),
+        ("inner.sise", "3", "unknown config key 'inner.sise'; did you mean inner.size"),
+        ("iner.size", "3", "unknown config key 'iner.size'.*did you mean inner"),
+        ("inner", "3", "is a group of settings"),
+        ("seed.value", "3", "'seed' is a value, not a group"),
+    ],
+)
+def test_override_errors_name_the_key(key, value, message):
+    with pytest.raises(ConfigError, match=message):
+        apply_overrides(Outer(), [(key, value)])
+
+
+def test_json_round_trip_and_type_checks():
+    config = Outer(Inner(size=9, limit=4), seed=2)
+    assert from_dict(Outer, to_dict(config)) == config
+    assert from_dict(Outer, {"inner": {"rate": 1}}).inner.rate == 1.0
+    with pytest.raises(ConfigError, match="inner.size must be int"):
+        from_dict(Outer, {"inner": {"size": "9"}})
+    with pytest.raises(ConfigError, match="unknown config key 'inner.colour'"):
+        from_dict(Outer, {"inner": {"colour": 1}})
+
+
+def test_keys_of_the_charlm_config():
+    keys = config_keys(CharLMConfig)
+    assert "model.hidden_size" in keys
+    assert "trainer.time_budget_seconds" in keys
+    assert "seed" in keys
+
+
+@pytest.mark.parametrize(
+    "text, seconds", [("90", 90), ("90s", 90), ("5m", 300), ("1.5h", 5400), ("1h30m", 5400)]
+)
+def test_durations(text, seconds):
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["five minutes", "5x", "", "0s"])
+def test_bad_durations(text):
+    with pytest.raises(ConfigError):
+        parse_duration(text)
