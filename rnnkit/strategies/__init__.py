@@ -7,7 +7,9 @@ with ``inputs (B, T, D)``, ``outputs (B, T, O)`` and the final state as the cell
 
 Registered: ``sequential`` (the reference), ``native`` (torch's fused kernels), ``scan``
 (linear cells, scan implementation chosen by device) and ``scan:loop``, ``scan:chunked``,
-``scan:compiled``, ``scan:triton`` (one implementation each), and ``auto``.
+``scan:compiled``, ``scan:triton`` (one implementation each), ``newton`` (nonlinear cells by
+Newton's method, parallel in time), ``newton:quasi`` (diagonal Jacobian) and ``newton:damped``
+(trust-region steps), and ``auto``. ``auto`` never picks ``newton``: ask for it by name.
 
 ``auto`` rule: ``native`` when torch's fused kernel can compute the cell as configured (a
 standard LSTM, GRU or Elman cell without peepholes, layer norm, zoneout or recurrent dropout in
@@ -25,6 +27,7 @@ from rnnkit.cells.base import Cell, State
 from rnnkit.strategies import native, scan, sequential
 from rnnkit.strategies.kernels import SCAN_IMPLEMENTATIONS
 from rnnkit.strategies.native import StrategyUnsupportedError
+from rnnkit.strategies.newton import NewtonStrategy
 
 Strategy = Callable[..., tuple[Tensor, State]]
 
@@ -56,6 +59,9 @@ STRATEGIES: dict[str, Strategy] = {
     "native": native.run,
     "scan": scan.run,
     **{f"scan:{name}": scan.make_scan_strategy(name) for name in SCAN_IMPLEMENTATIONS},
+    "newton": NewtonStrategy(),
+    "newton:quasi": NewtonStrategy(jacobian="diagonal"),
+    "newton:damped": NewtonStrategy(damping=True),
     "auto": run_auto,
 }
 
@@ -69,4 +75,11 @@ def get_strategy(name: str) -> Strategy:
     return STRATEGIES[name]
 
 
-__all__ = ["STRATEGIES", "Strategy", "StrategyUnsupportedError", "choose", "get_strategy"]
+__all__ = [
+    "NewtonStrategy",
+    "STRATEGIES",
+    "Strategy",
+    "StrategyUnsupportedError",
+    "choose",
+    "get_strategy",
+]

@@ -1,0 +1,216 @@
+"""The Newton strategy: a nonlinear recurrence solved for all time steps at once.
+
+DEER (Lim et al. 2023, https://arxiv.org/abs/2309.12252) and ParaRNN (Danieli et al. 2025,
+https://arxiv.org/abs/2510.21450): the states s_1..s_T of ``s_t = f(s_{t-1}, p_t)`` are the
+root of ``r_t(s) = s_t - f(s_{t-1}, p_t)``. Linearizing f around the current trajectory gives a
+Newton step that is a linear recurrence, solved with a scan:
+
+    s_t <- J_t s_{t-1} + (f(s'_{t-1}, p_t) - J_t s'_{t-1}),     J_t = df/ds at s'_{t-1}
+
+Each iteration makes at least one more step exact, so T iterations always suffice; contractive
+cells converge in a few. Options:
+
+- ``jacobian="exact"`` (Newton) or ``"diagonal"`` (quasi-Newton, quasi-DEER: only the diagonal
+  of J, Gonzalez et al. 2024, https://arxiv.org/abs/2407.19115);
+- ``damping=True``: trust-region steps (ELK-style, Gonzalez et al. 2024): a step is scaled so
+  that no state moves more than the radius, which doubles after an iteration that lowered the
+  residual and shrinks four-fold after one that did not;
+- stop when ``max |s_t - f(s_{t-1}, p_t)| <= tolerance`` (default 1e-10 in float64, 1e-5
+  otherwise) or after ``max_iterations`` linear solves. When not converged, the documented
+  fallback finishes sequentially from the first step whose residual is above the tolerance; it is
+  counted in ``fallbacks``, recorded in the report and warned about, never silent.
+
+Gradients come from the implicit function theorem: with ``G = dL/ds``, the adjoint
+``l_t = G_t + J_{t+1}^T l_{t+1}`` is one linear recurrence in reverse, solved with the same
+scans, and one vector-Jacobian product of f at the solution gives the gradients of the inputs,
+the initial state and the parameters. No autograd graph is kept through the iterations.
+
+``reports`` holds a ``NewtonReport`` (iterations, final residual, convergence, fallback) for
+each of the recent calls.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from rnnkit.cells.base import Cell, State
+from rnnkit.strategies import newton_linear as linear
+from rnnkit.strategies.native import StrategyUnsupportedError
+from rnnkit.strategies.scan import time_mask
+from rnnkit.strategies.validation import prepare
+
+
+@dataclass
+class NewtonReport:
+    """What one Newton solve did."""
+
+    cell: str
+    steps: int
+    iterations: int  # linear solves
+    residual: float  # max |s_t - f(s_{t-1}, p_t)| before any fallback
+    converged: bool
+    fallback_from: int | None  # first step recomputed sequentially, None when not needed
+
+
+class NewtonStrategy:
+    """``run(cell, inputs, state=None, lengths=None)`` by Newton's method; see the module."""
+
+    def __init__(
+        self,
+        jacobian: str = "exact",
+        damping: bool = False,
+        tolerance: float | None = None,
+        max_iterations: int = 30,
+        history: int = 100,
+    ) -> None:
+        if jacobian not in ("exact", "diagonal"):
+            raise ValueError(f"jacobian must be 'exact' or 'diagonal', got {jacobian!r}")
+        if not isinstance(max_iterations, int) or max_iterations < 1:
+            raise ValueError(f"max_iterations must be a positive integer, got {max_iterations!r}")
+        self.jacobian = jacobian
+        self.damping = damping
+        self.tolerance = tolerance
+        self.max_iterations = max_iterations
+        self.reports: deque[NewtonReport] = deque(maxlen=history)
+        self.fallbacks = 0
+
+    def __call__(
+        self,
+        cell: Cell,
+        inputs: Tensor,
+        state: State | None = None,
+        lengths: Tensor | Sequence[int] | None = None,
+    ) -> tuple[Tensor, State]:
+        reason = unsupported_reason(cell)
+        if reason is not None:
+            raise StrategyUnsupportedError(f"strategy 'newton' cannot run this cell: {reason}")
+        state, lengths = prepare(cell, inputs, state, lengths)
+        cell.begin_sequence(inputs.shape[0], device=inputs.device, dtype=inputs.dtype)
+        projected = cell.project_inputs(inputs)  # (B, T, P)
+        initial = cell.flatten_state(state)  # (B, S)
+        active = None if lengths is None else time_mask(lengths, inputs.shape[1], inputs.device)
+        parameters = [p for p in cell.parameters() if p.requires_grad]
+        states = NewtonSolve.apply(self, cell, projected, initial, active, *parameters)
+        outputs, _ = linear.evaluate(cell, projected, linear.shift(states, initial))
+        if active is not None:
+            outputs = torch.where(active, outputs, torch.zeros((), dtype=outputs.dtype))
+        return outputs, cell.unflatten_state(states[:, -1])
+
+    def solve(self, cell: Cell, projected: Tensor, initial: Tensor, active: Tensor | None):
+        """The states ``(B, T, S)`` without gradients, and the report."""
+        tolerance = self.tolerance or (1e-10 if projected.dtype == torch.float64 else 1e-5)
+        previous = initial.unsqueeze(1).expand(-1, projected.shape[1], -1)
+        states = _masked_step(cell, projected, previous, active)  # one step from the start
+        radius, best = 1.0, float("inf")
+        iterations, residual = 0, float("inf")
+        while True:
+            previous = linear.shift(states, initial)
+            next_states = _masked_step(cell, projected, previous, active)
+            residual = float((states - next_states).abs().max())
+            if residual <= tolerance or iterations == self.max_iterations:
+                break
+            jacobian = linear.jacobian(cell, projected, previous, self.jacobian == "diagonal")
+            jacobian = linear.identity_where_inactive(jacobian, active)
+            offsets = next_states - linear.multiply(jacobian, previous)
+            candidate = linear.solve(jacobian, offsets, initial)
+            if self.damping:
+                radius = radius * 2 if residual < best else radius / 4
+                best = min(best, residual)
+                change = candidate - states
+                largest = float(change.abs().max())
+                candidate = states + change * min(1.0, radius / max(largest, 1e-300))
+            states = candidate
+            iterations += 1
+        converged = residual <= tolerance
+        report = NewtonReport(
+            type(cell).__name__, projected.shape[1], iterations, residual, converged, None
+        )
+        if not converged:
+            errors = (states - next_states).abs().flatten(2).amax(dim=(0, 2))  # (T,)
+            report.fallback_from = int(torch.nonzero(errors > tolerance)[0])
+            states = _finish_sequentially(
+                cell, projected, initial, states, active, report.fallback_from
+            )
+            self.fallbacks += 1
+            warnings.warn(
+                f"rnnkit newton: {report.cell} did not converge in {iterations} iterations "
+                f"(residual {residual:.3g} > tolerance {tolerance:.3g}); finished sequentially "
+                f"from step {report.fallback_from} of {report.steps}",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+        self.reports.append(report)
+        return states
+
+
+def unsupported_reason(cell: Cell) -> str | None:
+    """Why ``newton`` cannot run ``cell``, or None when it can."""
+    reason = cell.time_parallel_unsupported_reason()
+    if reason is not None:
+        return reason
+    parameter = next(cell.parameters(), None)
+    if parameter is not None and parameter.is_complex():
+        return "complex parameters are not supported"
+    if getattr(cell, "linear_form", None) not in (None, "diagonal"):
+        return f"cell {type(cell).__name__} has a {cell.linear_form} state; use 'scan'"
+    return None
+
+
+class NewtonSolve(torch.autograd.Function):
+    """States by Newton's method forward; the implicit-function adjoint backward."""
+
+    @staticmethod
+    def forward(ctx, strategy, cell, projected, initial, active, *parameters):
+        with torch.no_grad():
+            states = strategy.solve(cell, projected.detach(), initial.detach(), active)
+        ctx.cell, ctx.active = cell, active
+        ctx.save_for_backward(projected, initial, states)
+        return states
+
+    @staticmethod
+    def backward(ctx, grad_states):
+        projected, initial, states = ctx.saved_tensors
+        cell, active = ctx.cell, ctx.active
+        parameters = [p for p in cell.parameters() if p.requires_grad]
+        previous = linear.shift(states, initial).detach()
+        with torch.no_grad():
+            jacobian = linear.jacobian(cell, projected.detach(), previous, diagonal_only=False)
+            jacobian = linear.identity_where_inactive(jacobian, active)
+            adjoint = linear.solve_adjoint(jacobian, grad_states)
+        with torch.enable_grad():
+            projected_leaf = projected.detach().requires_grad_(True)
+            previous_leaf = previous.requires_grad_(True)
+            next_states = _masked_step(cell, projected_leaf, previous_leaf, active)
+            grads = torch.autograd.grad(
+                next_states,
+                [projected_leaf, previous_leaf, *parameters],
+                adjoint,
+                allow_unused=True,
+            )
+        grad_projected, grad_previous, *grad_parameters = grads
+        grad_initial = None if grad_previous is None else grad_previous[:, 0]
+        return (None, None, grad_projected, grad_initial, None, *grad_parameters)
+
+
+def _masked_step(cell: Cell, projected: Tensor, previous: Tensor, active: Tensor | None):
+    """``f(s_{t-1}, p_t)`` for all t; padded steps copy the previous state."""
+    _, next_states = linear.evaluate(cell, projected, previous)
+    return next_states if active is None else torch.where(active, next_states, previous)
+
+
+def _finish_sequentially(cell, projected, initial, states, active, start: int) -> Tensor:
+    """Recompute steps ``start..T-1`` one after another from the solved prefix."""
+    states = states.clone()
+    state = initial if start == 0 else states[:, start - 1]
+    for t in range(start, states.shape[1]):
+        _, new_state = cell.recur(projected[:, t], cell.unflatten_state(state))
+        new_flat = cell.flatten_state(new_state)
+        state = new_flat if active is None else torch.where(active[:, t], new_flat, state)
+        states[:, t] = state
+    return states
