@@ -1,11 +1,15 @@
 """What recurs: one module per cell family, and the ``CELLS`` registry of names."""
 
+from rnnkit.cells.aaren import AarenCell, AarenState
 from rnnkit.cells.base import Cell, State
+from rnnkit.cells.deltanet import DeltaNetCell
 from rnnkit.cells.elman import ElmanCell
+from rnnkit.cells.gla import GatedLinearAttentionCell, MatrixState
 from rnnkit.cells.gru import GRUCell, HiddenState
 from rnnkit.cells.jordan import JordanCell, OutputState
 from rnnkit.cells.lstm import LSTMCell, LSTMState
 from rnnkit.cells.mingru import MinGRUCell, MinLSTMCell
+from rnnkit.cells.mlstm import MLSTMCell, MLSTMState
 
 CELLS: dict[str, type[Cell]] = {
     "elman": ElmanCell,
@@ -14,6 +18,10 @@ CELLS: dict[str, type[Cell]] = {
     "gru": GRUCell,
     "mingru": MinGRUCell,
     "minlstm": MinLSTMCell,
+    "gla": GatedLinearAttentionCell,
+    "mlstm": MLSTMCell,
+    "deltanet": DeltaNetCell,
+    "aaren": AarenCell,
 }
 
 
@@ -25,14 +33,21 @@ def make_cell(name: str, input_size: int, hidden_size: int, **options) -> Cell:
 
 
 __all__ = [
+    "AarenCell",
+    "AarenState",
     "CELLS",
     "Cell",
+    "DeltaNetCell",
     "ElmanCell",
     "GRUCell",
+    "GatedLinearAttentionCell",
     "HiddenState",
     "JordanCell",
     "LSTMCell",
     "LSTMState",
+    "MLSTMCell",
+    "MLSTMState",
+    "MatrixState",
     "MinGRUCell",
     "MinLSTMCell",
     "OutputState",

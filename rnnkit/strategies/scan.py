@@ -15,6 +15,31 @@ complex), with
 With ``lengths``, padded steps get ``a = 1, b = 0`` so the state stops changing at each
 sequence's end, and padded outputs are zero, as in the sequential reference.
 
+The matrix-state forms (runners in ``linear_forms.py``, which also gives their padding rules
+and implementation names) pass ``active (B, T)``, True at steps within each sequence's length
+or None without lengths, to the cell:
+
+``"matrix"``: ``S_t = diag(exp(log_decay_t)) S_{t-1} + k_t v_t^T``, ``o_t = S_t^T q_t`` per
+head (gated linear attention, mLSTM), with
+
+- ``matrix_terms(projected (B, T, P), state, active) -> (q, k, v, log_decay)``: ``q, k (B,
+  heads, T, d_k)``, ``v (B, heads, T, d_v)``, ``log_decay (B, heads, T, d_k or 1) <= 0``;
+- ``matrix_initial(state) -> S_0 (B, heads, d_k, d_v)``;
+- ``matrix_readout(projected, o (B, heads, T, d_v), S_T (B, heads, d_k, d_v), state, active)
+  -> (outputs (B, T, O), final state)``.
+
+``"delta"``: the delta rule ``S_t = (I - beta_t k_t k_t^T) S_{t-1} + beta_t k_t v_t^T``, ``o_t
+= S_t^T q_t`` (DeltaNet), with ``delta_terms(projected, state, active) -> (q, k, v, beta (B,
+heads, T))`` and ``matrix_initial``, ``matrix_readout`` as above.
+
+``"softmax_prefix"``: ``o_t = sum_{i<=t} exp(s_i) v_i / sum_{i<=t} exp(s_i)`` from a state
+``(m, u, w)`` (Aaren), with
+
+- ``prefix_terms(projected, state) -> (scores (B, heads, T), values (B, heads, T, d_v))``;
+- ``prefix_initial(state) -> (m (B, heads), u (B, heads, d_v), w (B, heads))``;
+- ``prefix_readout(projected, o (B, heads, T, d_v), (m_T, u_T, w_T), state, active) ->
+  (outputs (B, T, O), final state)``.
+
 ``make_scan_strategy(implementation)`` binds one scan implementation
 (``rnnkit.strategies.kernels``); the registered ``scan`` strategy uses ``auto``.
 """
@@ -28,6 +53,7 @@ from torch import Tensor
 
 from rnnkit.cells.base import Cell, State
 from rnnkit.strategies.kernels import diagonal_scan
+from rnnkit.strategies.linear_forms import run_delta, run_matrix, run_softmax_prefix
 from rnnkit.strategies.native import StrategyUnsupportedError
 from rnnkit.strategies.validation import prepare
 
@@ -52,7 +78,12 @@ def run_diagonal(
     return outputs, final_state
 
 
-FORMS: dict[str, FormRunner] = {"diagonal": run_diagonal}
+FORMS: dict[str, FormRunner] = {
+    "diagonal": run_diagonal,
+    "matrix": run_matrix,
+    "delta": run_delta,
+    "softmax_prefix": run_softmax_prefix,
+}
 
 
 def unsupported_reason(cell: Cell) -> str | None:
