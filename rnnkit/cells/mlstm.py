@@ -90,23 +90,17 @@ class MLSTMCell(Cell):
 
     def reset_parameters(self) -> None:
         """The authors' initialization; see the module docstring."""
-        weights = dict(
-            zip(("q", "k", "v", "i", "f", "o"), self.weight_ih.split(self.sizes), strict=True)
-        )
+        query, key, value, input_gate, forget_gate, output_gate = self.weight_ih.split(self.sizes)
         with torch.no_grad():
-            for name, block in weights.items():
-                if name in ("i", "f"):
-                    nn.init.zeros_(block)
-                else:
-                    nn.init.normal_(block, std=math.sqrt(2 / (5 * self.input_size)))
+            for block in (query, key, value, output_gate):
+                nn.init.normal_(block, std=math.sqrt(2 / (5 * self.input_size)))
+            nn.init.zeros_(input_gate)
+            nn.init.zeros_(forget_gate)
             if self.bias_ih is not None:
-                biases = dict(
-                    zip(("q", "k", "v", "i", "f", "o"), self.bias_ih.split(self.sizes), strict=True)
-                )
-                for block in biases.values():
-                    nn.init.zeros_(block)
-                biases["f"].copy_(torch.linspace(3.0, 6.0, self.num_heads))
-                nn.init.normal_(biases["i"], std=0.1)
+                nn.init.zeros_(self.bias_ih)
+                *_, input_bias, forget_bias, _ = self.bias_ih.split(self.sizes)
+                forget_bias.copy_(torch.linspace(3.0, 6.0, self.num_heads))
+                nn.init.normal_(input_bias, std=0.1)
 
     def state_sizes(self) -> tuple[int, ...]:
         key_size = self.num_heads * self.key_head_size

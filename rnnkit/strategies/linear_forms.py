@@ -19,7 +19,8 @@ unchanged and writes zero outputs, as the sequential reference does.
 
 Implementation names: the matrix and delta forms have ``loop`` and ``chunked`` (``auto`` means
 ``chunked`` on every device) and refuse the others with ``StrategyUnsupportedError``; the
-softmax prefix form passes the name on to the diagonal scan.
+softmax prefix form passes the name on to the diagonal scan, refusing those that cannot run on
+the inputs' device.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ import torch
 from torch import Tensor
 
 from rnnkit.cells.base import Cell, State
-from rnnkit.strategies.kernels import diagonal_scan
+from rnnkit.strategies.kernels import diagonal_scan, unavailable_reason
 from rnnkit.strategies.kernels.delta import DELTA_SCAN_IMPLEMENTATIONS
 from rnnkit.strategies.kernels.matrix import MATRIX_SCAN_IMPLEMENTATIONS
 from rnnkit.strategies.native import StrategyUnsupportedError
@@ -96,6 +97,9 @@ def run_softmax_prefix(
     cell: Cell, inputs: Tensor, state: State, lengths: Tensor | None, implementation: str
 ) -> tuple[Tensor, State]:
     """Run a ``"softmax_prefix"`` cell; see the module docstring."""
+    reason = None if implementation == "auto" else unavailable_reason(implementation, inputs.device)
+    if reason is not None:
+        raise StrategyUnsupportedError(f"the 'softmax_prefix' linear form cannot run: {reason}")
     projected = cell.project_inputs(inputs)  # (B, T, P)
     active = active_steps(lengths, inputs.shape[1], inputs.device)
     scores, values = cell.prefix_terms(projected, state)  # (B, heads, T), (B, heads, T, d_v)
