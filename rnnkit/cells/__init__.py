@@ -7,9 +7,12 @@ from rnnkit.cells.elman import ElmanCell
 from rnnkit.cells.gla import GatedLinearAttentionCell, MatrixState
 from rnnkit.cells.gru import GRUCell, HiddenState
 from rnnkit.cells.jordan import JordanCell, OutputState
+from rnnkit.cells.lru import LRUCell, LRUState
 from rnnkit.cells.lstm import LSTMCell, LSTMState
 from rnnkit.cells.mingru import MinGRUCell, MinLSTMCell
 from rnnkit.cells.mlstm import MLSTMCell, MLSTMState
+from rnnkit.cells.s4d import S4DCell, S4DState
+from rnnkit.cells.selective_ssm import SelectiveSSMCell, SelectiveState
 
 CELLS: dict[str, type[Cell]] = {
     "elman": ElmanCell,
@@ -22,6 +25,9 @@ CELLS: dict[str, type[Cell]] = {
     "mlstm": MLSTMCell,
     "deltanet": DeltaNetCell,
     "aaren": AarenCell,
+    "lru": LRUCell,
+    "s4d": S4DCell,
+    "selective_ssm": SelectiveSSMCell,
 }
 
 
@@ -43,6 +49,8 @@ __all__ = [
     "GatedLinearAttentionCell",
     "HiddenState",
     "JordanCell",
+    "LRUCell",
+    "LRUState",
     "LSTMCell",
     "LSTMState",
     "MLSTMCell",
@@ -51,6 +59,10 @@ __all__ = [
     "MinGRUCell",
     "MinLSTMCell",
     "OutputState",
+    "S4DCell",
+    "S4DState",
+    "SelectiveSSMCell",
+    "SelectiveState",
     "State",
     "make_cell",
 ]
