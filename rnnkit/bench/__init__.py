@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import argparse
 
-from rnnkit.bench import layers, scan
+from rnnkit.bench import layers, newton, scan
 
-BENCHMARKS = {"layers": layers, "scan": scan}
+BENCHMARKS = {"layers": layers, "scan": scan, "newton": newton}
 
 
 def main(argv: list[str]) -> int:

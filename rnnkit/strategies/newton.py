@@ -43,6 +43,7 @@ from torch import Tensor
 
 from rnnkit.cells.base import Cell, State
 from rnnkit.strategies import newton_linear as linear
+from rnnkit.strategies.kernels import pararnn_cpu
 from rnnkit.strategies.native import StrategyUnsupportedError
 from rnnkit.strategies.scan import time_mask
 from rnnkit.strategies.validation import prepare
@@ -111,14 +112,19 @@ class NewtonStrategy:
         states = _masked_step(cell, projected, previous, active)  # one step from the start
         strength, best = 0.0, float("inf")  # Levenberg-Marquardt lambda, best residual
         iterations, residual = 0, float("inf")
+        fused = pararnn_cpu.lookup(cell, projected.device, projected.dtype)
+        diagonal_only = self.jacobian == "diagonal"
         while True:
             previous = linear.shift(states, initial)
-            next_states = _masked_step(cell, projected, previous, active)
+            next_states, jacobian = _linearize(cell, projected, previous, active, fused)
             residual = float((states - next_states).abs().max())
             if residual <= tolerance or iterations == self.max_iterations:
                 break
-            jacobian = linear.jacobian(cell, projected, previous, self.jacobian == "diagonal")
-            jacobian = linear.identity_where_inactive(jacobian, active)
+            if jacobian is None:
+                jacobian = linear.jacobian(cell, projected, previous, diagonal_only)
+                jacobian = linear.identity_where_inactive(jacobian, active)
+            elif diagonal_only:
+                jacobian = linear.to_diagonal(jacobian, states.shape[-1])
             offsets = next_states - linear.multiply(jacobian, previous)
             if self.damping:
                 strength = _next_strength(strength, improved=residual < best)
@@ -178,23 +184,64 @@ class NewtonSolve(torch.autograd.Function):
         cell, active = ctx.cell, ctx.active
         parameters = [p for p in cell.parameters() if p.requires_grad]
         previous = linear.shift(states, initial).detach()
+        fused = pararnn_cpu.lookup(cell, projected.device, projected.dtype)
         with torch.no_grad():
-            jacobian = linear.jacobian(cell, projected.detach(), previous, diagonal_only=False)
-            jacobian = linear.identity_where_inactive(jacobian, active)
+            _, jacobian = _linearize(cell, projected.detach(), previous, active, fused)
+            if jacobian is None:
+                jacobian = linear.jacobian(cell, projected.detach(), previous, False)
+                jacobian = linear.identity_where_inactive(jacobian, active)
             adjoint = linear.solve_adjoint(jacobian, grad_states)
-        with torch.enable_grad():
-            projected_leaf = projected.detach().requires_grad_(True)
-            previous_leaf = previous.requires_grad_(True)
-            next_states = _masked_step(cell, projected_leaf, previous_leaf, active)
-            grads = torch.autograd.grad(
-                next_states,
-                [projected_leaf, previous_leaf, *parameters],
-                adjoint,
-                allow_unused=True,
-            )
-        grad_projected, grad_previous, *grad_parameters = grads
-        grad_initial = None if grad_previous is None else grad_previous[:, 0]
-        return (None, None, grad_projected, grad_initial, None, *grad_parameters)
+        if fused is not None:
+            grads = _fused_vjp(fused, cell, projected.detach(), previous, adjoint, active)
+        else:
+            grads = _autograd_vjp(cell, projected.detach(), previous, adjoint, active)
+        grad_projected, grad_previous, named = grads
+        names = {id(p): name for name, p in cell.named_parameters()}
+        grad_parameters = [named.get(names[id(p)]) for p in parameters]
+        return (None, None, grad_projected, grad_previous[:, 0], None, *grad_parameters)
+
+
+def _linearize(cell, projected, previous, active, fused) -> tuple[Tensor, linear.Jacobian | None]:
+    """``f(s_{t-1}, p_t)`` for all t (padded steps copy), and J when a fused kernel gives it."""
+    if fused is None:
+        return _masked_step(cell, projected, previous, active), None
+    batch, steps = previous.shape[:2]
+    next_states, values = fused.linearize(cell, projected.flatten(0, 1), previous.flatten(0, 1))
+    next_states = next_states.unflatten(0, (batch, steps))
+    jacobian = linear.Jacobian(cell.jacobian_structure, values.unflatten(0, (batch, steps)))
+    if active is not None:
+        next_states = torch.where(active, next_states, previous)
+        jacobian = linear.identity_where_inactive(jacobian, active)
+    return next_states, jacobian
+
+
+def _autograd_vjp(cell, projected, previous, adjoint, active):
+    """Gradients of ``sum(adjoint * f(previous, projected))`` by autograd through the cell."""
+    parameters = dict(cell.named_parameters())
+    with torch.enable_grad():
+        projected_leaf = projected.requires_grad_(True)
+        previous_leaf = previous.clone().requires_grad_(True)
+        next_states = _masked_step(cell, projected_leaf, previous_leaf, active)
+        grads = torch.autograd.grad(
+            next_states,
+            [projected_leaf, previous_leaf, *parameters.values()],
+            adjoint,
+            allow_unused=True,
+        )
+    return grads[0], grads[1], dict(zip(parameters, grads[2:], strict=True))
+
+
+def _fused_vjp(fused, cell, projected, previous, adjoint, active):
+    """The same with the compiled kernel; padded steps pass the adjoint straight through."""
+    batch, steps = previous.shape[:2]
+    masked = adjoint if active is None else adjoint * active
+    grad_projected, grad_previous, named = fused.vjp(
+        cell, projected.flatten(0, 1), previous.flatten(0, 1), masked.flatten(0, 1)
+    )
+    grad_previous = grad_previous.unflatten(0, (batch, steps))
+    if active is not None:
+        grad_previous = grad_previous + adjoint * ~active
+    return grad_projected.unflatten(0, (batch, steps)), grad_previous, named
 
 
 def _next_strength(strength: float, improved: bool) -> float:

@@ -234,3 +234,37 @@ def test_cell_jacobian_equals_autograd(name):
             for g in range(given.shape[1]):
                 off_block[:, g * size : (g + 1) * size, g * size : (g + 1) * size] = 0
             assert off_block.abs().max() == 0
+
+
+@pytest.mark.parametrize("name", ["paragru", "paralstm"])
+def test_compiled_kernels_equal_the_cells_torch_code(name):
+    from rnnkit.strategies.kernels import pararnn_cpu
+    from rnnkit.strategies.newton import _autograd_vjp
+    from rnnkit.strategies.newton_linear import evaluate, jacobian
+
+    torch.manual_seed(6)
+    cell = rnnkit.make_cell(name, 3, 5).double()
+    fused = pararnn_cpu.lookup(cell, torch.device("cpu"), torch.float64)
+    assert fused is not None
+    projected = cell.project_inputs(torch.randn(2, 9, 3, dtype=torch.float64)).detach()
+    previous = torch.randn(2, 9, sum(cell.state_sizes()), dtype=torch.float64)
+    next_states, values = fused.linearize(cell, projected.flatten(0, 1), previous.flatten(0, 1))
+    torch.testing.assert_close(
+        next_states.unflatten(0, (2, 9)), evaluate(cell, projected, previous)[1]
+    )
+    torch.testing.assert_close(
+        values.unflatten(0, (2, 9)), jacobian(cell, projected, previous, False).values
+    )
+    adjoint = torch.randn_like(previous)
+    got = fused.vjp(cell, projected.flatten(0, 1), previous.flatten(0, 1), adjoint.flatten(0, 1))
+    expected = _autograd_vjp(cell, projected.clone(), previous, adjoint, None)
+    torch.testing.assert_close(got[0].unflatten(0, (2, 9)), expected[0])
+    torch.testing.assert_close(got[1].unflatten(0, (2, 9)), expected[1])
+    for parameter_name, value in got[2].items():
+        torch.testing.assert_close(value, expected[2][parameter_name])
+    assert (
+        pararnn_cpu.lookup(
+            rnnkit.make_cell("paragru", 3, 4, num_heads=2), torch.device("cpu"), torch.float32
+        )
+        is None
+    )
