@@ -11,6 +11,7 @@ from rnnkit.cells.lru import LRUCell, LRUState
 from rnnkit.cells.lstm import LSTMCell, LSTMState
 from rnnkit.cells.mingru import MinGRUCell, MinLSTMCell
 from rnnkit.cells.mlstm import MLSTMCell, MLSTMState
+from rnnkit.cells.pararnn import ParaGRUCell, ParaLSTMCell, ParaLSTMState
 from rnnkit.cells.s4d import S4DCell, S4DState
 from rnnkit.cells.selective_ssm import SelectiveSSMCell, SelectiveState
 
@@ -25,6 +26,8 @@ CELLS: dict[str, type[Cell]] = {
     "mlstm": MLSTMCell,
     "deltanet": DeltaNetCell,
     "aaren": AarenCell,
+    "paragru": ParaGRUCell,
+    "paralstm": ParaLSTMCell,
     "lru": LRUCell,
     "s4d": S4DCell,
     "selective_ssm": SelectiveSSMCell,
@@ -59,6 +62,9 @@ __all__ = [
     "MinGRUCell",
     "MinLSTMCell",
     "OutputState",
+    "ParaGRUCell",
+    "ParaLSTMCell",
+    "ParaLSTMState",
     "S4DCell",
     "S4DState",
     "SelectiveSSMCell",

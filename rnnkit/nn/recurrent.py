@@ -70,8 +70,8 @@ class Recurrent(nn.Module):
 
     @property
     def output_size(self) -> int:
-        """Features of the outputs: directions times the cell's output size."""
-        return self.num_directions * self.cells[0].output_size
+        """Features of the outputs: directions times the last layer's output size."""
+        return self.num_directions * self.cells[-1].output_size
 
     def describe_strategy(self) -> str:
         """Which strategy runs each cell now, and why (``auto`` depends on the cell and mode)."""

@@ -162,6 +162,8 @@ def unsupported_reason(cell: Cell) -> str | None:
     parameter = next(cell.parameters(), None)
     if parameter is not None and parameter.is_complex():
         return "complex parameters are not supported"
+    if any(field.is_complex() for field in cell.initial_state(1)):
+        return f"cell {type(cell).__name__} has a complex state; use 'scan'"
     if getattr(cell, "linear_form", None) not in (None, "diagonal"):
         return f"cell {type(cell).__name__} has a {cell.linear_form} state; use 'scan'"
     return None
