@@ -19,8 +19,9 @@ authors' code does the same, plus an epsilon left out here). State ``(C, n, m)``
 
 Parallel form (``"matrix"`` linear form of the scan strategy): with ``F_t = log f_1 + ... +
 log f_t``, the stabilizer is ``m_t = F_t + max(m_0, max_{s<=t}(log i_s - F_s))`` (a cumulative
-max), and then ``[C_t^T | n_t]`` is the matrix scan with ``log decay = log f'_t <= 0``, key
-``i'_t k_t`` and value ``[v_t, 1]``: one chunked scan gives ``C_t q_t`` and ``n_t^T q_t``.
+max, taken in chunks to keep ``F`` small); then ``[C_t^T | n_t]`` is the matrix scan with ``log
+decay = log f'_t <= 0``, key ``i'_t k_t`` and value ``[v_t, 1]``: one chunked scan gives ``C_t
+q_t`` and ``n_t^T q_t``.
 
 Layout: ``memory (B, heads * d_k * d_v)`` is ``C^T`` per head, row-major (the matrix scan's
 ``(d_k, d_v)`` state); ``normalizer (B, heads * d_k)``; ``stabilizer (B, heads)``. Key size
@@ -42,6 +43,31 @@ from rnnkit.cells.base import Cell, check_positive_int
 from rnnkit.cells.gla import head_size, heads_first, heads_last
 
 FORGET_ACTIVATIONS = ("sigmoid", "exp")
+
+
+def running_stabilizer(
+    log_input: Tensor, log_forget: Tensor, initial: Tensor, chunk_size: int = 64
+) -> Tensor:
+    """``m_t = max(log f_t + m_{t-1}, log i_t)`` for all steps: ``(B, heads, T)`` from
+    ``log i, log f (B, heads, T)`` and ``m_0 (B, heads)``.
+
+    In chunks of ``chunk_size`` steps, ``m_t = F_t + max(m, max_{s<=t}(log i_s - F_s))`` with
+    ``F`` summed from the chunk's start and ``m`` the stabilizer entering it, so that rounding
+    in ``F`` stays that of a chunk (the same order as the step-by-step recurrence's), not of
+    the whole sequence; only the chunk boundaries run one after another.
+    """
+    batch, heads, steps = log_input.shape
+    padding = -steps % chunk_size  # padded steps: log i = -inf, log f = 0 leave m unchanged
+    log_input = functional.pad(log_input, (0, padding), value=float("-inf"))
+    log_forget = functional.pad(log_forget, (0, padding))
+    total = log_forget.unflatten(-1, (-1, chunk_size)).cumsum(-1)  # (B, heads, K, C)
+    best = (log_input.unflatten(-1, (-1, chunk_size)) - total).cummax(-1).values
+    entering, stabilizer = [], initial
+    for total_chunk, best_chunk in zip(total.unbind(2), best.unbind(2), strict=True):
+        entering.append(stabilizer)
+        stabilizer = total_chunk[..., -1] + torch.maximum(stabilizer, best_chunk[..., -1])
+    starts = torch.stack(entering, -1).unsqueeze(-1)  # (B, heads, K, 1)
+    return (total + torch.maximum(starts, best)).flatten(2)[..., :steps]
 
 
 class MLSTMState(NamedTuple):
@@ -147,10 +173,7 @@ class MLSTMCell(Cell):
         if active is not None:
             log_input = torch.where(active.unsqueeze(1), log_input, float("-inf"))
             log_forget = torch.where(active.unsqueeze(1), log_forget, 0.0)
-        total = log_forget.cumsum(-1)  # F_t
-        best = (log_input - total).cummax(-1).values
-        stabilizer = total + torch.maximum(state.stabilizer.unsqueeze(-1), best)
-        return stabilizer, log_input, log_forget
+        return running_stabilizer(log_input, log_forget, state.stabilizer), log_input, log_forget
 
     def matrix_terms(
         self, projected: Tensor, state: MLSTMState, active: Tensor | None

@@ -12,6 +12,7 @@ from torch.func import functional_call
 from torch.nn import functional
 
 from rnnkit.cells import CELLS, AarenState, Cell, make_cell
+from rnnkit.cells.mlstm import running_stabilizer
 from rnnkit.nn import Recurrent
 from rnnkit.strategies import STRATEGIES, StrategyUnsupportedError
 from rnnkit.strategies.kernels import choose_implementation
@@ -274,6 +275,22 @@ def test_mlstm_outputs_do_not_depend_on_the_stabilizer():
         rescale = (moved.stabilizer - final.stabilizer).exp()  # (B, heads)
         memory = moved.memory * rescale.repeat_interleave(16, 1)
         assert_close(memory, final.memory, "final memory, rescaled", F64)
+
+
+@pytest.mark.parametrize("chunk_size", [1, 5, 64])
+def test_mlstm_stabilizer_in_chunks_is_the_running_max(chunk_size):
+    """m_t = max(log f_t + m_{t-1}, log i_t), with padded steps (log i = -inf, log f = 0)."""
+    generator = torch.Generator().manual_seed(8)
+    log_input = torch.randn(2, 2, 37, dtype=F64, generator=generator)
+    log_forget = functional.logsigmoid(torch.randn(2, 2, 37, dtype=F64, generator=generator))
+    log_input[0, :, 30:], log_forget[0, :, 30:] = float("-inf"), 0.0
+    initial = torch.randn(2, 2, dtype=F64, generator=generator)
+    expected, stabilizer = [], initial
+    for t in range(37):
+        stabilizer = torch.maximum(log_forget[..., t] + stabilizer, log_input[..., t])
+        expected.append(stabilizer)
+    actual = running_stabilizer(log_input, log_forget, initial, chunk_size)
+    assert_close(actual, torch.stack(expected, -1), "stabilizer", F64)
 
 
 def test_deltanet_is_the_papers_rule():
