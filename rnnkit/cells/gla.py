@@ -59,7 +59,7 @@ def heads_last(values: Tensor) -> Tensor:
 
 
 class GatedLinearAttentionCell(Cell):
-    """GLA: ``weight_ih`` rows are (q, k, v, r); the gate weight is ``up @ down`` (rank 16)."""
+    """GLA: ``weight_ih`` rows are (q, k, v, r); the gate weight is ``up @ down`` (low rank)."""
 
     is_linear = True
     linear_form = "matrix"

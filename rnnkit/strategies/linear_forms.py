@@ -110,14 +110,15 @@ def run_softmax_prefix(
     previous = torch.cat([maximum.unsqueeze(-1), running_max[..., :-1]], -1)  # m_{t-1}
     weights = (scores - running_max).exp().unsqueeze(-1)  # exp(s_t - m_t): (B, heads, T, 1)
     terms = torch.cat([weights * values, weights], -1)  # (B, heads, T, d_v + 1)
-    heads, width = terms.shape[1], terms.shape[3]
-    sums = diagonal_scan(
-        (previous - running_max).exp().unsqueeze(-1).expand_as(terms).transpose(1, 2).flatten(2),
-        terms.transpose(1, 2).flatten(2),  # (B, T, heads * (d_v + 1))
-        torch.cat([numerator, denominator.unsqueeze(-1)], -1).flatten(1),
+    kept = (previous - running_max).exp().unsqueeze(-1).expand_as(terms)  # exp(m_{t-1} - m_t)
+    initial = torch.cat([numerator, denominator.unsqueeze(-1)], -1)  # (B, heads, d_v + 1)
+    sums = diagonal_scan(  # over (B, T, heads * (d_v + 1))
+        kept.transpose(1, 2).flatten(2),
+        terms.transpose(1, 2).flatten(2),
+        initial.flatten(1),
         implementation=implementation,
     )
-    sums = sums.unflatten(2, (heads, width)).transpose(1, 2)  # (B, heads, T, d_v + 1)
+    sums = sums.unflatten(2, initial.shape[1:]).transpose(1, 2)  # (B, heads, T, d_v + 1)
     attended = sums[..., :-1] / sums[..., -1:]  # u_t / w_t
     final = (running_max[..., -1], sums[:, :, -1, :-1], sums[:, :, -1, -1])
     outputs, final_state = cell.prefix_readout(projected, attended, final, state, active)
