@@ -117,6 +117,7 @@ class TorchCompatibleRNN(nn.Module):
         else:
             if not isinstance(input, Tensor) or input.dim() not in (2, 3):
                 got = f"{input.dim()}D" if isinstance(input, Tensor) else type(input).__name__
+                got += " tensor" if self._name() == "RNN" else ""  # torch's wording differs
                 raise ValueError(
                     f"{self._name()}: Expected input to be 2D or 3D, got {got} instead"
                 )
@@ -159,13 +160,17 @@ class TorchCompatibleRNN(nn.Module):
         if self.mode == "LSTM" and len(fields) != 2:
             raise ValueError(f"LSTM: hx must be a tuple (h_0, c_0), got {len(fields)} tensors")
         expected_dim = 3 if batched else 2
-        for field in fields:
-            if not isinstance(field, Tensor) or field.dim() != expected_dim:
-                got = f"{field.dim()}-D" if isinstance(field, Tensor) else type(field).__name__
+        if any(not isinstance(field, Tensor) or field.dim() != expected_dim for field in fields):
+            dims = [f"{f.dim()}-D" if isinstance(f, Tensor) else type(f).__name__ for f in fields]
+            kind = "batched 3-D" if batched else "unbatched 2-D"
+            if self.mode == "LSTM":
                 raise RuntimeError(
-                    f"For {'batched 3-D' if batched else 'unbatched 2-D'} input, hx should "
-                    f"also be {expected_dim}-D but got {got} tensor"
+                    f"For {kind} input, hx and cx should also be {expected_dim}-D but got "
+                    f"({dims[0]}, {dims[1]}) tensors"
                 )
+            raise RuntimeError(
+                f"For {kind} input, hx should also be {expected_dim}-D but got {dims[0]} tensor"
+            )
         if not batched:
             fields = tuple(field.unsqueeze(1) for field in fields)
         count = self.num_layers * (2 if self.bidirectional else 1)
@@ -192,8 +197,6 @@ class TorchCompatibleRNN(nn.Module):
             text += f", proj_size={self.proj_size}"
         if self.num_layers != 1:
             text += f", num_layers={self.num_layers}"
-        if self.mode == "RNN_RELU":
-            text += ", nonlinearity='relu'"
         if not self.bias:
             text += ", bias=False"
         if self.batch_first:

@@ -38,8 +38,9 @@ def check_inputs(cell: Cell, inputs: Tensor) -> None:
         raise ValueError("inputs contain NaN or infinite values")
 
 
-def check_state(cell: Cell, state: State, batch_size: int) -> State:
-    """A state given by the user, as the cell's NamedTuple of ``(B, size)`` tensors."""
+def check_state(cell: Cell, state: State, batch_size: int, inputs: Tensor | None = None) -> State:
+    """A state given by the user, as the cell's NamedTuple of ``(B, size)`` tensors, with the
+    dtypes the cell's own initial state has for ``inputs``."""
     sizes = cell.state_sizes()
     fields = cell.state_type._fields
     if isinstance(state, Tensor):
@@ -55,6 +56,11 @@ def check_state(cell: Cell, state: State, batch_size: int) -> State:
         if not isinstance(field, Tensor) or tuple(field.shape) != expected:
             got = tuple(field.shape) if isinstance(field, Tensor) else type(field).__name__
             raise ValueError(f"state.{name} must have shape {expected}, got {got}")
+    if inputs is not None:
+        reference = cell.initial_state(1, device=inputs.device, dtype=inputs.dtype)
+        for name, field, wanted in zip(fields, state, reference, strict=True):
+            if field.dtype != wanted.dtype:
+                raise TypeError(f"state.{name} must have dtype {wanted.dtype}, got {field.dtype}")
     return cell.state_type(*state)
 
 
@@ -90,5 +96,5 @@ def prepare(
     if state is None:
         state = cell.initial_state(batch_size, device=inputs.device, dtype=inputs.dtype)
     else:
-        state = check_state(cell, state, batch_size)
+        state = check_state(cell, state, batch_size, inputs)
     return state, lengths

@@ -394,14 +394,7 @@ LAYER_ERRORS = {  # for layers with input_size=3, hidden_size=4, num_layers=2, b
     "hx-2d-for-batched": lambda mode: lambda m: m(torch.zeros(5, 2, 3), hx_of(mode, (2, 4))),
     "hx-3d-for-unbatched": lambda mode: lambda m: m(torch.zeros(5, 3), hx_of(mode, (2, 1, 4))),
 }
-KNOWN_MESSAGE_BUGS = {
-    ("LSTM", "hx-2d-for-batched"): "BUG: LSTM says 'hx should also be 3-D but got 2-D tensor'; "
-    "torch says 'hx and cx should also be 3-D but got (2-D, 2-D) tensors'",
-    ("LSTM", "hx-3d-for-unbatched"): "BUG: LSTM says 'hx should also be 2-D but got 3-D tensor'; "
-    "torch says 'hx and cx should also be 2-D but got (3-D, 3-D) tensors'",
-    ("RNN_TANH", "input-4d"): "BUG: RNN says 'got 4D instead'; torch says 'got 4D tensor instead'",
-    ("RNN_TANH", "input-1d"): "BUG: RNN says 'got 1D instead'; torch says 'got 1D tensor instead'",
-}
+KNOWN_MESSAGE_BUGS: dict[tuple[str, str], str] = {}
 
 
 def layer_error_cases() -> list:

@@ -131,11 +131,6 @@ def test_bad_state(lstm, strategy, case):
         STRATEGIES[strategy](lstm, good_inputs(), make_state())
 
 
-@pytest.mark.xfail(
-    reason="BUG: check_state validates shapes only; a float32 state with a float64 cell fails "
-    "inside torch with 'mat1 and mat2 must have the same dtype' instead of naming the state",
-    strict=True,
-)
 @pytest.mark.parametrize("strategy", STRATEGY_NAMES)
 def test_state_of_wrong_dtype(lstm, strategy):
     state = LSTMState(torch.zeros(3, 3), torch.zeros(3, 6))
