@@ -52,7 +52,7 @@ import torch
 from torch import Tensor
 
 from rnnkit.cells.base import Cell, State
-from rnnkit.strategies.kernels import diagonal_scan
+from rnnkit.strategies.kernels import diagonal_scan, unavailable_reason
 from rnnkit.strategies.linear_forms import run_delta, run_matrix, run_softmax_prefix
 from rnnkit.strategies.native import StrategyUnsupportedError
 from rnnkit.strategies.validation import prepare
@@ -64,6 +64,10 @@ def run_diagonal(
     cell: Cell, inputs: Tensor, state: State, lengths: Tensor | None, implementation: str
 ) -> tuple[Tensor, State]:
     """Run a ``"diagonal"`` cell; see the module docstring."""
+    if implementation != "auto":
+        reason = unavailable_reason(implementation, inputs.device)
+        if reason is not None:
+            raise StrategyUnsupportedError(f"strategy 'scan:{implementation}' cannot run: {reason}")
     projected = cell.project_inputs(inputs)  # (B, T, P)
     a, b = cell.scan_terms(projected, state)
     active = None
