@@ -19,6 +19,8 @@ Strategies read only the capabilities a cell declares:
 - ``native_kernel``: the name of the torch fused kernel that computes exactly this cell
   (``"lstm"``, ``"gru"``, ``"rnn_tanh"``, ``"rnn_relu"``) with ``native_weights()`` and
   ``native_unsupported_reason()`` saying why it cannot be used in the current configuration;
+- ``output_field``: the field of the new state that ``y_t`` is, when it is one (time-parallel
+  strategies then read outputs off the solved states);
 - ``begin_sequence``: draws the per-sequence random quantities of recurrent regularization;
 - ``time_parallel_unsupported_reason()``: why the cell cannot be evaluated for all steps at once
   now (for example zoneout or recurrent dropout in training), or None;
@@ -47,6 +49,7 @@ class Cell(nn.Module):
     is_linear: bool = False
     native_kernel: str | None = None
     state_type: type[NamedTuple]
+    output_field: str | None = None  # y_t is this field of the new state (h for an LSTM)
 
     def __init__(self, input_size: int, hidden_size: int) -> None:
         super().__init__()

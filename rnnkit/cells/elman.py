@@ -26,6 +26,7 @@ class ElmanCell(Cell):
     """Elman cell; parameter names and shapes as torch.nn.RNNCell."""
 
     state_type = HiddenState
+    output_field = "h"
 
     def __init__(
         self,

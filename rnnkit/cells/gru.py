@@ -34,6 +34,7 @@ class GRUCell(Cell):
 
     native_kernel = "gru"
     state_type = HiddenState
+    output_field = "h"
 
     def __init__(
         self,

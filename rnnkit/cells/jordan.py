@@ -33,6 +33,7 @@ class JordanCell(Cell):
     """Jordan cell with ``weight_ih (H, D)``, ``weight_hh (H, O)`` and ``weight_ho (O, H)``."""
 
     state_type = OutputState
+    output_field = "y"
 
     def __init__(
         self,

@@ -45,6 +45,7 @@ class LSTMCell(Cell):
 
     native_kernel = "lstm"
     state_type = LSTMState
+    output_field = "h"
 
     def __init__(
         self,

@@ -46,6 +46,7 @@ class MinimalCell(Cell):
     is_linear = True
     linear_form = "diagonal"
     state_type = HiddenState
+    output_field = "h"
     gates = 1
 
     def __init__(

@@ -61,6 +61,7 @@ class ParaGRUCell(Cell):
     ``(3, k, H/k, H/k)`` with ``num_heads = k``."""
 
     state_type = HiddenState
+    output_field = "h"
 
     def __init__(
         self, input_size: int, hidden_size: int, bias: bool = True, *, num_heads: int | None = None
@@ -138,6 +139,7 @@ class ParaLSTMCell(Cell):
     a_c), ``weight_peephole (2, H)`` (p_f, p_o); Jacobian 2x2 blocks over (c_j, h_j)."""
 
     state_type = ParaLSTMState
+    output_field = "h"
     jacobian_structure = "block"
     jacobian_block_size = 2
 

@@ -100,7 +100,10 @@ class NewtonStrategy:
         active = None if lengths is None else time_mask(lengths, inputs.shape[1], inputs.device)
         parameters = [p for p in cell.parameters() if p.requires_grad]
         states = NewtonSolve.apply(self, cell, projected, initial, active, *parameters)
-        outputs, _ = linear.evaluate(cell, projected, linear.shift(states, initial))
+        if cell.output_field is not None:  # y_t is part of s_t: no second pass over the cell
+            outputs = getattr(cell.unflatten_state(states), cell.output_field)
+        else:
+            outputs, _ = linear.evaluate(cell, projected, linear.shift(states, initial))
         if active is not None:
             outputs = torch.where(active, outputs, torch.zeros((), dtype=outputs.dtype))
         return outputs, cell.unflatten_state(states[:, -1])
@@ -108,11 +111,11 @@ class NewtonStrategy:
     def solve(self, cell: Cell, projected: Tensor, initial: Tensor, active: Tensor | None):
         """The states ``(B, T, S)`` without gradients, and the report."""
         tolerance = self.tolerance or (1e-10 if projected.dtype == torch.float64 else 1e-5)
+        fused = pararnn_cpu.lookup(cell, projected.device, projected.dtype)
         previous = initial.unsqueeze(1).expand(-1, projected.shape[1], -1)
-        states = _masked_step(cell, projected, previous, active)  # one step from the start
+        states, _ = _linearize(cell, projected, previous, active, fused)  # one step from s_0
         strength, best = 0.0, float("inf")  # Levenberg-Marquardt lambda, best residual
         iterations, residual = 0, float("inf")
-        fused = pararnn_cpu.lookup(cell, projected.device, projected.dtype)
         diagonal_only = self.jacobian == "diagonal"
         while True:
             previous = linear.shift(states, initial)

@@ -18,7 +18,7 @@ from torch import Tensor
 
 from rnnkit.cells.base import Cell
 from rnnkit.strategies.kernels import diagonal_scan
-from rnnkit.strategies.kernels.affine import affine_scan_chunked
+from rnnkit.strategies.kernels.affine import affine_scan_blocks, affine_scan_chunked
 
 
 class Jacobian(NamedTuple):
@@ -102,7 +102,7 @@ def solve(jacobian_: Jacobian, offsets: Tensor, initial: Tensor, reverse: bool =
         batch * groups, steps, blocks, blocks
     )
     grouped = offsets.unflatten(-1, (groups, blocks)).permute(0, 2, 1, 3)
-    states = affine_scan_chunked(
+    states = affine_scan_blocks(
         matrices,
         grouped.reshape(batch * groups, steps, blocks),
         initial.reshape(batch * groups, blocks),

@@ -268,3 +268,30 @@ def test_compiled_kernels_equal_the_cells_torch_code(name):
         )
         is None
     )
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+def test_compiled_block_scan_matches_loop(reverse):
+    from rnnkit.strategies.kernels.affine import affine_scan_blocks
+
+    generator = torch.Generator().manual_seed(7)
+    jacobians = 0.5 * torch.randn(5, 33, 2, 2, generator=generator, dtype=torch.float64)
+    offsets = torch.randn(5, 33, 2, generator=generator, dtype=torch.float64)
+    initial = torch.randn(5, 2, generator=generator, dtype=torch.float64)
+    torch.testing.assert_close(
+        affine_scan_blocks(jacobians, offsets, initial, reverse),
+        affine_scan_loop(jacobians, offsets, initial, reverse),
+    )
+
+
+@pytest.mark.parametrize("name", ["paragru", "paralstm"])
+def test_float32_compiled_kernels_stay_close_to_the_reference(name):
+    """float32 kernels use a polynomial exp (relative error < 3e-7)."""
+    torch.manual_seed(8)
+    layers = {s: Recurrent(name, 8, 16, strategy=s) for s in ("sequential", "newton")}
+    layers["newton"].load_state_dict(layers["sequential"].state_dict())
+    inputs = torch.randn(4, 300, 8)
+    with torch.no_grad():
+        expected, _ = layers["sequential"](inputs)
+        got, _ = layers["newton"](inputs)
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)

@@ -4,9 +4,12 @@
 Newton strategy for dense Jacobians (small S) and, with the units folded into the batch, for
 block-diagonal ones (S = 2 for an LSTM with diagonal recurrence over (c, h)).
 
-``affine_scan_loop`` is the reference; ``affine_scan_chunked`` cuts time into K chunks of C steps
-and runs 2 sqrt(T) batched matrix steps instead of T, as ``chunked.py`` does for the diagonal
-scan: local solutions from zero and running products within all chunks at once, the carry across
+``affine_scan_loop`` is the reference; ``affine_scan_blocks`` runs many small independent
+systems (``S <= 4``, the block-diagonal case) with a compiled loop on the CPU, where batched
+2x2 matrix products in PyTorch cost far more than their arithmetic; ``affine_scan_chunked``
+cuts time into K chunks of C steps and runs 2 sqrt(T) batched matrix steps instead of T, as
+``chunked.py`` does for the diagonal scan: local solutions from zero and running products within
+all chunks at once, the carry across
 chunks, then ``s = l + P s_in``. ``reverse=True`` runs ``s_t = J_t s_{t+1} + c_t`` from the end.
 """
 
@@ -14,8 +17,14 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 from torch import Tensor
+
+try:
+    import numba
+except ImportError:  # pragma: no cover - depends on the environment
+    numba = None
 
 
 def affine_scan_loop(
@@ -74,3 +83,39 @@ def affine_scan_chunked(
     starts = torch.stack(carries, 1).unsqueeze(2).unsqueeze(-1)  # (B, K, 1, S, 1)
     states = torch.stack(locals_, 2) + torch.matmul(torch.stack(products, 2), starts).squeeze(-1)
     return states.reshape(batch, chunks * chunk, size)[:, :steps]
+
+
+def affine_scan_blocks(
+    jacobians: Tensor, offsets: Tensor, initial: Tensor | None = None, reverse: bool = False
+) -> Tensor:
+    """``affine_scan_loop`` for small S on the CPU, compiled; no autograd (Newton needs none).
+
+    Falls back to ``affine_scan_chunked`` off the CPU or without Numba (same numbers).
+    """
+    if numba is None or offsets.device.type != "cpu" or offsets.shape[-1] > 4:
+        return affine_scan_chunked(jacobians, offsets, initial, reverse)
+    initial = torch.zeros_like(offsets[:, 0]) if initial is None else initial
+    output = torch.empty_like(offsets)
+    arrays = (t.detach().contiguous().numpy() for t in (jacobians, offsets, initial))
+    _blocks_kernel(*arrays, output.numpy(), reverse)
+    return output
+
+
+if numba is not None:
+
+    @numba.njit(parallel=True, cache=True, boundscheck=False)
+    def _blocks_kernel(jacobians, offsets, initial, output, reverse):  # pragma: no cover
+        systems, steps, size = offsets.shape
+        for system in numba.prange(systems):
+            state = initial[system].copy()
+            new = np.empty_like(state)
+            for index in range(steps):
+                t = steps - 1 - index if reverse else index
+                for row in range(size):
+                    total = offsets[system, t, row]
+                    for column in range(size):
+                        total += jacobians[system, t, row, column] * state[column]
+                    new[row] = total
+                for row in range(size):
+                    state[row] = new[row]
+                    output[system, t, row] = new[row]
