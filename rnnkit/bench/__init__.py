@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 
 from rnnkit.bench import layers, newton, scan
+from rnnkit.memory import keep_freed_memory
 
 BENCHMARKS = {"layers": layers, "scan": scan, "newton": newton}
 
@@ -20,4 +21,5 @@ def main(argv: list[str]) -> int:
     for name, module in BENCHMARKS.items():
         module.add_arguments(subparsers.add_parser(name, help=module.__doc__.splitlines()[0]))
     arguments = parser.parse_args(argv)
+    print(f"allocator: {keep_freed_memory()}")
     return BENCHMARKS[arguments.benchmark].run(arguments)
