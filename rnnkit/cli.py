@@ -26,8 +26,8 @@ from rnnkit.train.config import (
     parse_duration,
     to_json,
 )
+from rnnkit.train.task import TrainingDiverged
 from rnnkit.train.tasks import TASKS, TaskDefinition
-from rnnkit.train.trainer import TrainingDiverged
 
 USER_ERRORS = (ConfigError, CorpusError, CheckpointError, TrainingDiverged, ValueError)
 INTERRUPTED = 130
@@ -52,6 +52,9 @@ def main(argv: list[str] | None = None) -> int:
     except USER_ERRORS as error:
         print(f"rnnkit: error: {error}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print("\nrnnkit: interrupted", file=sys.stderr)
+        return INTERRUPTED
 
 
 def build_parser() -> argparse.ArgumentParser:

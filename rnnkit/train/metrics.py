@@ -16,6 +16,7 @@ from typing import Any, TextIO
 
 METRICS_FILE = "metrics.jsonl"
 BAR_WIDTH = 24
+REDRAW_SECONDS = 0.1
 
 
 def bits_per_character(loss_nats: float) -> float:
@@ -49,6 +50,53 @@ def read_metrics(path: str | Path) -> list[dict[str, Any]]:
         return [json.loads(line) for line in handle if line.strip()]
 
 
+class TrainingMeter:
+    """Training losses since the last record (for metrics.jsonl), and smoothed for display.
+
+    ``smoothing`` is the exponential-average factor of the displayed loss and throughput.
+    """
+
+    def __init__(self, smoothing: float = 0.95) -> None:
+        self.smoothing = smoothing
+        self.loss_sum, self.steps, self.items, self.seconds = 0.0, 0, 0, 0.0
+        self.smoothed_loss, self.smoothed_rate = math.nan, math.nan
+        self.steps_seen = 0
+
+    def add(self, loss: float, items: int, seconds: float) -> None:
+        """One step: its mean loss, the items it read and the seconds it took."""
+        self.loss_sum += loss
+        self.steps += 1
+        self.items += items
+        self.seconds += seconds
+        rate = items / seconds
+        self.steps_seen += 1
+        if self.steps_seen <= 2:  # the first steps warm the kernels up: start from the next
+            self.smoothed_loss, self.smoothed_rate = loss, rate
+        else:
+            keep = self.smoothing
+            self.smoothed_loss = keep * self.smoothed_loss + (1 - keep) * loss
+            self.smoothed_rate = keep * self.smoothed_rate + (1 - keep) * rate
+
+    def take_record(self) -> dict[str, float]:
+        """Mean loss, bpc and throughput of the steps since the last record; starts anew."""
+        loss = self.loss_sum / self.steps
+        record = {
+            "loss": loss,
+            "bpc": bits_per_character(loss),
+            "items_per_second": self.items / self.seconds,
+        }
+        self.loss_sum, self.steps, self.items, self.seconds = 0.0, 0, 0, 0.0
+        return record
+
+    def state(self) -> list[float]:
+        """The unrecorded sums, so that a resumed run writes the records of an uninterrupted
+        one."""
+        return [self.loss_sum, self.steps, self.items, self.seconds]
+
+    def load_state(self, state: list[float]) -> None:
+        self.loss_sum, self.steps, self.items, self.seconds = state
+
+
 def format_duration(seconds: float) -> str:
     """``3725`` -> ``"1:02:05"``; ``125`` -> ``"2:05"``."""
     seconds = max(0, int(round(seconds)))
@@ -79,6 +127,7 @@ class Progress:
         self.interactive = interactive
         self.log_seconds = log_seconds
         self.last_log = -math.inf
+        self.last_draw = -math.inf
         self.bar_shown = False
 
     def update(
@@ -87,7 +136,11 @@ class Progress:
         """Show progress at ``step`` (``fraction`` of the run done) with named ``values``."""
         eta = "?" if eta_seconds is None else format_duration(eta_seconds)
         shown = " | ".join(f"{name} {value}" for name, value in values.items())
+        now = time.monotonic()
         if self.interactive:
+            if now - self.last_draw < REDRAW_SECONDS and fraction < 1:
+                return
+            self.last_draw = now
             filled = int(BAR_WIDTH * min(1.0, fraction))
             bar = "#" * filled + "-" * (BAR_WIDTH - filled)
             line = f"\r[{bar}] {100 * fraction:3.0f}% step {step} | {shown} | ETA {eta}"
@@ -95,7 +148,6 @@ class Progress:
             self.stream.flush()
             self.bar_shown = True
             return
-        now = time.monotonic()
         if now - self.last_log >= self.log_seconds:
             self.last_log = now
             self.write(f"step {step} ({100 * fraction:.0f}%) | {shown} | ETA {eta}")

@@ -18,12 +18,17 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
-
-from torch import Tensor, nn
+from typing import Any
 
 from rnnkit.train import checkpoint as checkpoints
-from rnnkit.train.metrics import MetricsLog, Progress, bits_per_character, format_rate, read_metrics
+from rnnkit.train.metrics import (
+    MetricsLog,
+    Progress,
+    TrainingMeter,
+    bits_per_character,
+    format_rate,
+    read_metrics,
+)
 from rnnkit.train.optimization import (
     OptimizerConfig,
     WarmupCosineSchedule,
@@ -32,6 +37,7 @@ from rnnkit.train.optimization import (
     clip_gradients,
 )
 from rnnkit.train.plots import PLOT_FILE, plot_losses
+from rnnkit.train.task import FitResult, TrainingDiverged, TrainingTask
 
 
 @dataclass
@@ -54,39 +60,6 @@ class TrainerConfig:
     """Least seconds between two plain log lines (when output is not a terminal)."""
     threads: int = 0
     """torch CPU threads (0: torch's default, one per core)."""
-
-
-class TrainingTask(Protocol):
-    """What a task gives the trainer."""
-
-    model: nn.Module
-    unit: str  # what a loss is averaged over, for throughput ("char")
-
-    def train_loss(self, step: int) -> tuple[Tensor, int]:
-        """Mean loss of the batch of ``step`` (with its graph) and the number of items in it."""
-
-    def evaluate(self) -> dict[str, float]:
-        """Validation metrics, at least ``loss`` (nats per item)."""
-
-    def training_tensors(self) -> dict[str, Tensor]:
-        """Tensors the task carries between steps (a recurrent state), for checkpoints."""
-
-    def load_training_tensors(self, tensors: dict[str, Tensor]) -> None: ...
-
-    def metadata(self) -> dict[str, Any]:
-        """JSON the task needs to rebuild itself from a checkpoint (its vocabulary)."""
-
-
-class TrainingDiverged(RuntimeError):
-    """The loss or the gradient norm became NaN or infinite."""
-
-
-@dataclass
-class FitResult:
-    step: int
-    reason: str  # "steps", "time" or "interrupted"
-    evaluation: dict[str, float]
-    train_seconds: float
 
 
 class Trainer:
@@ -118,7 +91,8 @@ class Trainer:
         self.last_eval_seconds = 0.0
         self.started: float | None = None
         self.stop_requested = False
-        self.window_loss, self.window_steps, self.window_items, self.window_seconds = 0.0, 0, 0, 0.0
+        self.meter = TrainingMeter()
+        self.last_learning_rate, self.last_gradient_norm = 0.0, 0.0
 
     def progress_fraction(self) -> float:
         fractions = []
@@ -157,6 +131,8 @@ class Trainer:
             self.save()
             self.plot()
             return FitResult(self.step, "interrupted", {}, self.train_seconds)
+        if self.meter.steps:
+            self._record_training()
         if self.last_evaluation_step == self.step:
             evaluation = self.last_evaluation
         else:
@@ -168,7 +144,7 @@ class Trainer:
         """One optimizer step on the task's batch of ``self.step``."""
         self.task.model.train()
         started = time.perf_counter()
-        learning_rate = self.schedule.apply(self.step, self.progress_fraction())
+        self.last_learning_rate = self.schedule.apply(self.step, self.progress_fraction())
         loss, items = self.task.train_loss(self.step)
         loss_value = float(loss.detach())
         if not math.isfinite(loss_value):
@@ -179,18 +155,16 @@ class Trainer:
         gradient_norm = clip_gradients(parameters, self.optimizer_config.clip_norm)
         if not math.isfinite(gradient_norm):
             self._diverged("gradient norm", gradient_norm)
+        self.last_gradient_norm = gradient_norm
         add_gradient_noise(parameters, self.optimizer_config.gradient_noise, self.step)
         self.optimizer.step()
         self.step += 1
         seconds = time.perf_counter() - started
         self.train_seconds += seconds
-        self.window_loss += loss_value
-        self.window_steps += 1
-        self.window_items += items
-        self.window_seconds += seconds
+        self.meter.add(loss_value, items, seconds)
         if self.step % self.config.log_interval == 0:
-            self._record_training(learning_rate, gradient_norm)
-        self._show_progress(loss_value)
+            self._record_training()
+        self._show_progress()
 
     def evaluate_and_checkpoint(self) -> dict[str, float]:
         """Evaluate, record, checkpoint; returns the evaluation."""
@@ -217,6 +191,7 @@ class Trainer:
             "schedule": self.schedule.state_dict(),
             "rng": rng_json,
             "clocks": {"train_seconds": self.train_seconds, "elapsed_seconds": self._elapsed()},
+            "meter": self.meter.state(),
         }
         tensors = {**optimizer_tensors, **rng_tensors, **self.task.training_tensors()}
         checkpoints.save_checkpoint(self.run_dir, self.step, self.task.model, tensors, info)
@@ -233,6 +208,7 @@ class Trainer:
         self.step = int(document["step"])
         self.train_seconds = float(document["clocks"]["train_seconds"])
         self.elapsed_offset = float(document["clocks"]["elapsed_seconds"])
+        self.meter.load_state(document["meter"])
         self.last_checkpoint_step = self.step
         self.metrics.truncate_after(self.step)
 
@@ -248,23 +224,24 @@ class Trainer:
             and self.train_seconds - self.last_eval_seconds >= config.eval_interval_seconds
         )
 
-    def _record_training(self, learning_rate: float, gradient_norm: float) -> None:
-        loss = self.window_loss / self.window_steps
+    def _record_training(self) -> None:
+        """Record the mean training loss of the steps since the last record."""
+        record = self.meter.take_record()
         self.metrics.append(
             {
                 "kind": "train",
                 **self._clocks(),
-                "loss": loss,
-                "bpc": bits_per_character(loss),
-                "learning_rate": learning_rate,
-                "gradient_norm": gradient_norm,
-                f"{self.task.unit}s_per_second": self.window_items / self.window_seconds,
+                "loss": record["loss"],
+                "bpc": record["bpc"],
+                "learning_rate": self.last_learning_rate,
+                "gradient_norm": self.last_gradient_norm,
+                f"{self.task.unit}s_per_second": record["items_per_second"],
             }
         )
-        self.window_loss, self.window_steps, self.window_items, self.window_seconds = 0.0, 0, 0, 0.0
 
-    def _show_progress(self, loss: float) -> None:
-        rate = self.window_items / self.window_seconds if self.window_seconds else 0.0
+    def _show_progress(self) -> None:
+        """The smoothed loss and throughput, the last validation loss, the time left."""
+        loss, rate = self.meter.smoothed_loss, self.meter.smoothed_rate
         values = {"loss": f"{loss:.3f}", "bpc": f"{bits_per_character(loss):.3f}"}
         if self.last_evaluation:
             values["val"] = f"{self.last_evaluation['loss']:.3f}"

@@ -11,8 +11,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
+from rnnkit.train.task import FitResult, TrainingTask
 from rnnkit.train.tasks import charlm
-from rnnkit.train.trainer import FitResult, TrainingTask
 
 
 @dataclass(frozen=True)

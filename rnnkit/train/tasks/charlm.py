@@ -21,8 +21,9 @@ from rnnkit.models import LanguageModel, LanguageModelConfig
 from rnnkit.train import checkpoint as checkpoints
 from rnnkit.train.config import from_dict
 from rnnkit.train.optimization import OptimizerConfig
+from rnnkit.train.task import FitResult
 from rnnkit.train.tbptt import TruncatedBPTT, TruncatedBPTTConfig, evaluate_tokens
-from rnnkit.train.trainer import FitResult, TrainerConfig
+from rnnkit.train.trainer import TrainerConfig
 
 NAME = "charlm"
 
