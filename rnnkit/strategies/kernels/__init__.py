@@ -27,7 +27,7 @@ from rnnkit.strategies.kernels.reference import scan_loop
 
 Scan = Callable[..., Tensor]
 
-_compiled_scan = differentiable(numba_cpu.scan_compiled_raw)
+_compiled_scan = differentiable(numba_cpu.scan_compiled_raw, numba_cpu.scan_compiled_backward)
 _warned: set[str] = set()
 
 

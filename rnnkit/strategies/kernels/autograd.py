@@ -23,17 +23,24 @@ class ScanFunction(torch.autograd.Function):
     """Differentiable wrapper of a raw scan ``raw(a, b, initial, reverse) -> h``."""
 
     @staticmethod
-    def forward(ctx, raw: RawScan, a: Tensor, b: Tensor, initial: Tensor, reverse: bool):
+    def forward(
+        ctx, raw: RawScan, fused_backward, a: Tensor, b: Tensor, initial: Tensor, reverse: bool
+    ):
         a = a.expand_as(b)
         h = raw(a, b, initial, reverse)
         ctx.save_for_backward(a, initial, h)
-        ctx.raw, ctx.reverse = raw, reverse
+        ctx.raw, ctx.fused_backward, ctx.reverse = raw, fused_backward, reverse
         return h
 
     @staticmethod
     def backward(ctx, grad_h: Tensor):
         a, initial, h = ctx.saved_tensors
         reverse = ctx.reverse
+        if ctx.fused_backward is not None:
+            grad_a, grad_b, grad_initial = ctx.fused_backward(a, h, initial, grad_h, reverse)
+            if not a.is_complex() and grad_a.is_complex():
+                grad_a = grad_a.real
+            return None, None, grad_a, grad_b, grad_initial, None
         conj_a = a.conj()
         # coefficient multiplying g_{t+1} (forward) or g_{t-1} (reverse) at step t
         shifted = torch.zeros_like(conj_a)
@@ -54,15 +61,17 @@ class ScanFunction(torch.autograd.Function):
         grad_a = g * previous.conj()
         if not a.is_complex() and grad_a.is_complex():
             grad_a = grad_a.real
-        return None, grad_a, g, grad_initial, None
+        return None, None, grad_a, g, grad_initial, None
 
 
-def differentiable(raw: RawScan) -> Callable[..., Tensor]:
-    """Turn a raw scan into ``scan(a, b, initial=None, reverse=False)`` with gradients."""
+def differentiable(raw: RawScan, fused_backward: Callable | None = None) -> Callable[..., Tensor]:
+    """Turn a raw scan into ``scan(a, b, initial=None, reverse=False)`` with gradients;
+    ``fused_backward(a, h, initial, grad_h, reverse) -> (grad_a, grad_b, grad_initial)`` replaces
+    the reverse scan and its separate passes when a kernel provides it."""
 
     def scan(a: Tensor, b: Tensor, initial: Tensor | None = None, reverse: bool = False) -> Tensor:
         if initial is None:
             initial = torch.zeros_like(b[:, 0])
-        return ScanFunction.apply(raw, a, b, initial.to(b.dtype), reverse)
+        return ScanFunction.apply(raw, fused_backward, a, b, initial.to(b.dtype), reverse)
 
     return scan

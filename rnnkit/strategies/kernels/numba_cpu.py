@@ -46,6 +46,24 @@ try:
         for row in range(b.shape[0]):
             _scan_block(a, b, initial, output, reverse, row, 0, b.shape[2])
 
+    @numba.njit(parallel=True, cache=True, nogil=True, boundscheck=False)
+    def _backward_kernel(a, h, initial, grad_h, grad_a, grad_b, grad_initial, reverse):
+        # pragma: no cover - compiled; one pass in the opposite direction of the forward scan
+        batch, steps, width = h.shape
+        for row in numba.prange(batch):
+            carry = np.zeros(width, dtype=grad_b.dtype)  # conj(a_next) * g_next
+            for index in range(steps):
+                t = index if reverse else steps - 1 - index
+                before = t + 1 if reverse else t - 1  # the state h_t was computed from
+                previous = initial[row] if before < 0 or before >= steps else h[row, before]
+                for n in range(width):
+                    g = grad_h[row, t, n] + carry[n]
+                    grad_b[row, t, n] = g
+                    grad_a[row, t, n] = g * np.conj(previous[n])
+                    carry[n] = np.conj(a[row, t, n]) * g
+            for n in range(width):
+                grad_initial[row, n] = carry[n]
+
     IMPORT_ERROR: str | None = None
 except ImportError as error:  # pragma: no cover - depends on the environment
     IMPORT_ERROR = f"numba could not be imported ({error})"
@@ -84,6 +102,19 @@ def scan_compiled_raw(
         blocks = 1 if b.shape[0] >= threads else -(-threads // b.shape[0])  # whole rows if enough
         _scan_parallel(*arrays, blocks)
     return output
+
+
+def scan_compiled_backward(
+    a: Tensor, h: Tensor, initial: Tensor, grad_h: Tensor, reverse: bool
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Gradients of a, b and the initial state in one compiled pass (see ``autograd.py``)."""
+    dtype = torch.promote_types(torch.promote_types(a.dtype, h.dtype), grad_h.dtype)
+    grad_b = torch.empty(h.shape, dtype=dtype)
+    grad_a = torch.empty_like(grad_b)
+    grad_initial = torch.empty(initial.shape, dtype=dtype)
+    arrays = [t.detach().to(dtype).contiguous().numpy() for t in (a, h, initial, grad_h)]
+    _backward_kernel(*arrays, grad_a.numpy(), grad_b.numpy(), grad_initial.numpy(), reverse)
+    return grad_a, grad_b, grad_initial
 
 
 def warm_up() -> None:
