@@ -13,17 +13,19 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
 from rnnkit.data import CorpusError
+from rnnkit.memory import keep_freed_memory
 from rnnkit.train.checkpoint import CheckpointError, read_checkpoint
 from rnnkit.train.config import (
     ConfigError,
     apply_overrides,
-    config_keys,
     from_dict,
     parse_duration,
+    to_dict,
     to_json,
 )
 from rnnkit.train.task import TrainingDiverged
@@ -40,6 +42,7 @@ def main(argv: list[str] | None = None) -> int:
         from rnnkit.bench import main as bench_main
 
         return bench_main(arguments[1:])
+    keep_freed_memory()  # large tensors reuse freed memory instead of faulting pages in
     parser = build_parser()
     options, extra = parser.parse_known_args(arguments)
     if options.command is None:
@@ -88,18 +91,22 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def add_task_parser(tasks, definition: TaskDefinition) -> None:
-    keys = "\n  ".join(f"--{key}" for key in config_keys(definition.config_type))
+    defaults = flatten(to_dict(definition.config_type()))
+    keys = "\n".join(f"  --{key}={json.dumps(value)}" for key, value in defaults.items())
     parser = tasks.add_parser(
         definition.name,
         help=definition.description,
-        description=f"Train {definition.description}.",
-        epilog=f"config keys (set with --KEY=VALUE; see --print-config):\n  {keys}",
+        description=f"Train a {definition.description}.",
+        epilog=f"config keys and their defaults (set with --KEY=VALUE):\n{keys}",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         allow_abbrev=False,
     )
     for option, key in definition.shortcuts.items():
         parser.add_argument(
-            f"--{option}", dest=f"shortcut_{option}", metavar="VALUE", help=f"same as --{key}"
+            f"--{option}",
+            dest=f"shortcut_{option}",
+            metavar=key.rsplit(".", 1)[-1].upper(),
+            help=f"same as --{key}",
         )
     parser.add_argument("--time-budget", help="stop after this much training: 90s, 5m, 1h")
     parser.add_argument(
@@ -118,6 +125,17 @@ def add_task_parser(tasks, definition: TaskDefinition) -> None:
     )
     parser.add_argument("--print-config", action="store_true", help="print the config and exit")
     parser.set_defaults(handler=run_train, definition=definition)
+
+
+def flatten(data: dict, prefix: str = "") -> dict:
+    """Nested dicts -> ``{"dotted.key": value}``."""
+    flat = {}
+    for key, value in data.items():
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{prefix}{key}."))
+        else:
+            flat[prefix + key] = value
+    return flat
 
 
 def parse_overrides(arguments: list[str]) -> list[tuple[str, str]]:

@@ -120,7 +120,7 @@ def test_bad_settings_are_refused_with_their_message(tmp_path, arguments, messag
         (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" * 20, "binary file"),
         ("na\u00efve caf\u00e9 ".encode("latin-1") * 20, "not UTF-8 text"),
         (b"To be, or not to be", "too short to train on"),
-        (("All the world's a stage.\n" * 8).encode(), "too short for batch_size=64"),
+        (("All the world's a stage.\n" * 8).encode(), "too short for batch_size=32 streams of windows of 64"),
     ],
     ids=["empty", "binary", "latin1", "too-short", "shorter-than-a-batch"],
 )

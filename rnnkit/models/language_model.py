@@ -47,7 +47,7 @@ class LanguageModelConfig:
     """Hidden size H of every recurrent layer."""
     num_layers: int = 1
     """Recurrent layers stacked."""
-    dropout: float = 0.0
+    dropout: float = 0.2
     """Dropout on the embeddings, between layers and before the head."""
     tie_weights: bool = False
     """Share the embedding matrix with the output head (needs output size == embedding_size)."""

@@ -28,13 +28,13 @@ NOISE_DECAY = 0.55
 class OptimizerConfig:
     """AdamW and its schedule."""
 
-    learning_rate: float = 4e-3
+    learning_rate: float = 6e-3
     """Peak learning rate, reached at the end of the warm-up."""
     min_learning_rate_ratio: float = 0.05
     """The learning rate at the end of the cosine decay, as a fraction of the peak."""
     warmup_steps: int = 50
     """Steps of linear warm-up from lr / warmup_steps to the peak."""
-    weight_decay: float = 0.01
+    weight_decay: float = 0.1
     """AdamW's decoupled weight decay (not applied to biases, norms and embeddings)."""
     beta1: float = 0.9
     """AdamW's first-moment decay."""

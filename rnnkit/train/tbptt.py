@@ -26,7 +26,7 @@ from rnnkit.train.metrics import bits_per_character
 class TruncatedBPTTConfig:
     """Windows and carried state of truncated BPTT."""
 
-    window: int = 128
+    window: int = 64
     """Time steps T per window (gradients flow back at most T steps)."""
     carry_state: bool = True
     """Carry the (detached) state from window to window; False resets it every window."""

@@ -48,7 +48,7 @@ class TrainerConfig:
     """Stop after this many optimizer steps (None: only the time budget stops the run)."""
     time_budget_seconds: float | None = 300.0
     """Stop after this many seconds of training (None: only max_steps stops the run)."""
-    batch_size: int = 64
+    batch_size: int = 32
     """Sequences (streams, for language models) per step."""
     eval_interval: int = 0
     """Evaluate (and checkpoint) every this many steps (0: by time only)."""
