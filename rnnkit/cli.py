@@ -181,7 +181,38 @@ def resolve_config(options: argparse.Namespace, extra: list[str]):
     if options.seed is not None:
         overrides.append(("seed", str(options.seed)))
     overrides += parse_overrides(extra)
-    return apply_overrides(config, overrides), document
+    resolved = apply_overrides(config, overrides)
+    if document is not None:
+        check_resumable(config, resolved)
+    return resolved, document
+
+
+RESUMABLE_CHANGES = (
+    "trainer.max_steps",
+    "trainer.time_budget_seconds",
+    "trainer.eval_interval",
+    "trainer.eval_interval_seconds",
+    "trainer.log_interval",
+    "trainer.log_seconds",
+    "trainer.threads",
+    "data.path",
+    "sample.",
+)
+"""Keys a resumed run may change: when to stop, log and evaluate, where the text is (the
+vocabulary must still cover it), and the final sample."""
+
+
+def check_resumable(saved, resolved) -> None:
+    """Refuse overrides that a checkpoint cannot continue with (model shape, batch, ...)."""
+    before, after = flatten(to_dict(saved)), flatten(to_dict(resolved))
+    changed = [key for key in after if after[key] != before.get(key)]
+    refused = [key for key in changed if not key.startswith(RESUMABLE_CHANGES)]
+    if refused:
+        raise ConfigError(
+            f"cannot change {', '.join(refused)} when resuming; a resumed run may change only "
+            "when it stops, logs and evaluates (--steps, --time-budget, --trainer.*interval*), "
+            "--data and --sample.*"
+        )
 
 
 def run_train(options: argparse.Namespace, extra: list[str]) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 import types
 
@@ -120,7 +121,10 @@ def test_bad_settings_are_refused_with_their_message(tmp_path, arguments, messag
         (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" * 20, "binary file"),
         ("na\u00efve caf\u00e9 ".encode("latin-1") * 20, "not UTF-8 text"),
         (b"To be, or not to be", "too short to train on"),
-        (("All the world's a stage.\n" * 8).encode(), "too short for batch_size=32 streams of windows of 64"),
+        (
+            ("All the world's a stage.\n" * 8).encode(),
+            "too short for batch_size=32 streams of windows of 64",
+        ),
     ],
     ids=["empty", "binary", "latin1", "too-short", "shorter-than-a-batch"],
 )
@@ -145,3 +149,19 @@ def test_bench_forwards_its_arguments(monkeypatch):
     monkeypatch.setitem(sys.modules, "rnnkit.bench", fake)
     assert cli.main(["bench", "strategies", "--quick", "--model.x=1"]) == 7
     assert received == [["strategies", "--quick", "--model.x=1"]]
+
+
+def test_resume_refuses_changes_the_checkpoint_cannot_continue_with(trained_run, capsys):
+    run, _ = trained_run
+    command = ["train", "charlm", "--resume", str(run), "--model.hidden_size=32"]
+    assert cli.main(command) == 1
+    assert "cannot change model.hidden_size when resuming" in capsys.readouterr().err
+
+
+def test_resume_of_a_finished_run_can_extend_it(tmp_path, trained_run, capsys):
+    run, text = trained_run
+    copy = tmp_path / "copy"
+    shutil.copytree(run, copy)
+    assert cli.main(["train", "charlm", "--resume", str(copy), "--steps", "8"]) == 0
+    output = capsys.readouterr().out
+    assert "continuing from step 6" in output and "after 8 steps" in output
