@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from rnnkit.train import checkpoint as checkpoints
 from rnnkit.train.metrics import (
     MetricsLog,
@@ -148,16 +150,18 @@ class Trainer:
         loss, items = self.task.train_loss(self.step)
         loss_value = float(loss.detach())
         if not math.isfinite(loss_value):
-            self._diverged("loss", loss_value)
+            self._diverged(f"the loss is {loss_value}")
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         parameters = list(self.task.model.parameters())
         gradient_norm = clip_gradients(parameters, self.optimizer_config.clip_norm)
         if not math.isfinite(gradient_norm):
-            self._diverged("gradient norm", gradient_norm)
+            self._diverged(f"the gradient norm is {gradient_norm}")
         self.last_gradient_norm = gradient_norm
         add_gradient_noise(parameters, self.optimizer_config.gradient_noise, self.step)
         self.optimizer.step()
+        if not all(bool(torch.isfinite(parameter).all()) for parameter in parameters):
+            self._diverged("the update made some weights NaN or infinite")
         self.step += 1
         seconds = time.perf_counter() - started
         self.train_seconds += seconds
@@ -267,14 +271,14 @@ class Trainer:
             return self.elapsed_offset
         return time.monotonic() - self.started
 
-    def _diverged(self, what: str, value: float) -> None:
+    def _diverged(self, what: str) -> None:
         kept = (
             f"the last good checkpoint (step {self.last_checkpoint_step}) is kept in {self.run_dir}"
             if self.last_checkpoint_step is not None
             else "no checkpoint had been written yet"
         )
         raise TrainingDiverged(
-            f"training stopped at step {self.step + 1}: the {what} is {value}; {kept}. "
+            f"training stopped at step {self.step + 1}: {what}; {kept}. "
             "Try a lower --optimizer.learning_rate or gradient clipping (--optimizer.clip_norm)."
         )
 
