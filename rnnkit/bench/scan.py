@@ -119,6 +119,7 @@ def _training(a: torch.Tensor, b: torch.Tensor, implementation: str):
     b = b.clone().requires_grad_(True)
 
     def call() -> None:
+        a.grad = b.grad = None  # as a training step does: no accumulation pass into old grads
         diagonal_scan(a, b, implementation=implementation).sum().backward()
 
     return call

@@ -22,17 +22,41 @@ try:
     import numba
 
     @numba.njit(cache=True, nogil=True, boundscheck=False, inline="always")
+    def _scan_row(a, b, initial, output, reverse, row):  # pragma: no cover - compiled
+        # Row and time slices taken outside a channel loop over the full width let LLVM
+        # vectorize it: 3-d indexing, or a loop over range(start, stop), measured 3x slower.
+        steps, width = b.shape[1], b.shape[2]
+        h = initial[row].copy()
+        a_row, b_row, output_row = a[row], b[row], output[row]
+        for index in range(steps):
+            t = steps - 1 - index if reverse else index
+            a_t, b_t, output_t = a_row[t], b_row[t], output_row[t]
+            for n in range(width):
+                value = a_t[n] * h[n] + b_t[n]
+                h[n] = value
+                output_t[n] = value
+
+    @numba.njit(cache=True, nogil=True, boundscheck=False, inline="always")
     def _scan_block(a, b, initial, output, reverse, row, start, stop):  # pragma: no cover
         steps = b.shape[1]
         h = initial[row].copy()
+        a_row, b_row, output_row = a[row], b[row], output[row]
         for index in range(steps):
             t = steps - 1 - index if reverse else index
+            a_t, b_t, output_t = a_row[t], b_row[t], output_row[t]
             for n in range(start, stop):
-                h[n] = a[row, t, n] * h[n] + b[row, t, n]
-                output[row, t, n] = h[n]
+                value = a_t[n] * h[n] + b_t[n]
+                h[n] = value
+                output_t[n] = value
 
     @numba.njit(parallel=True, cache=True, nogil=True, boundscheck=False)
-    def _scan_parallel(a, b, initial, output, reverse, blocks):  # pragma: no cover - compiled
+    def _scan_rows_parallel(a, b, initial, output, reverse):  # pragma: no cover - compiled
+        for row in numba.prange(b.shape[0]):
+            _scan_row(a, b, initial, output, reverse, row)
+
+    @numba.njit(parallel=True, cache=True, nogil=True, boundscheck=False)
+    def _scan_blocks_parallel(a, b, initial, output, reverse, blocks):  # pragma: no cover
+        # Fewer rows than cores: each row split into cache-line aligned channel blocks.
         batch, _, width = b.shape
         block_width = (width + blocks - 1) // blocks
         block_width = (block_width + CACHE_LINE_FLOATS - 1) // CACHE_LINE_FLOATS * CACHE_LINE_FLOATS
@@ -44,7 +68,7 @@ try:
     @numba.njit(cache=True, nogil=True, boundscheck=False)
     def _scan_serial(a, b, initial, output, reverse):  # pragma: no cover - compiled
         for row in range(b.shape[0]):
-            _scan_block(a, b, initial, output, reverse, row, 0, b.shape[2])
+            _scan_row(a, b, initial, output, reverse, row)
 
     @numba.njit(parallel=True, cache=True, nogil=True, boundscheck=False)
     def _backward_kernel(a, h, initial, grad_h, grad_a, grad_b, grad_initial, reverse):
@@ -52,15 +76,19 @@ try:
         batch, steps, width = h.shape
         for row in numba.prange(batch):
             carry = np.zeros(width, dtype=grad_b.dtype)  # conj(a_next) * g_next
+            a_row, h_row, grad_h_row = a[row], h[row], grad_h[row]
+            grad_a_row, grad_b_row = grad_a[row], grad_b[row]
             for index in range(steps):
                 t = index if reverse else steps - 1 - index
                 before = t + 1 if reverse else t - 1  # the state h_t was computed from
-                previous = initial[row] if before < 0 or before >= steps else h[row, before]
+                previous = initial[row] if before < 0 or before >= steps else h_row[before]
+                a_t, grad_h_t = a_row[t], grad_h_row[t]
+                grad_a_t, grad_b_t = grad_a_row[t], grad_b_row[t]
                 for n in range(width):
-                    g = grad_h[row, t, n] + carry[n]
-                    grad_b[row, t, n] = g
-                    grad_a[row, t, n] = g * np.conj(previous[n])
-                    carry[n] = np.conj(a[row, t, n]) * g
+                    g = grad_h_t[n] + carry[n]
+                    grad_b_t[n] = g
+                    grad_a_t[n] = g * np.conj(previous[n])
+                    carry[n] = np.conj(a_t[n]) * g
             for n in range(width):
                 grad_initial[row, n] = carry[n]
 
@@ -98,9 +126,10 @@ def scan_compiled_raw(
     threads = numba.get_num_threads()
     if b.numel() < PARALLEL_MIN_ELEMENTS or threads == 1:
         _scan_serial(*arrays)
+    elif b.shape[0] >= threads:
+        _scan_rows_parallel(*arrays)
     else:
-        blocks = 1 if b.shape[0] >= threads else -(-threads // b.shape[0])  # whole rows if enough
-        _scan_parallel(*arrays, blocks)
+        _scan_blocks_parallel(*arrays, -(-threads // b.shape[0]))
     return output
 
 
@@ -123,4 +152,5 @@ def warm_up() -> None:
         array = np.zeros((1, 2, 1), dtype=dtype)
         arrays = (array, array, np.zeros((1, 1), dtype=dtype), np.empty_like(array), False)
         _scan_serial(*arrays)
-        _scan_parallel(*arrays, 1)
+        _scan_rows_parallel(*arrays)
+        _scan_blocks_parallel(*arrays, 1)
