@@ -29,7 +29,7 @@ from rnnkit.train.config import (
     to_json,
 )
 from rnnkit.train.task import TrainingDiverged
-from rnnkit.train.tasks import TASKS, TaskDefinition
+from rnnkit.train.tasks import TASKS, TaskDefinition, get_task
 
 USER_ERRORS = (ConfigError, CorpusError, CheckpointError, TrainingDiverged, ValueError)
 INTERRUPTED = 130
@@ -80,7 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--seed", type=int, default=None, help="repeatable sampling")
     sample.set_defaults(handler=run_sample)
     evaluate = commands.add_parser(
-        "eval", help="validation loss of a trained run", allow_abbrev=False
+        "eval", help="held-out metrics of a trained run", allow_abbrev=False
     )
     evaluate.add_argument("run", type=Path, help="the run folder")
     evaluate.add_argument("--data", default=None, help="a UTF-8 text file (default: the run's)")
@@ -269,23 +269,19 @@ def run_sample(options: argparse.Namespace, extra: list[str]) -> int:
 
 
 def run_eval(options: argparse.Namespace, extra: list[str]) -> int:
-    from rnnkit.data import CorpusConfig, load_corpus
-    from rnnkit.train.tasks.charlm import load_trained
-    from rnnkit.train.tbptt import evaluate_tokens
+    from rnnkit.train.tasks import charlm
 
-    config, model, vocabulary, step = load_trained(options.run)
-    data = (
-        config.data
-        if options.data is None
-        else CorpusConfig(options.data, config.data.validation_fraction)
-    )
-    corpus = load_corpus(data, vocabulary)
-    tokens = corpus.validation if options.split == "validation" else corpus.train
-    result = evaluate_tokens(model, tokens, config.bptt)
-    print(
-        f"{options.split} loss {result['loss']:.4f} nats/char, {result['bpc']:.4f} bits/char "
-        f"({result['tokens']:,} characters of {corpus.name}, model at step {step})"
-    )
+    task_name = read_checkpoint(options.run).get("task")
+    definition = get_task(str(task_name))
+    if definition.name == charlm.NAME:
+        charlm.evaluate_run(options.run, sys.stdout, options.data, options.split)
+        return 0
+    if options.data is not None or options.split != "validation":
+        raise ValueError(
+            f"--data and --split are for charlm runs; {options.run} is a {task_name} run, "
+            "evaluated on its own held-out data"
+        )
+    definition.evaluate_run(options.run, sys.stdout)
     return 0
 
 

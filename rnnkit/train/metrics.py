@@ -24,6 +24,16 @@ def bits_per_character(loss_nats: float) -> float:
     return loss_nats / math.log(2)
 
 
+def format_evaluation(evaluation: dict[str, float]) -> str:
+    """``loss 1.2345 nats | bpc 1.7810 | accuracy 0.9812``: every metric of an evaluation."""
+    parts = [f"loss {evaluation['loss']:.4f} nats"]
+    for name, value in evaluation.items():
+        if name == "loss":
+            continue
+        parts.append(f"{name} {value:,}" if isinstance(value, int) else f"{name} {value:.4f}")
+    return " | ".join(parts)
+
+
 class MetricsLog:
     """Appends records to ``run_dir/metrics.jsonl``."""
 

@@ -73,10 +73,8 @@ def train(
             f"  rnnkit train {definition.name} --resume {run_dir}\n"
         )
         return result
-    definition.report(task, result, stream)
-    stream.write(
-        f"run folder {run_dir}: checkpoint, config.json, metrics.jsonl, loss.png; sample with\n"
-        f'  rnnkit sample {run_dir} --prompt "ROMEO:" --length 500\n'
-    )
+    definition.report(task, result, stream, run_dir)
+    stream.write(f"run folder {run_dir}: checkpoint, config.json, metrics.jsonl, plots\n")
+    stream.write(definition.next_steps(run_dir))
     stream.flush()
     return result

@@ -28,6 +28,7 @@ from rnnkit.train.metrics import (
     Progress,
     TrainingMeter,
     bits_per_character,
+    format_evaluation,
     format_rate,
     read_metrics,
 )
@@ -177,10 +178,7 @@ class Trainer:
         self.last_eval_seconds = self.train_seconds
         self.last_evaluation, self.last_evaluation_step = evaluation, self.step
         self.metrics.append({"kind": "validation", **self._clocks(), **evaluation})
-        self.progress.write(
-            f"step {self.step} | validation loss {evaluation['loss']:.4f} nats | "
-            f"{bits_per_character(evaluation['loss']):.4f} bits per {self.task.unit}"
-        )
+        self.progress.write(f"step {self.step} | validation " + format_evaluation(evaluation))
         self.save()
         return evaluation
 
@@ -246,7 +244,9 @@ class Trainer:
     def _show_progress(self) -> None:
         """The smoothed loss and throughput, the last validation loss, the time left."""
         loss, rate = self.meter.smoothed_loss, self.meter.smoothed_rate
-        values = {"loss": f"{loss:.3f}", "bpc": f"{bits_per_character(loss):.3f}"}
+        values = {"loss": f"{loss:.3f}"}
+        if self.task.unit == "char":
+            values["bpc"] = f"{bits_per_character(loss):.3f}"
         if self.last_evaluation:
             values["val"] = f"{self.last_evaluation['loss']:.3f}"
         values[f"{self.task.unit}/s"] = format_rate(rate)

@@ -105,8 +105,8 @@ def build(config: CharLMConfig, metadata: dict[str, Any] | None) -> CharLMTask:
     return CharLMTask(config, load_corpus(config.data, vocabulary))
 
 
-def report(task: CharLMTask, result: FitResult, stream: TextIO) -> None:
-    """Print the final validation loss and a sample."""
+def report(task: CharLMTask, result: FitResult, stream: TextIO, run_dir: Path) -> None:
+    """Print the final validation loss and a sample (the loss plot is the trainer's)."""
     config = task.config.sample
     if result.evaluation:
         loss = result.evaluation["loss"]
@@ -146,3 +146,30 @@ def load_trained(run_dir: str | Path) -> tuple[CharLMConfig, LanguageModel, Voca
     checkpoints.load_weights(run_dir, document, model)
     model.eval()
     return config, model, vocabulary, int(document["step"])
+
+
+def evaluate_run(
+    run_dir: str | Path,
+    stream: TextIO,
+    data_path: str | None = None,
+    split: str = "validation",
+) -> dict[str, float]:
+    """The loss of a trained run on its validation text (or ``data_path``'s, or the train split)."""
+    config, model, vocabulary, step = load_trained(run_dir)
+    data = (
+        config.data
+        if data_path is None
+        else CorpusConfig(data_path, config.data.validation_fraction)
+    )
+    corpus = load_corpus(data, vocabulary)
+    tokens = corpus.validation if split == "validation" else corpus.train
+    result = evaluate_tokens(model, tokens, config.bptt)
+    stream.write(
+        f"{split} loss {result['loss']:.4f} nats/char, {result['bpc']:.4f} bits/char "
+        f"({result['tokens']:,} characters of {corpus.name}, model at step {step})\n"
+    )
+    return result
+
+
+def next_steps(run_dir: Path) -> str:
+    return f'sample with\n  rnnkit sample {run_dir} --prompt "ROMEO:" --length 500\n'
