@@ -17,7 +17,7 @@ from rnnkit.train import checkpoint as checkpoints
 from rnnkit.train.config import to_dict
 from rnnkit.train.metrics import Progress
 from rnnkit.train.task import FitResult
-from rnnkit.train.tasks import TaskDefinition
+from rnnkit.train.tasks.definition import TaskDefinition
 from rnnkit.train.trainer import Trainer
 
 CONFIG_FILE = "config.json"

@@ -22,6 +22,7 @@ from rnnkit.train import checkpoint as checkpoints
 from rnnkit.train.config import from_dict
 from rnnkit.train.optimization import OptimizerConfig
 from rnnkit.train.task import FitResult
+from rnnkit.train.tasks.definition import TaskDefinition
 from rnnkit.train.tbptt import TruncatedBPTT, TruncatedBPTTConfig, evaluate_tokens
 from rnnkit.train.trainer import TrainerConfig
 
@@ -173,3 +174,17 @@ def evaluate_run(
 
 def next_steps(run_dir: Path) -> str:
     return f'sample with\n  rnnkit sample {run_dir} --prompt "ROMEO:" --length 500\n'
+
+
+DEFINITIONS = [
+    TaskDefinition(
+        name=NAME,
+        description="character-level language model on a text file (default Tiny Shakespeare)",
+        config_type=CharLMConfig,
+        build=build,
+        report=report,
+        evaluate_run=evaluate_run,
+        next_steps=next_steps,
+        shortcuts={"data": "data.path"},
+    )
+]
