@@ -197,16 +197,27 @@ class S4DCell(Cell):
         exponents = torch.arange(start, start + steps, device=dt_A.device, dtype=dt_A.real.dtype)
         return torch.exp(dt_A[..., None] * exponents)
 
-    def convolve(self, inputs: Tensor, state: S4DState | None = None) -> tuple[Tensor, S4DState]:
+    def convolve(
+        self, inputs: Tensor, state: S4DState | None = None, lengths: Tensor | None = None
+    ) -> tuple[Tensor, S4DState]:
         """The convolution mode: ``inputs (B, T, H)`` -> ``outputs (B, T, H)``, final state.
 
         ``y = K * u`` by FFT (zero-padded to 2T, so the circular convolution is the linear one),
         plus ``D u`` and the initial state's response ``2 Re(sum_m C_m A_bar_m^(t+1) x_{0,m})``.
-        The final state ``x_T = A_bar^T x_0 + sum_s A_bar^(T-1-s) B_bar u_s``. Equals the
-        recurrence for full-length sequences (no ``lengths``: pad after a sequence's end and
-        read its outputs up to its length; the final state is then that of the padded length).
+        The final state ``x_L = A_bar^L x_0 + sum_(s<L) A_bar^(L-1-s) B_bar u_s`` with L each
+        sequence's length (``lengths (B,)``, default T). As the sequential strategy does, the
+        outputs after a sequence's end are zero. Equals the recurrence.
         """
-        steps = inputs.shape[1]
+        batch, steps, _ = inputs.shape
+        if lengths is None:
+            lengths = torch.full((batch,), steps, dtype=torch.long)
+        lengths = torch.as_tensor(lengths).to(inputs.device)
+        if lengths.shape != (batch,) or bool((lengths < 1).any() | (lengths > steps).any()):
+            raise ValueError(
+                f"lengths: expected ({batch},) values in 1..{steps}, got {lengths.tolist()}"
+            )
+        active = torch.arange(steps, device=inputs.device) < lengths[:, None]  # (B, T)
+        inputs = inputs * active[..., None]
         dt_A, _, B_bar = self.discretized()
         signal = inputs.transpose(1, 2)  # (B, H, T)
         kernel = self.convolution_kernel(steps)  # (H, T)
@@ -214,14 +225,18 @@ class S4DCell(Cell):
         outputs = torch.fft.irfft(spectrum, n=2 * steps)[..., :steps].transpose(1, 2)
         if self.D is not None:
             outputs = outputs + self.D * inputs
-        reversed_powers = self.powers(dt_A, 0, steps).flip(-1)  # A_bar^(T-1-s) at s
-        final = B_bar * torch.einsum("bht,hmt->bhm", signal.to(B_bar.dtype), reversed_powers)
+        # A_bar^(L-1-s) for s < L (inputs after the end are zero, the exponent clamped there)
+        exponents = (lengths[:, None] - 1 - torch.arange(steps, device=inputs.device)).clamp(0)
+        reversed_powers = torch.exp(dt_A[:, :, None, None] * exponents.to(dt_A.real.dtype))
+        final = B_bar * torch.einsum("bht,hmbt->bhm", signal.to(B_bar.dtype), reversed_powers)
         if state is not None:
             initial = state.x.unflatten(-1, (self.input_size, self.modes))  # (B, H, M)
             output_weights = torch.complex(self.C_real, self.C_imag)[..., None]
             response = output_weights * self.powers(dt_A, 1, steps)  # (H, M, T)
             outputs = outputs + 2 * torch.einsum("bhm,hmt->bth", initial, response).real
-            final = final + torch.exp(steps * dt_A) * initial
+            elapsed = lengths.to(dt_A.real.dtype)[:, None, None]  # (B, 1, 1)
+            final = final + torch.exp(elapsed * dt_A) * initial
+        outputs = outputs * active[..., None]
         return outputs, S4DState(final.flatten(-2))
 
     def extra_repr(self) -> str:

@@ -266,17 +266,19 @@ def test_s4d_zero_order_hold(config):
 @pytest.mark.parametrize("steps", [1, 8, 37])
 @pytest.mark.parametrize("initial", [False, True], ids=["zero", "h0"])
 @pytest.mark.parametrize("config", ["s4d_lin", "s4d_inv_nobias"])
-def test_s4d_convolution_equals_recurrence(config, initial, steps):
+@pytest.mark.parametrize("padded", [False, True], ids=["full", "lengths"])
+def test_s4d_convolution_equals_recurrence(config, initial, steps, padded):
     cell = build(config, 3, 6, perturb=True)
     generator = torch.Generator().manual_seed(steps)
-    inputs = torch.randn(2, steps, 3, dtype=F64, generator=generator, requires_grad=True)
-    state = random_state(cell, 2, generator) if initial else None
+    inputs = torch.randn(3, steps, 3, dtype=F64, generator=generator, requires_grad=True)
+    state = random_state(cell, 3, generator) if initial else None
+    lengths = torch.tensor([steps, max(1, steps // 2), max(1, steps - 3)]) if padded else None
 
     def convolution(cell, inputs, state, lengths):
-        return cell.convolve(inputs, state)
+        return cell.convolve(inputs, state, lengths)
 
-    expected = run_with_gradients(STRATEGIES["sequential"], cell, inputs, state)
-    actual = run_with_gradients(convolution, cell, inputs, state)
+    expected = run_with_gradients(STRATEGIES["sequential"], cell, inputs, state, lengths)
+    actual = run_with_gradients(convolution, cell, inputs, state, lengths)
 
     assert_close(actual[0], expected[0], "convolution outputs", F64)
     assert_states_close(actual[1], expected[1], "convolution final state", F64)
