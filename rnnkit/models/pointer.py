@@ -1,0 +1,303 @@
+"""Pointer network (Vinyals, Fortunato & Jaitly 2015, https://arxiv.org/abs/1506.03134):
+attention used as a pointer over the positions of the input.
+
+For inputs ``x_1..x_n`` (points, numbers: F features each, padded to N with ``lengths``):
+
+    e_j = W_e x_j + b_e                                      embeddings        (B, N, E)
+    k_1..k_n, s = Encoder(e_1..e_n)                          any cell          (B, N, O)
+    k_0 = a learned "end" vector                             keys, end first   (B, N+1, O)
+    d_i, s_i = Decoder(z_i, s_{i-1}),  s_0 = s                stepped one at a time
+    z_1 = a learned start vector,  z_i = e_{p_{i-1}}         the element pointed at last
+    u_ij = v^T tanh(W_q d_i + W_k k_j)                        additive attention scores
+    p(p_i = j | p_<i, x) = softmax_j u_ij  over the positions j available at step i
+
+Pointer positions: 0 is the end position (the output stops there), ``j`` in 1..n is the input
+element ``j - 1``; -1 pads targets and decoded outputs (``PADDING``).
+
+Available positions at step i: the real elements (never padding); the end position when
+``end_position`` is on (variable-length outputs such as a convex hull); with ``mask_chosen``,
+not the elements already pointed at before step i (outputs that are permutations: sorting,
+tours; Bello et al. 2016, https://arxiv.org/abs/1611.09940, mask the same way). When nothing
+would be left (only after an output is complete, at steps whose targets are padding) the step
+falls back to the real positions so that its softmax stays defined. Without ``end_position``
+an output has exactly one pointer per input element.
+
+A bidirectional encoder gives the decoder twice the hidden size: its initial state is the
+forward and reverse final states side by side, field by field.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional
+
+from rnnkit.cells import State
+from rnnkit.models.attention import Attention
+from rnnkit.nn import Recurrent
+
+END_POSITION = 0
+PADDING = -1
+
+
+@dataclass
+class PointerNetworkConfig:
+    """Sizes and options of a pointer network."""
+
+    cell: str = "lstm"
+    """A registered cell name (``rnnkit.cells.CELLS``), for the encoder and the decoder."""
+    strategy: str = "auto"
+    """A registered strategy name (``rnnkit.strategies.STRATEGIES``)."""
+    embedding_size: int = 128
+    """Features E of the embedding of an input element."""
+    hidden_size: int = 128
+    """Hidden size H of the encoder (the decoder's is H, or 2H with a bidirectional encoder)."""
+    num_layers: int = 1
+    """Layers of the encoder and of the decoder."""
+    bidirectional: bool = False
+    """Encode the inputs in both directions."""
+    attention_size: int = 128
+    """Hidden size of the additive attention that points."""
+    mask_chosen: bool = True
+    """Never point twice at the same element (outputs are permutations or subsets)."""
+    end_position: bool = False
+    """Position 0 ends the output (variable-length outputs); off: one pointer per element."""
+
+
+class PointerMemory(NamedTuple):
+    """What the decoder reads at every step, computed once per batch by ``encode``."""
+
+    table: Tensor
+    """``(B, N+1, E)``: the decoder input for each previous position (0: the start vector)."""
+    keys: Tensor
+    """``(B, N+1, A)``: the prepared attention keys, the end position first."""
+    mask: Tensor
+    """``(B, N+1)``: True where a position may be pointed at (real elements, the end if on)."""
+    lengths: Tensor
+    """``(B,)``: elements per example."""
+    state: tuple[State, ...]
+    """The decoder's initial state (the encoder's final state)."""
+
+
+class PointerNetwork(nn.Module):
+    """Encoder, decoder and pointing attention over ``input_size`` features per element."""
+
+    def __init__(self, config: PointerNetworkConfig, input_size: int) -> None:
+        super().__init__()
+        if input_size < 1:
+            raise ValueError(
+                f"input_size: expected a positive number of features, got {input_size}"
+            )
+        self.config = config
+        self.input_size = input_size
+        self.embedding = nn.Linear(input_size, config.embedding_size)
+        self.encoder = Recurrent(
+            config.cell,
+            config.embedding_size,
+            config.hidden_size,
+            num_layers=config.num_layers,
+            bidirectional=config.bidirectional,
+            strategy=config.strategy,
+        )
+        directions = 2 if config.bidirectional else 1
+        self.decoder = Recurrent(
+            config.cell,
+            config.embedding_size,
+            directions * config.hidden_size,
+            num_layers=config.num_layers,
+            strategy=config.strategy,
+        )
+        if config.bidirectional:
+            _check_mergeable(self.encoder, self.decoder)
+        key_size = self.encoder.output_size
+        self.attention = Attention(
+            "additive", self.decoder.output_size, key_size, config.attention_size
+        )
+        scale = config.embedding_size**-0.5
+        self.start = nn.Parameter(torch.randn(config.embedding_size) * scale)
+        self.end = nn.Parameter(torch.randn(key_size) * key_size**-0.5)
+
+    def num_parameters(self) -> int:
+        return sum(parameter.numel() for parameter in self.parameters())
+
+    def encode(self, inputs: Tensor, lengths: Tensor | None = None) -> PointerMemory:
+        """Embed and encode ``inputs (B, N, F)`` with ``lengths (B,)`` (None: all N)."""
+        lengths = self._check_inputs(inputs, lengths)
+        batch_size, size, _ = inputs.shape
+        embedded = self.embedding(inputs)  # (B, N, E)
+        outputs, final = self.encoder(embedded, lengths=lengths)  # (B, N, O)
+        keys = torch.cat([self.end.expand(batch_size, 1, -1), outputs], 1)  # (B, N+1, O)
+        table = torch.cat([self.start.expand(batch_size, 1, -1), embedded], 1)  # (B, N+1, E)
+        positions = torch.arange(size + 1, device=inputs.device).unsqueeze(0)  # (1, N+1)
+        mask = (positions >= 1) & (positions <= lengths.to(inputs.device).unsqueeze(1))
+        if self.config.end_position:
+            mask[:, END_POSITION] = True
+        state = _merge_directions(final) if self.config.bidirectional else final
+        return PointerMemory(table, self.attention.prepare(keys), mask, lengths, state)
+
+    def forward(self, inputs: Tensor, lengths: Tensor | None, target_positions: Tensor) -> Tensor:
+        """Teacher forcing: log-probabilities ``(B, L, N+1)`` of every position at every step,
+        each step fed the target of the step before. ``target_positions (B, L)``: pointer
+        positions (0 the end, j the element j-1, -1 padding)."""
+        memory = self.encode(inputs, lengths)
+        targets = self._check_targets(target_positions, memory)
+        previous = torch.cat([targets.new_zeros(targets.shape[0], 1), targets[:, :-1]], 1)
+        decoder_inputs = _gather_rows(memory.table, previous.clamp(min=0))  # (B, L, E)
+        queries, _ = self.decoder(decoder_inputs, memory.state)  # (B, L, Q)
+        scores = self.attention.scores(queries, memory.keys, memory.mask)  # (B, L, N+1)
+        chosen = None
+        if self.config.mask_chosen:
+            picked = functional.one_hot(targets.clamp(min=0), memory.mask.shape[1])
+            picked = picked * (targets > END_POSITION).unsqueeze(-1)  # (B, L, N+1)
+            chosen = (picked.cumsum(1) - picked) > 0  # chosen before each step
+        return self._log_probabilities(scores, memory.mask.unsqueeze(1), chosen)
+
+    def step(
+        self,
+        memory: PointerMemory,
+        previous: Tensor,
+        state: tuple[State, ...],
+        chosen: Tensor | None = None,
+    ) -> tuple[Tensor, tuple[State, ...]]:
+        """One decoder step: ``previous (B,)`` the positions pointed at last (0 before the
+        first step), ``chosen (B, N+1)`` the elements pointed at so far -> log-probabilities
+        ``(B, N+1)`` and the next state."""
+        decoder_input = _gather_rows(memory.table, previous.clamp(min=0).unsqueeze(1))
+        query, state = self.decoder(decoder_input, state)  # (B, 1, Q)
+        scores = self.attention.scores(query[:, 0], memory.keys, memory.mask)  # (B, N+1)
+        if not self.config.mask_chosen:
+            chosen = None
+        return self._log_probabilities(scores, memory.mask, chosen), state
+
+    @torch.no_grad()
+    def decode(
+        self, inputs: Tensor, lengths: Tensor | None = None, max_steps: int | None = None
+    ) -> Tensor:
+        """Greedy decoding: the most likely position at each step, the decoder state carried
+        from step to step. Returns pointer positions ``(B, L)``: an output ends after its end
+        position (0), or after one pointer per element without ``end_position``; -1 after.
+        ``max_steps`` defaults to N + 1 (N without ``end_position``)."""
+        memory = self.encode(inputs, lengths)
+        batch_size, positions = memory.mask.shape
+        if max_steps is None:
+            max_steps = positions - (0 if self.config.end_position else 1)
+        if max_steps < 1:
+            raise ValueError(f"max_steps: expected a positive number of steps, got {max_steps}")
+        device = memory.mask.device
+        previous = torch.zeros(batch_size, dtype=torch.long, device=device)
+        chosen = torch.zeros(batch_size, positions, dtype=torch.bool, device=device)
+        finished = torch.zeros(batch_size, dtype=torch.bool, device=device)
+        lengths, rows = memory.lengths.to(device), torch.arange(batch_size, device=device)
+        state, outputs = memory.state, []
+        for step in range(max_steps):
+            log_probabilities, state = self.step(memory, previous, state, chosen)
+            choice = log_probabilities.argmax(-1).masked_fill(finished, PADDING)
+            outputs.append(choice)
+            chosen[rows, choice.clamp(min=0)] |= choice > END_POSITION
+            previous = choice
+            if self.config.end_position:
+                finished |= choice == END_POSITION
+            else:
+                finished |= lengths <= step + 1
+            if bool(finished.all()):
+                break
+        return torch.stack(outputs, 1)
+
+    def _log_probabilities(self, scores: Tensor, mask: Tensor, chosen: Tensor | None) -> Tensor:
+        """Log-softmax over the available positions (see the module docstring)."""
+        if chosen is not None:
+            available = mask & ~chosen
+            available = torch.where(available.any(-1, keepdim=True), available, mask)
+            scores = scores.masked_fill(~available, float("-inf"))
+        return torch.log_softmax(scores, -1)
+
+    def _check_inputs(self, inputs: Tensor, lengths: Tensor | None) -> Tensor:
+        if inputs.dim() != 3 or inputs.shape[2] != self.input_size or inputs.shape[1] < 1:
+            raise ValueError(
+                f"inputs: expected (batch, elements, {self.input_size}) with at least one "
+                f"element, got {tuple(inputs.shape)}"
+            )
+        batch_size, size, _ = inputs.shape
+        if lengths is None:
+            return torch.full((batch_size,), size, dtype=torch.long)
+        if lengths.shape != (batch_size,) or lengths.dtype != torch.long or lengths.is_cuda:
+            raise ValueError(
+                f"lengths: expected a CPU int64 tensor of shape ({batch_size},), got "
+                f"{lengths.dtype} of shape {tuple(lengths.shape)} on {lengths.device}"
+            )
+        if bool((lengths < 1).any()) or bool((lengths > size).any()):
+            raise ValueError(
+                f"lengths: expected values in 1..{size}, got {lengths.min()}..{lengths.max()}"
+            )
+        return lengths
+
+    def _check_targets(self, targets: Tensor, memory: PointerMemory) -> Tensor:
+        batch_size = memory.mask.shape[0]
+        if targets.dim() != 2 or targets.shape[0] != batch_size or targets.dtype != torch.long:
+            raise ValueError(
+                f"target_positions: expected an int64 tensor (batch={batch_size}, steps), got "
+                f"{targets.dtype} of shape {tuple(targets.shape)}"
+            )
+        real = targets >= 0
+        pointable = memory.mask.gather(1, targets.clamp(min=0))
+        if bool((targets < PADDING).any()) or not bool(pointable[real].all()):
+            raise ValueError(
+                "target_positions: expected -1 (padding), "
+                + ("0 (the end), " if self.config.end_position else "")
+                + "or an element position 1..length of its example"
+            )
+        return targets
+
+
+def positions_from_indices(indices: Tensor, end_position: bool) -> Tensor:
+    """Element indices ``(B, L)`` (0-based, -1 padding) -> pointer positions ``(B, L')``:
+    indices shifted by one, and with ``end_position`` the end (0) after each output."""
+    positions = torch.where(indices >= 0, indices + 1, PADDING)
+    if not end_position:
+        return positions
+    positions = torch.cat([positions, positions.new_full((positions.shape[0], 1), PADDING)], 1)
+    ends = (indices >= 0).sum(1, keepdim=True)  # (B, 1): where each output's end goes
+    return positions.scatter(1, ends, END_POSITION)
+
+
+def indices_from_positions(positions: Tensor) -> list[list[int]]:
+    """Pointer positions ``(B, L)`` -> one list of element indices per example (0-based, up to
+    its end position, padding dropped)."""
+    outputs = []
+    for row in positions.tolist():
+        indices = []
+        for position in row:
+            if position <= END_POSITION:
+                break
+            indices.append(position - 1)
+        outputs.append(indices)
+    return outputs
+
+
+def _gather_rows(table: Tensor, index: Tensor) -> Tensor:
+    """``table (B, P, E)`` at ``index (B, L)`` -> ``(B, L, E)``."""
+    return table.gather(1, index.unsqueeze(-1).expand(-1, -1, table.shape[2]))
+
+
+def _merge_directions(states: tuple[State, ...]) -> tuple[State, ...]:
+    """``(layer0, layer0_reverse, layer1, ...)`` -> one state per layer, each field the forward
+    and reverse fields side by side."""
+    merged = []
+    for forward, reverse in zip(states[0::2], states[1::2], strict=True):
+        fields = (torch.cat(pair, -1) for pair in zip(forward, reverse, strict=True))
+        merged.append(type(forward)(*fields))
+    return tuple(merged)
+
+
+def _check_mergeable(encoder: Recurrent, decoder: Recurrent) -> None:
+    encoder_sizes = tuple(2 * size for size in encoder.cells[0].state_sizes())
+    decoder_sizes = tuple(decoder.cells[0].state_sizes())
+    if encoder_sizes != decoder_sizes:
+        raise ValueError(
+            f"bidirectional: the {type(encoder.cells[0]).__name__} state cannot be handed to the "
+            f"decoder side by side (fields {encoder_sizes} vs {decoder_sizes}); use "
+            "bidirectional=False with this cell"
+        )
