@@ -1,0 +1,346 @@
+"""Encoder-decoder with attention (Sutskever et al. 2014, https://arxiv.org/abs/1409.3215;
+Bahdanau et al. 2015, https://arxiv.org/abs/1409.0473; Luong et al. 2015,
+https://arxiv.org/abs/1508.04025), over any registered cell.
+
+Encoder (bidirectional: hidden_size / 2 per direction, so its outputs have hidden_size features):
+
+    k_1..k_S, final = Encoder(dropout(E_src[x_1..x_S]), lengths)        k: (B, S, H)
+
+Bridge: the encoder's final state (top layer, both directions, every field, side by side) maps to
+every field of every decoder layer's initial state, ``s_0 = tanh(W z + b)`` split by field.
+
+Decoder, Luong style (attend with the new output; input feeding, h~_0 = 0):
+
+    h_t, s_t = Decoder([E_tgt[y_{t-1}]; h~_{t-1}], s_{t-1})     (without input feeding: E_tgt[y])
+    c_t, a_t = Attention(h_t, k, mask)
+    h~_t     = tanh(W_c [h_t; c_t])
+
+Bahdanau style (attend with the previous output h_{t-1}, h_0 bridged; the context is an input):
+
+    c_t, a_t = Attention(h_{t-1}, k, mask)
+    h_t, s_t = Decoder([E_tgt[y_{t-1}]; c_t], s_{t-1})
+    h~_t     = tanh(W_c [h_t; c_t])
+
+and in both ``p(y_t | y_<t, x) = softmax(W_o dropout(h~_t) + b_o)``. Without attention
+``h~_t = tanh(W_c h_t)``. Padded source positions get exactly zero attention. Teacher forcing
+(``forward``) and ``decoder_step`` share the one-step code, so they compute the same logits.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+import torch
+from torch import Tensor, nn
+
+from rnnkit.cells import State
+from rnnkit.decoding.search import BeamSearchResult, Decoded, beam_search, greedy_search
+from rnnkit.models.attention import ATTENTION_KINDS, Attention
+from rnnkit.nn import Recurrent
+
+ATTENTION_STYLES = ("luong", "bahdanau")
+
+
+@dataclass
+class Seq2SeqConfig:
+    """Sizes and options of an encoder-decoder."""
+
+    cell: str = "lstm"
+    """A registered cell name (``rnnkit.cells.CELLS``), for the encoder and the decoder."""
+    strategy: str = "auto"
+    """A registered strategy name (``rnnkit.strategies.STRATEGIES``)."""
+    embedding_size: int = 32
+    """Features of the source and target token embeddings."""
+    hidden_size: int = 128
+    """Decoder hidden size, and features of the encoder outputs."""
+    encoder_layers: int = 1
+    """Recurrent layers of the encoder."""
+    decoder_layers: int = 1
+    """Recurrent layers of the decoder."""
+    bidirectional: bool = True
+    """Bidirectional encoder, hidden_size / 2 per direction (hidden_size must be even)."""
+    attention: str = "general"
+    """additive, dot, general, concat (``rnnkit.models.attention``) or none."""
+    attention_style: str = "luong"
+    """luong (attend after the step) or bahdanau (attend before it, with the last output)."""
+    input_feeding: bool = True
+    """Luong style: feed h~_{t-1} to the decoder with the token (else the decoder runs all
+    target steps at once in teacher forcing)."""
+    bridge: bool = True
+    """Map the encoder's final state to the decoder's initial state (else zeros)."""
+    dropout: float = 0.1
+    """Dropout on the embeddings, between layers and before the output layer."""
+
+
+class DecoderState(NamedTuple):
+    """What the decoder carries between steps; every field has the N rows as dim 0."""
+
+    recurrent: tuple[State, ...]  # one state per decoder layer
+    feed: Tensor  # (N, F): h~_{t-1} (luong) or h_{t-1} (bahdanau)
+    keys: Tensor  # (N, S, H) encoder outputs
+    prepared: Tensor | None  # (N, S, A) attention.prepare(keys), None without attention
+    mask: Tensor  # (N, S) True at real source positions
+
+
+class Seq2SeqOutput(NamedTuple):
+    logits: Tensor  # (B, L, V)
+    attention: Tensor | None  # (B, L, S) weights, None without attention
+
+
+class Bridge(nn.Module):
+    """``tanh(W z + b)`` from the encoder's top-layer final states to the decoder's initial
+    states (every field of every layer) and, when ``feed_size``, the initial feed.
+
+    Field layouts are read off each cell's ``initial_state``; complex fields are mapped as
+    (real, imaginary) pairs."""
+
+    def __init__(self, encoder: Recurrent, decoder: Recurrent, feed_size: int) -> None:
+        super().__init__()
+        top = list(encoder.cells)[-encoder.num_directions :]
+        self.layouts = [_layout(cell) for cell in decoder.cells]
+        input_size = sum(_width(layout) for layout in map(_layout, top))
+        output_size = sum(_width(layout) for layout in self.layouts) + feed_size
+        self.feed_size = feed_size
+        self.linear = nn.Linear(input_size, output_size)
+
+    def forward(self, final_states: tuple[State, ...], num_directions: int):
+        """``(decoder states, initial feed (B, feed_size) or None)``."""
+        top = final_states[-num_directions:]
+        features = torch.cat([_flatten(field) for state in top for field in state], dim=1)
+        values = torch.tanh(self.linear(features))
+        states, start = [], 0
+        for state_type, fields in self.layouts:
+            parts = []
+            for shape, is_complex in fields:
+                width = _field_width(shape, is_complex)
+                parts.append(_unflatten(values[:, start : start + width], shape, is_complex))
+                start += width
+            states.append(state_type(*parts))
+        feed = values[:, start:] if self.feed_size else None
+        return tuple(states), feed
+
+
+class Seq2Seq(nn.Module):
+    """Encoder-decoder over ``source_vocabulary_size`` and ``target_vocabulary_size`` tokens."""
+
+    def __init__(
+        self, config: Seq2SeqConfig, source_vocabulary_size: int, target_vocabulary_size: int
+    ) -> None:
+        super().__init__()
+        _check_config(config, source_vocabulary_size, target_vocabulary_size)
+        self.config = config
+        hidden, embedding = config.hidden_size, config.embedding_size
+        self.uses_attention = config.attention != "none"
+        self.bahdanau = self.uses_attention and config.attention_style == "bahdanau"
+        self.feeds_input = self.bahdanau or config.input_feeding
+        self.source_embedding = nn.Embedding(source_vocabulary_size, embedding)
+        self.target_embedding = nn.Embedding(target_vocabulary_size, embedding)
+        directions = 2 if config.bidirectional else 1
+        self.encoder = Recurrent(
+            config.cell, embedding, hidden // directions, config.encoder_layers,
+            dropout=config.dropout, bidirectional=config.bidirectional, strategy=config.strategy,
+        )  # fmt: skip
+        fed = self.encoder.output_size if self.bahdanau else hidden if self.feeds_input else 0
+        self.decoder = Recurrent(
+            config.cell, embedding + fed, hidden, config.decoder_layers,
+            dropout=config.dropout, strategy=config.strategy,
+        )  # fmt: skip
+        output_size = self.decoder.output_size
+        self.feed_size = output_size if self.bahdanau else hidden
+        self.attention = (
+            Attention(config.attention, output_size, self.encoder.output_size)
+            if self.uses_attention
+            else None
+        )
+        context_size = self.encoder.output_size if self.uses_attention else 0
+        self.combine = nn.Linear(output_size + context_size, hidden, bias=False)  # W_c
+        self.output = nn.Linear(hidden, target_vocabulary_size)  # W_o, b_o
+        self.dropout = nn.Dropout(config.dropout)
+        bridged_feed = self.feed_size if self.bahdanau else 0
+        self.bridge = Bridge(self.encoder, self.decoder, bridged_feed) if config.bridge else None
+
+    def num_parameters(self) -> int:
+        return sum(parameter.numel() for parameter in self.parameters())
+
+    def encode(self, source: Tensor, source_lengths: Tensor) -> DecoderState:
+        """The decoder's initial state for ``source (B, S)`` with ``source_lengths (B,)``."""
+        source_lengths = _check_source(source, source_lengths)
+        embedded = self.dropout(self.source_embedding(source))  # (B, S, E)
+        keys, final_states = self.encoder(embedded, lengths=source_lengths)  # (B, S, H)
+        positions = torch.arange(source.shape[1], device=source.device)
+        mask = positions.unsqueeze(0) < source_lengths.to(source.device).unsqueeze(1)  # (B, S)
+        batch = source.shape[0]
+        feed = keys.new_zeros(batch, self.feed_size)
+        if self.bridge is None:
+            recurrent = tuple(
+                cell.initial_state(batch, device=keys.device) for cell in self.decoder.cells
+            )
+        else:
+            recurrent, bridged_feed = self.bridge(final_states, self.encoder.num_directions)
+            feed = feed if bridged_feed is None else bridged_feed
+        prepared = None if self.attention is None else self.attention.prepare(keys)
+        return DecoderState(recurrent, feed, keys, prepared, mask)
+
+    def forward(
+        self, source: Tensor, source_lengths: Tensor, target_input: Tensor
+    ) -> Seq2SeqOutput:
+        """Teacher forcing: ``source (B, S)``, ``source_lengths (B,)`` (CPU int64) and
+        ``target_input (B, L)`` (bos + target) -> logits ``(B, L, V)`` and attention
+        weights ``(B, L, S)``."""
+        if target_input.dim() != 2 or target_input.shape[0] != source.shape[0]:
+            raise ValueError(
+                f"target_input: expected (batch, steps) with batch {source.shape[0]}, "
+                f"got {tuple(target_input.shape)}"
+            )
+        state = self.encode(source, source_lengths)
+        embedded = self.dropout(self.target_embedding(target_input))  # (B, L, E)
+        if not self.feeds_input:
+            attentional, weights = self._all_steps(embedded, state)
+            return Seq2SeqOutput(self.output(self.dropout(attentional)), weights)
+        outputs, step_weights = [], []
+        for t in range(embedded.shape[1]):
+            attentional, weights, state = self._step(embedded[:, t], state)
+            outputs.append(attentional)
+            step_weights.append(weights)
+        weights = None if self.attention is None else torch.stack(step_weights, dim=1)
+        logits = self.output(self.dropout(torch.stack(outputs, dim=1)))  # (B, L, V)
+        return Seq2SeqOutput(logits, weights)
+
+    def decoder_step(self, tokens: Tensor, state: DecoderState) -> tuple[Tensor, DecoderState]:
+        """One decoder step for ``rnnkit.decoding.search``: ``tokens (N,)`` -> log-probabilities
+        ``(N, V)`` and the new state."""
+        embedded = self.dropout(self.target_embedding(tokens.to(state.keys.device)))
+        attentional, _, state = self._step(embedded, state)
+        return torch.log_softmax(self.output(self.dropout(attentional)), dim=-1), state
+
+    @torch.no_grad()
+    def greedy(
+        self, source: Tensor, source_lengths: Tensor, bos: int, eos: int, max_length: int,
+        pad: int = 0,
+    ) -> Decoded:  # fmt: skip
+        """Greedy decoding of every source: tokens ``(B, L)``, lengths, log-probabilities."""
+        state = self.encode(source, source_lengths)
+        return greedy_search(self.decoder_step, state, source.shape[0], bos, eos, max_length, pad)
+
+    @torch.no_grad()
+    def beam_search(
+        self, source: Tensor, source_lengths: Tensor, bos: int, eos: int, max_length: int,
+        beam_width: int = 4, length_penalty: float = 0.0, pad: int = 0,
+    ) -> BeamSearchResult:  # fmt: skip
+        """Beam search of every source: ``beam_width`` hypotheses each, best first."""
+        state = self.encode(source, source_lengths)
+        return beam_search(
+            self.decoder_step, state, source.shape[0], bos, eos, max_length,
+            beam_width, length_penalty, pad,
+        )  # fmt: skip
+
+    def _step(
+        self, embedded: Tensor, state: DecoderState
+    ) -> tuple[Tensor, Tensor | None, DecoderState]:
+        """One step from the embedded previous token ``(N, E)``: ``h~_t (N, H)``, the attention
+        weights ``(N, S)`` and the new state."""
+        weights = context = None
+        if self.bahdanau:
+            context, weights = self._attend(state.feed, state)
+            inputs = torch.cat([embedded, context], dim=-1)
+        elif self.feeds_input:
+            inputs = torch.cat([embedded, state.feed], dim=-1)
+        else:
+            inputs = embedded
+        outputs, recurrent = self.decoder(inputs.unsqueeze(1), state.recurrent)
+        output = outputs[:, 0]  # (N, O)
+        if self.uses_attention and not self.bahdanau:
+            context, weights = self._attend(output, state)
+        combined = output if context is None else torch.cat([output, context], dim=-1)
+        attentional = torch.tanh(self.combine(combined))
+        feed = output if self.bahdanau else attentional
+        return attentional, weights, state._replace(recurrent=recurrent, feed=feed)
+
+    def _all_steps(self, embedded: Tensor, state: DecoderState) -> tuple[Tensor, Tensor | None]:
+        """Luong style without input feeding: every target step at once, ``(B, L, H)``."""
+        outputs, _ = self.decoder(embedded, state.recurrent)  # (B, L, O)
+        if self.attention is None:
+            return torch.tanh(self.combine(outputs)), None
+        context, weights = self._attend(outputs, state)  # (B, L, H), (B, L, S)
+        return torch.tanh(self.combine(torch.cat([outputs, context], dim=-1))), weights
+
+    def _attend(self, query: Tensor, state: DecoderState) -> tuple[Tensor, Tensor]:
+        return self.attention(query, state.keys, state.mask, prepared=state.prepared)
+
+    def describe(self) -> str:
+        config = self.config
+        encoder = f"{'bidirectional ' if config.bidirectional else ''}{config.cell}"
+        return (
+            f"model: {self.num_parameters():,} parameters, encoder {config.encoder_layers} x "
+            f"{encoder}, decoder {config.decoder_layers} x {config.cell} (hidden "
+            f"{config.hidden_size}), attention {config.attention} ({config.attention_style})"
+        )
+
+
+def _layout(cell) -> tuple[type, list[tuple[tuple[int, ...], bool]]]:
+    """A cell's state type and, per field, its feature shape and whether it is complex."""
+    template = cell.initial_state(1)
+    return type(template), [(tuple(field.shape[1:]), field.is_complex()) for field in template]
+
+
+def _width(layout: tuple[type, list[tuple[tuple[int, ...], bool]]]) -> int:
+    return sum(_field_width(shape, is_complex) for shape, is_complex in layout[1])
+
+
+def _field_width(shape: tuple[int, ...], is_complex: bool) -> int:
+    return int(torch.Size(shape).numel()) * (2 if is_complex else 1)
+
+
+def _flatten(field: Tensor) -> Tensor:
+    """``(B, ...)`` -> ``(B, features)``, complex numbers as (real, imaginary) pairs."""
+    return (torch.view_as_real(field) if field.is_complex() else field).reshape(len(field), -1)
+
+
+def _unflatten(values: Tensor, shape: tuple[int, ...], is_complex: bool) -> Tensor:
+    if is_complex:
+        return torch.view_as_complex(values.reshape(len(values), *shape, 2).contiguous())
+    return values.reshape(len(values), *shape)
+
+
+def _check_source(source: Tensor, source_lengths: Any) -> Tensor:
+    if source.dim() != 2 or source.dtype != torch.long:
+        raise ValueError(
+            f"source: expected int64 tokens (batch, steps), got {source.dtype} "
+            f"{tuple(source.shape)}"
+        )
+    lengths = torch.as_tensor(source_lengths)
+    if lengths.shape != (source.shape[0],) or lengths.dtype != torch.long:
+        raise ValueError(
+            f"source_lengths: expected int64 ({source.shape[0]},), got {lengths.dtype} "
+            f"{tuple(lengths.shape)}"
+        )
+    if bool((lengths < 1).any()) or bool((lengths > source.shape[1]).any()):
+        raise ValueError(
+            f"source_lengths: expected values in 1..{source.shape[1]}, got {lengths.tolist()}"
+        )
+    return lengths.cpu()
+
+
+def _check_config(config: Seq2SeqConfig, source_size: int, target_size: int) -> None:
+    if config.attention not in (*ATTENTION_KINDS, "none"):
+        raise ValueError(
+            f"attention: expected one of {(*ATTENTION_KINDS, 'none')}, got {config.attention!r}"
+        )
+    if config.attention_style not in ATTENTION_STYLES:
+        raise ValueError(
+            f"attention_style: expected one of {ATTENTION_STYLES}, got {config.attention_style!r}"
+        )
+    if config.bidirectional and config.hidden_size % 2:
+        raise ValueError(
+            f"hidden_size: a bidirectional encoder needs an even size (half per direction), "
+            f"got {config.hidden_size}"
+        )
+    for name, value in (
+        ("embedding_size", config.embedding_size),
+        ("hidden_size", config.hidden_size),
+        ("source_vocabulary_size", source_size),
+        ("target_vocabulary_size", target_size),
+    ):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name}: expected a positive int, got {value!r}")
