@@ -131,7 +131,7 @@ class TSPConfig:
 PointerTaskConfig = SortConfig | ConvexHullConfig | TSPConfig
 
 
-class PointerTask(supervised.NoCarriedTensors):
+class PointerTask:
     """The ``TrainingTask`` of a pointer network on one generated problem."""
 
     unit = "pointer"
@@ -139,6 +139,8 @@ class PointerTask(supervised.NoCarriedTensors):
     def __init__(self, config: PointerTaskConfig, problem: PointerProblem) -> None:
         data = config.data
         check_sizes(problem, data.min_size, data.max_size)
+        for size in parse_test_sizes(data.test_sizes):
+            check_sizes(problem, size, size)
         if problem is CONVEX_HULL and not config.model.end_position:
             raise ValueError(
                 "model.end_position: convex hulls have varying lengths and need the end "
@@ -165,6 +167,13 @@ class PointerTask(supervised.NoCarriedTensors):
 
     def metadata(self) -> dict[str, Any]:
         return {"problem": self.problem.name}
+
+    def training_tensors(self) -> dict[str, Tensor]:
+        return {}  # a batch depends only on the seed and the step: nothing carried
+
+    def load_training_tensors(self, tensors: dict[str, Tensor]) -> None:
+        """Nothing to load: ``tensors`` are all the checkpoint's (the trainer's optimizer and
+        random state included), none of them this task's."""
 
     def describe(self) -> str:
         config, data = self.config.model, self.config.data
@@ -284,8 +293,6 @@ def evaluate_run(
     )
     data = config.data
     sizes = parse_test_sizes(data.test_sizes)
-    for size in sizes:
-        check_sizes(problem, size, size)
     generator = supervised.fixed_generator(config.seed, supervised.TEST_STREAM)
     batch = draw_batch(problem, generator, data.test_examples, data.min_size, data.max_size)
     results = evaluate_batch(task.model, problem, batch)
