@@ -1,0 +1,163 @@
+"""A convolutional recurrent network (CRNN) read by CTC: images of text in, label sequences out.
+
+Shi, Bai and Yao 2015 (https://arxiv.org/abs/1507.05717): convolutions turn an image into a
+sequence of column features, a bidirectional recurrent layer reads the columns, and CTC
+(Graves et al. 2006) trains it without knowing where each label is.
+
+    x                                                   (B, 1, H, W) grey levels
+    f = conv blocks: Conv2d 3x3, BatchNorm, ReLU;       (B, K, H / 2^p, W')
+        the first p blocks max-pool the height by 2 (the last pooling also halves the width
+        when ``halve_width``: W' = floor(W / 2), else W' = W); columns past an image's
+        width are zeroed after every block, so padding does not change a reading
+    s_t = f[:, :, :, t] flattened                       (B, W', K H / 2^p) a step per column
+    y_t = BiRecurrent(dropout(s))_t                     (B, W', 2 hidden_size), with lengths
+    log p_t = log_softmax(W dropout(y_t) + b)           (B, W', classes), class 0 the blank
+
+The loss is ``rnnkit.decoding.ctc.ctc_loss`` (``torch.nn.functional.ctc_loss`` summed over the
+batch and divided by the number of target labels: nats per label).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from rnnkit.decoding.ctc import ctc_loss
+from rnnkit.nn import Recurrent
+
+BLANK = 0
+
+
+@dataclass
+class CRNNConfig:
+    """Sizes of the convolutional front end and the bidirectional recurrent reader."""
+
+    channels: int = 64
+    """Feature maps K of every convolution."""
+    conv_layers: int = 3
+    """Convolution blocks (Conv2d 3x3, BatchNorm, ReLU)."""
+    height_poolings: int = 2
+    """The first this many blocks halve the height (max-pooling)."""
+    halve_width: bool = False
+    """The last pooling also halves the width (half as many time steps)."""
+    cell: str = "lstm"
+    """A registered cell name (``rnnkit.cells.CELLS``) for both directions."""
+    strategy: str = "auto"
+    """A registered strategy name (``rnnkit.strategies.STRATEGIES``)."""
+    hidden_size: int = 128
+    """Hidden size of each direction."""
+    num_layers: int = 1
+    """Bidirectional layers stacked."""
+    dropout: float = 0.2
+    """Dropout on the column features, between layers and before the output layer."""
+
+
+class CRNN(nn.Module):
+    """Columns of ``(B, H, W)`` images to per-column log-probabilities over ``num_classes``."""
+
+    def __init__(self, config: CRNNConfig, num_classes: int, input_height: int) -> None:
+        super().__init__()
+        _check_config(config, num_classes, input_height)
+        self.config = config
+        self.num_classes = num_classes
+        blocks: list[nn.Module] = []
+        in_channels, height = 1, input_height
+        for index in range(config.conv_layers):
+            layers = [
+                nn.Conv2d(in_channels, config.channels, kernel_size=3, padding=1, bias=False),
+                nn.BatchNorm2d(config.channels),
+                nn.ReLU(),
+            ]
+            if index < config.height_poolings:
+                width_stride = 2 if self._halves_width(index) else 1
+                layers.append(nn.MaxPool2d((2, width_stride), (2, width_stride)))
+                height //= 2
+            blocks.append(nn.Sequential(*layers))
+            in_channels = config.channels
+        self.features = nn.ModuleList(blocks)
+        self.feature_size = config.channels * height
+        self.dropout = nn.Dropout(config.dropout)
+        self.recurrent = Recurrent(
+            config.cell,
+            self.feature_size,
+            config.hidden_size,
+            num_layers=config.num_layers,
+            bidirectional=True,
+            dropout=config.dropout,
+            strategy=config.strategy,
+        )
+        self.output = nn.Linear(self.recurrent.output_size, num_classes)
+
+    def _halves_width(self, block: int) -> bool:
+        """Whether conv block ``block`` halves the width: the last pooling one, if asked."""
+        return self.config.halve_width and block == self.config.height_poolings - 1
+
+    def output_lengths(self, widths: Tensor) -> Tensor:
+        """Time steps of each image of ``widths (B,)`` columns."""
+        widths = torch.as_tensor(widths, dtype=torch.int64).cpu()
+        halved = self.config.halve_width and self.config.height_poolings > 0
+        return widths // 2 if halved else widths
+
+    def column_features(self, images: Tensor, widths: Tensor) -> tuple[Tensor, Tensor]:
+        """``(B, H, W)`` -> column features ``(B, T, K H')`` and lengths ``(B,)``.
+
+        Columns past each image's width are zeroed after every block, so that a padded image
+        reads exactly as it would alone (where the convolutions' own zero padding lies).
+        """
+        lengths = torch.as_tensor(widths, dtype=torch.int64).cpu()
+        features = images.unsqueeze(1)  # (B, 1, H, W)
+        for index, block in enumerate(self.features):
+            features = block(features)
+            if self._halves_width(index):
+                lengths = lengths // 2
+            positions = torch.arange(features.shape[-1])
+            mask = (positions < lengths.unsqueeze(1)).to(features.device, features.dtype)
+            features = features * mask[:, None, None, :]  # (B, K, H', T)
+        return features.flatten(1, 2).transpose(1, 2), lengths
+
+    def forward(self, images: Tensor, widths: Tensor) -> tuple[Tensor, Tensor]:
+        """``images (B, H, W)``, ``widths (B,)`` -> log-probabilities ``(B, T, classes)`` and
+        lengths ``(B,)`` (CPU int64)."""
+        if images.dim() != 3:
+            raise ValueError(f"images must be (B, H, W), got shape {tuple(images.shape)}")
+        if widths.shape != images.shape[:1] or int(widths.max()) > images.shape[2]:
+            raise ValueError(
+                f"widths must be (B,) = ({images.shape[0]},) with values at most W = "
+                f"{images.shape[2]}, got shape {tuple(widths.shape)} and max {int(widths.max())}"
+            )
+        columns, lengths = self.column_features(images, widths)  # (B, T, K H')
+        outputs, _ = self.recurrent(self.dropout(columns), lengths=lengths)
+        logits = self.output(self.dropout(outputs))  # (B, T, classes)
+        return logits.log_softmax(dim=-1), lengths
+
+    def loss(self, images: Tensor, widths: Tensor, labels: Tensor, label_lengths: Tensor) -> Tensor:
+        """CTC loss in nats per label; ``labels (B, L)`` class indices (never the blank)."""
+        log_probs, lengths = self(images, widths)
+        return ctc_loss(log_probs, lengths, labels, label_lengths, blank=BLANK)
+
+    def num_parameters(self) -> int:
+        return sum(parameter.numel() for parameter in self.parameters())
+
+
+def _check_config(config: CRNNConfig, num_classes: int, input_height: int) -> None:
+    for name in ("channels", "conv_layers", "hidden_size", "num_layers"):
+        if getattr(config, name) < 1:
+            raise ValueError(
+                f"model.{name} must be a positive integer, got {getattr(config, name)}"
+            )
+    if not 0 <= config.height_poolings <= config.conv_layers:
+        raise ValueError(
+            f"model.height_poolings must lie in [0, model.conv_layers={config.conv_layers}], "
+            f"got {config.height_poolings}"
+        )
+    if input_height >> config.height_poolings < 1:
+        raise ValueError(
+            f"images of {input_height} rows cannot be halved {config.height_poolings} times "
+            "(model.height_poolings)"
+        )
+    if num_classes < 2:
+        raise ValueError(
+            f"num_classes must count the blank and a label (2 or more), got {num_classes}"
+        )
