@@ -118,6 +118,14 @@ def canonical_tour(tour: Sequence[int]) -> list[int]:
     return tour
 
 
+def counterclockwise_tour(points: np.ndarray, tour: Sequence[int]) -> list[int]:
+    """The same cycle from the same first city, in the direction of positive shoelace area."""
+    tour = [int(city) for city in tour]
+    if polygon_area(points, tour) < 0:
+        tour = tour[:1] + tour[1:][::-1]
+    return tour
+
+
 def held_karp(points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Optimal tours of ``points (B, n, 2)`` (n cities each, n <= ``HELD_KARP_MAX_CITIES``):
     lengths ``(B,)`` and canonical tours ``(B, n)``."""

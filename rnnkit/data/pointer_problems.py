@@ -11,13 +11,17 @@ Targets are element indices (0-based), padded with -1:
     sort:         the indices of the numbers in ascending order (a permutation)
     convex-hull:  the hull vertices, counter-clockwise from the smallest index (a subset;
                   collinear points excluded); a model adds its own end symbol
-    tsp:          the optimal tour by Held-Karp, from city 0, in the direction whose second
-                  city is smaller (a permutation)
+    tsp:          the optimal tour by Held-Karp, from city 0, counter-clockwise (a
+                  permutation). Counter-clockwise rather than the canonical direction (second
+                  city smaller, which ``accuracy`` compares): a network sees the orientation of
+                  a tour in the points but not which neighbour has the smaller index. Measured
+                  on n = 5-10 after 600 steps: validation loss 0.22 against 0.37 nats per
+                  pointer with canonical targets (0.62 against 1.05 at the first free choice).
 
 Metrics of predictions (lists of element indices, end symbol excluded):
 
     accuracy        the prediction equals the target exactly (for tsp: the predicted tour, put
-                    in canonical form, is the optimal one)
+                    in canonical form, is the optimal one in canonical form)
     area_coverage   (hull) area of the predicted polygon / area of the true hull, counted as 0
                     unless the prediction is a simple polygon (at least 3 distinct real points,
                     no touching or crossing edges, nonzero area); a simple polygon on the points
@@ -41,6 +45,7 @@ from rnnkit.data.geometry import (
     HELD_KARP_MAX_CITIES,
     canonical_tour,
     convex_hull,
+    counterclockwise_tour,
     held_karp,
     is_simple_polygon,
     polygon_area,
@@ -148,13 +153,14 @@ def hull_targets(points: np.ndarray, lengths: np.ndarray) -> list[list[int]]:
 
 
 def tsp_targets(points: np.ndarray, lengths: np.ndarray) -> list[list[int]]:
-    """Each example's optimal canonical tour: Held-Karp on each group of the same size."""
+    """Each example's optimal tour from city 0, counter-clockwise: Held-Karp on each group of
+    examples of the same size."""
     tours: list[list[int]] = [[] for _ in lengths]
     for size in np.unique(lengths):
         rows = np.flatnonzero(lengths == size)
         _, group_tours = held_karp(points[rows, :size])
         for row, tour in zip(rows, group_tours, strict=True):
-            tours[row] = [int(city) for city in tour]
+            tours[row] = counterclockwise_tour(points[row, :size], tour)
     return tours
 
 
@@ -202,7 +208,7 @@ def tsp_metrics(batch: PointerBatch, predictions: list[list[int]]) -> dict[str, 
             invalid += 1
             optimal.append(False)
             continue
-        optimal.append(canonical_tour(prediction) == target)
+        optimal.append(canonical_tour(prediction) == canonical_tour(target))
         ratios.append(tour_length(points, prediction) / tour_length(points, target))
     return {
         "accuracy": float(np.mean(optimal)),

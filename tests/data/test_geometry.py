@@ -11,6 +11,7 @@ from rnnkit.data.geometry import (
     HELD_KARP_MAX_CITIES,
     canonical_tour,
     convex_hull,
+    counterclockwise_tour,
     held_karp,
     is_simple_polygon,
     polygon_area,
@@ -102,6 +103,12 @@ def test_canonical_tour():
     assert canonical_tour([1, 0]) == [0, 1]
     with pytest.raises(ValueError, match="city 0"):
         canonical_tour([1, 2, 3])
+
+
+def test_counterclockwise_tour():
+    assert counterclockwise_tour(SQUARE, [0, 3, 2, 1]) == [0, 1, 2, 3]
+    assert counterclockwise_tour(SQUARE, [2, 3, 0, 1]) == [2, 3, 0, 1]
+    assert counterclockwise_tour(SQUARE, [1, 0, 3, 2]) == [1, 2, 3, 0]
 
 
 def test_polygon_area_and_tour_length():

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from rnnkit.data.geometry import convex_hull, held_karp
+from rnnkit.data.geometry import convex_hull, counterclockwise_tour, held_karp, polygon_area
 from rnnkit.data.pointer_problems import (
     CONVEX_HULL,
     PROBLEMS,
@@ -59,7 +59,9 @@ def test_targets_are_exact(name):
         elif problem is CONVEX_HULL:
             assert target == convex_hull(example)
         else:
-            assert target == held_karp(example[None])[1][0].tolist()
+            optimal = held_karp(example[None])[1][0].tolist()
+            assert target == counterclockwise_tour(example, optimal)
+            assert polygon_area(example, target) > 0 and target[0] == 0
     assert problem.metrics(batch, target_lists(batch))["accuracy"] == 1.0
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rnnkit.data.geometry import is_simple_polygon, polygon_area, tour_length
+from rnnkit.data.geometry import canonical_tour, is_simple_polygon, polygon_area, tour_length
 
 PREDICTION_FILE = "prediction.png"
 
@@ -33,7 +33,8 @@ def plot_prediction(
         ):
             _plot_polygon(axes, elements, order)
             axes.set_title(f"{label} {_measure(problem, elements, order)}")
-        figure.suptitle(f"{problem}, n = {len(elements)}: {_verdict(prediction, target)}")
+        verdict = _verdict(prediction, target, tour=problem == "tsp")
+        figure.suptitle(f"{problem}, n = {len(elements)}: {verdict}")
     figure.tight_layout()
     figure.savefig(path, dpi=100)
     pyplot.close(figure)
@@ -79,5 +80,8 @@ def _measure(problem: str, points: np.ndarray, order: list[int]) -> str:
     return f"hull, area {abs(polygon_area(points, order)):.3f}" if valid else "hull (not simple)"
 
 
-def _verdict(prediction: list[int], target: list[int]) -> str:
+def _verdict(prediction: list[int], target: list[int], tour: bool = False) -> str:
+    """Whether ``prediction`` is the target (for a tour: the same cycle, either direction)."""
+    if tour and sorted(prediction) == sorted(target):
+        return "optimal" if canonical_tour(prediction) == list(target) else "not optimal"
     return "exactly right" if list(prediction) == list(target) else "differs from the target"
