@@ -11,7 +11,7 @@ from rnnkit import cli
 from rnnkit.decoding.metrics import edit_distance
 from rnnkit.train.metrics import read_metrics
 from rnnkit.train.tasks import TASKS
-from rnnkit.train.tasks.digit_strings import Readings, choose_examples
+from rnnkit.train.tasks.digit_strings_plots import choose_examples, digits_text
 
 TINY = [
     "--model.channels=4",
@@ -72,7 +72,8 @@ def test_resume_continues_the_run(trained_run, capsys):
 
 def test_examples_put_misread_strings_first():
     references = [(1,), (2,), (3,), (4,)]
-    readings = Readings(references, [(1,), (5,), (3,), ()], seconds=0.0)
-    assert choose_examples(readings, 4) == [1, 3, 0, 2]
-    assert choose_examples(readings, 2) == [1, 0]
-    assert edit_distance(references[3], readings.hypotheses[3]) == 1
+    hypotheses = [(1,), (5,), (3,), ()]
+    assert choose_examples(references, hypotheses, 4) == [1, 3, 0, 2]
+    assert choose_examples(references, hypotheses, 2) == [1, 0]
+    assert edit_distance(references[3], hypotheses[3]) == 1
+    assert digits_text((4, 0, 7)) == "407" and digits_text(()) == "(empty)"

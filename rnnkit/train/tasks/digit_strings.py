@@ -30,17 +30,27 @@ from rnnkit.data.digit_strings import (
     draw_set,
     load_pools,
 )
-from rnnkit.decoding.ctc import CharacterNgramScorer, greedy_decode, prefix_beam_search
+from rnnkit.decoding.ctc import (
+    CharacterNgramScorer,
+    ctc_loss,
+    greedy_decode,
+    prefix_beam_search,
+)
 from rnnkit.decoding.metrics import label_error_rate, sequence_error_rate
 from rnnkit.models.crnn import BLANK, CRNN, CRNNConfig
 from rnnkit.train.optimization import OptimizerConfig
 from rnnkit.train.task import FitResult
 from rnnkit.train.tasks import supervised
 from rnnkit.train.tasks.definition import TaskDefinition
+from rnnkit.train.tasks.digit_strings_plots import (
+    PLOT_FILE,
+    choose_examples,
+    digits_text,
+    plot_predictions,
+)
 from rnnkit.train.trainer import TrainerConfig
 
 NAME = "digit-strings"
-PLOT_FILE = "predictions.png"
 EVALUATION_BATCH_SIZE = 250
 NGRAM_TRAINING_STRINGS = 20_000
 NGRAM_STREAM = 4
@@ -78,8 +88,9 @@ class DigitStringsTaskConfig:
         default_factory=lambda: OptimizerConfig(learning_rate=3e-3, weight_decay=0.01)
     )
     """AdamW and its schedule."""
-    trainer: TrainerConfig = field(default_factory=TrainerConfig)
-    """Stopping, evaluation, logging."""
+    trainer: TrainerConfig = field(default_factory=lambda: TrainerConfig(threads=1))
+    """Stopping, evaluation, logging. One thread: this model's small convolutions and LSTM steps
+    gain nothing from a second one, and lose a lot when other processes share the cores."""
     decoding: DecodingConfig = field(default_factory=DecodingConfig)
     """Beam search and its n-gram scorer."""
     seed: int = 0
@@ -169,7 +180,7 @@ def read_log_probs(
         for batch in batches:
             log_probs, lengths = model(batch.images, batch.widths)
             digits = int(batch.digit_counts.sum())
-            loss = model.loss(batch.images, batch.widths, batch.digits + 1, batch.digit_counts)
+            loss = ctc_loss(log_probs, lengths, batch.digits + 1, batch.digit_counts, BLANK)
             total_loss += float(loss) * digits
             total_digits += digits
             outputs.append((log_probs, lengths))
@@ -268,57 +279,17 @@ def report(task: DigitStringsTask, result: FitResult, stream: TextIO, run_dir: P
     batches, loss, readings = read_test_set(task, with_beams=False)
     stream.write(f"test strings ({task.config.data.test_strings}, unseen images):\n")
     write_readings(stream, loss, readings)
-    chosen = choose_examples(readings["greedy"], task.config.decoding.examples)
     greedy = readings["greedy"]
+    chosen = choose_examples(greedy.references, greedy.hypotheses, task.config.decoding.examples)
     for index in chosen:
-        true, read = _text(greedy.references[index]), _text(greedy.hypotheses[index])
+        true, read = digits_text(greedy.references[index]), digits_text(greedy.hypotheses[index])
         stream.write(f"  true {true:<8} read {read:<8} {'' if true == read else 'MISREAD'}\n")
-    plot_predictions(batches, greedy, chosen, run_dir / PLOT_FILE)
-
-
-def choose_examples(readings: Readings, count: int) -> list[int]:
-    """Indices of up to ``count`` strings: misread ones first (at most half), then in order."""
-    pairs = list(zip(readings.references, readings.hypotheses, strict=True))
-    wrong = [index for index, (true, read) in enumerate(pairs) if true != read]
-    chosen = wrong[: count // 2]
-    chosen += [index for index in range(len(pairs)) if index not in chosen][: count - len(chosen)]
-    return chosen
-
-
-def plot_predictions(
-    batches: list[DigitStringBatch], readings: Readings, chosen: list[int], path: Path
-) -> None:
-    """A grid of string images titled with the read and the true strings (misread in red)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from matplotlib import pyplot
-
     images = [
         image[:, :width]
         for batch in batches
         for image, width in zip(batch.images, batch.widths, strict=True)
     ]
-    columns = 4
-    rows = max(1, -(-len(chosen) // columns))
-    figure, axes_grid = pyplot.subplots(rows, columns, figsize=(3.2 * columns, 1.4 * rows))
-    for axes in figure.axes:
-        axes.axis("off")
-    for axes, index in zip(figure.axes, chosen, strict=False):
-        true, read = _text(readings.references[index]), _text(readings.hypotheses[index])
-        axes.imshow(images[index].numpy(), cmap="gray_r", vmin=0, vmax=1)
-        mark = "" if true == read else "  MISREAD"
-        axes.set_title(
-            f"read {read} / true {true}{mark}", fontsize=9, color="black" if true == read else "red"
-        )
-    figure.suptitle("CTC greedy readings of test strings against the truth")
-    figure.tight_layout()
-    figure.savefig(path, dpi=100)
-    pyplot.close(figure)
-
-
-def _text(digits: tuple[int, ...]) -> str:
-    return "".join(str(digit) for digit in digits) or "(empty)"
+    plot_predictions(images, greedy.references, greedy.hypotheses, chosen, run_dir / PLOT_FILE)
 
 
 def evaluate_run(run_dir: Path, stream: TextIO) -> dict[str, float]:
