@@ -207,7 +207,9 @@ def _search_one(
     return sorted(hypotheses, key=lambda hypothesis: -hypothesis.score)
 
 
-def _entry(beam: dict[tuple[int, ...], list[float]], prefix: tuple[int, ...], bonus: float):
+def _entry(
+    beam: dict[tuple[int, ...], list[float]], prefix: tuple[int, ...], bonus: float
+) -> list[float]:
     """The entry of ``prefix`` in ``beam``, created empty (probability 0) if missing."""
     if prefix not in beam:
         beam[prefix] = [NEGATIVE_INFINITY, NEGATIVE_INFINITY, bonus]

@@ -45,7 +45,7 @@ def test_loss_is_finite_and_gradients_reach_every_parameter(cell):
     torch.manual_seed(0)
     model = CRNN(CRNNConfig(**TINY, cell=cell, num_layers=2), 11, 12)
     loss = model.loss(*images_and_labels())
-    assert torch.isfinite(loss) and float(loss) > 0
+    assert torch.isfinite(loss) and float(loss.detach()) > 0
     loss.backward()
     for name, parameter in model.named_parameters():
         assert parameter.grad is not None, name
