@@ -55,8 +55,24 @@ def convex_hull(points: np.ndarray) -> list[int]:
     hull = chains[0] + chains[1]
     if not hull:  # a single point, or all points equal
         return [int(order[0])]
-    start = hull.index(min(hull))
-    return hull[start:] + hull[:start]
+    return smallest_index_first(hull)
+
+
+def smallest_index_first(order: Sequence[int]) -> list[int]:
+    """The cyclic ``order`` rotated to start at its smallest index."""
+    order = [int(index) for index in order]
+    if not order:
+        return order
+    start = order.index(min(order))
+    return order[start:] + order[:start]
+
+
+def leftmost_first(points: np.ndarray, order: Sequence[int]) -> list[int]:
+    """The cyclic ``order`` rotated to start at its leftmost point (smallest x, then y)."""
+    order = [int(index) for index in order]
+    vertices = np.asarray(points, dtype=np.float64)[order]
+    start = int(np.lexsort((vertices[:, 1], vertices[:, 0]))[0])
+    return order[start:] + order[:start]
 
 
 def polygon_area(points: np.ndarray, order: Sequence[int]) -> float:

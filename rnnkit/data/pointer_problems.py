@@ -9,19 +9,23 @@ draws come from the ``torch.Generator`` given, so a batch depends only on it.
 Targets are element indices (0-based), padded with -1:
 
     sort:         the indices of the numbers in ascending order (a permutation)
-    convex-hull:  the hull vertices, counter-clockwise from the smallest index (a subset;
-                  collinear points excluded); a model adds its own end symbol
-    tsp:          the optimal tour by Held-Karp, from city 0, counter-clockwise (a
-                  permutation). Counter-clockwise rather than the canonical direction (second
-                  city smaller, which ``accuracy`` compares): a network sees the orientation of
-                  a tour in the points but not which neighbour has the smaller index. Measured
-                  on n = 5-10 after 600 steps: validation loss 0.22 against 0.37 nats per
-                  pointer with canonical targets (0.62 against 1.05 at the first free choice).
+    convex-hull:  the hull vertices (collinear points excluded), counter-clockwise from the
+                  leftmost one (smallest x, then smallest y); a model adds its own end symbol
+    tsp:          the optimal tour by Held-Karp, from city 0, counter-clockwise (a permutation)
+
+Hulls and tours are compared in their canonical forms (``geometry.convex_hull``: from the
+smallest index; ``geometry.canonical_tour``: from city 0, the second city the smaller of the
+two neighbours), but trained towards the leftmost vertex first and the counter-clockwise
+direction: a network sees which point is leftmost and which way a tour turns, not which
+point has the smallest index. Measured after 600 steps of the defaults (but lr 1e-2 for the
+hull): hull validation loss 0.15 against 0.22 nats per pointer with canonical targets
+(accuracy 72% against 58%, area coverage 99.4% against 98.0%); tsp 0.22 against 0.37 (0.62
+against 1.05 at its first free choice).
 
 Metrics of predictions (lists of element indices, end symbol excluded):
 
-    accuracy        the prediction equals the target exactly (for tsp: the predicted tour, put
-                    in canonical form, is the optimal one in canonical form)
+    accuracy        the prediction equals the target (hull, tsp: in canonical form: the same
+                    vertices in the same cyclic order; for tsp either direction)
     area_coverage   (hull) area of the predicted polygon / area of the true hull, counted as 0
                     unless the prediction is a simple polygon (at least 3 distinct real points,
                     no touching or crossing edges, nonzero area); a simple polygon on the points
@@ -48,7 +52,9 @@ from rnnkit.data.geometry import (
     counterclockwise_tour,
     held_karp,
     is_simple_polygon,
+    leftmost_first,
     polygon_area,
+    smallest_index_first,
     tour_length,
 )
 
@@ -148,8 +154,11 @@ def sort_targets(numbers: np.ndarray, lengths: np.ndarray) -> list[list[int]]:
 
 
 def hull_targets(points: np.ndarray, lengths: np.ndarray) -> list[list[int]]:
-    """Each example's convex hull (``geometry.convex_hull``) of ``points (B, N, 2)``."""
-    return [convex_hull(points[row, :size]) for row, size in enumerate(lengths)]
+    """Each example's convex hull of ``points (B, N, 2)``, from its leftmost vertex."""
+    return [
+        leftmost_first(points[row, :size], convex_hull(points[row, :size]))
+        for row, size in enumerate(lengths)
+    ]
 
 
 def tsp_targets(points: np.ndarray, lengths: np.ndarray) -> list[list[int]]:
@@ -191,7 +200,10 @@ def hull_metrics(batch: PointerBatch, predictions: list[list[int]]) -> dict[str,
         coverages.append(coverage)
         valid.append(simple)
     return {
-        "accuracy": sequence_accuracy(predictions, targets),
+        "accuracy": sequence_accuracy(
+            [smallest_index_first(prediction) for prediction in predictions],
+            [smallest_index_first(target) for target in targets],
+        ),
         "area_coverage": float(np.mean(coverages)),
         "valid": float(np.mean(valid)),
     }

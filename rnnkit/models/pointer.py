@@ -11,6 +11,12 @@ For inputs ``x_1..x_n`` (points, numbers: F features each, padded to N with ``le
     u_ij = v^T tanh(W_q d_i + W_k k_j)                        additive attention scores
     p(p_i = j | p_<i, x) = softmax_j u_ij  over the positions j available at step i
 
+With ``glimpses`` G > 0 (Bello et al. 2016, https://arxiv.org/abs/1611.09940) the query first
+looks at the keys G times, each with its own additive attention over the same available
+positions, and points with what it saw:
+
+    g^0 = d_i,   g^t = sum_j softmax_j(v_t^T tanh(W_t g^{t-1} + V_t k_j)) k_j,   query = g^G
+
 Pointer positions: 0 is the end position (the output stops there), ``j`` in 1..n is the input
 element ``j - 1``; -1 pads targets and decoded outputs (``PADDING``).
 
@@ -60,7 +66,9 @@ class PointerNetworkConfig:
     bidirectional: bool = False
     """Encode the inputs in both directions."""
     attention_size: int = 128
-    """Hidden size of the additive attention that points."""
+    """Hidden size of the additive attention that points (and of each glimpse)."""
+    glimpses: int = 0
+    """Attention glimpses over the keys before pointing (0: point with the decoder output)."""
     mask_chosen: bool = True
     """Never point twice at the same element (outputs are permutations or subsets)."""
     end_position: bool = False
@@ -73,7 +81,9 @@ class PointerMemory(NamedTuple):
     table: Tensor
     """``(B, N+1, E)``: the decoder input for each previous position (0: the start vector)."""
     keys: Tensor
-    """``(B, N+1, A)``: the prepared attention keys, the end position first."""
+    """``(B, N+1, O)``: the encoder outputs, the end vector first."""
+    prepared: tuple[Tensor, ...]
+    """``(B, N+1, A)`` each: the keys prepared for each glimpse, then for the pointer."""
     mask: Tensor
     """``(B, N+1)``: True where a position may be pointed at (real elements, the end if on)."""
     lengths: Tensor
@@ -112,10 +122,15 @@ class PointerNetwork(nn.Module):
         )
         if config.bidirectional:
             _check_mergeable(self.encoder, self.decoder)
+        if config.glimpses < 0:
+            raise ValueError(f"glimpses: expected 0 or more, got {config.glimpses}")
         key_size = self.encoder.output_size
-        self.attention = Attention(
-            "additive", self.decoder.output_size, key_size, config.attention_size
+        query_sizes = [self.decoder.output_size] + [key_size] * config.glimpses
+        self.glimpses = nn.ModuleList(
+            Attention("additive", size, key_size, config.attention_size)
+            for size in query_sizes[:-1]
         )
+        self.attention = Attention("additive", query_sizes[-1], key_size, config.attention_size)
         scale = config.embedding_size**-0.5
         self.start = nn.Parameter(torch.randn(config.embedding_size) * scale)
         self.end = nn.Parameter(torch.randn(key_size) * key_size**-0.5)
@@ -136,7 +151,9 @@ class PointerNetwork(nn.Module):
         if self.config.end_position:
             mask[:, END_POSITION] = True
         state = _merge_directions(final) if self.config.bidirectional else final
-        return PointerMemory(table, self.attention.prepare(keys), mask, lengths, state)
+        attentions = [*self.glimpses, self.attention]
+        prepared = tuple(attention.prepare(keys) for attention in attentions)
+        return PointerMemory(table, keys, prepared, mask, lengths, state)
 
     def forward(self, inputs: Tensor, lengths: Tensor | None, target_positions: Tensor) -> Tensor:
         """Teacher forcing: log-probabilities ``(B, L, N+1)`` of every position at every step,
@@ -147,13 +164,12 @@ class PointerNetwork(nn.Module):
         previous = torch.cat([targets.new_zeros(targets.shape[0], 1), targets[:, :-1]], 1)
         decoder_inputs = _gather_rows(memory.table, previous.clamp(min=0))  # (B, L, E)
         queries, _ = self.decoder(decoder_inputs, memory.state)  # (B, L, Q)
-        scores = self.attention.scores(queries, memory.keys, memory.mask)  # (B, L, N+1)
-        chosen = None
+        available = memory.mask.unsqueeze(1).expand(-1, targets.shape[1], -1)  # (B, L, N+1)
         if self.config.mask_chosen:
             picked = functional.one_hot(targets.clamp(min=0), memory.mask.shape[1])
             picked = picked * (targets > END_POSITION).unsqueeze(-1)  # (B, L, N+1)
-            chosen = (picked.cumsum(1) - picked) > 0  # chosen before each step
-        return self._log_probabilities(scores, memory.mask.unsqueeze(1), chosen)
+            available = _without(available, (picked.cumsum(1) - picked) > 0)
+        return self._point(queries, memory, available)
 
     def step(
         self,
@@ -167,10 +183,10 @@ class PointerNetwork(nn.Module):
         ``(B, N+1)`` and the next state."""
         decoder_input = _gather_rows(memory.table, previous.clamp(min=0).unsqueeze(1))
         query, state = self.decoder(decoder_input, state)  # (B, 1, Q)
-        scores = self.attention.scores(query[:, 0], memory.keys, memory.mask)  # (B, N+1)
-        if not self.config.mask_chosen:
-            chosen = None
-        return self._log_probabilities(scores, memory.mask, chosen), state
+        available = memory.mask
+        if self.config.mask_chosen and chosen is not None:
+            available = _without(available, chosen)
+        return self._point(query[:, 0], memory, available), state
 
     @torch.no_grad()
     def decode(
@@ -206,13 +222,15 @@ class PointerNetwork(nn.Module):
                 break
         return torch.stack(outputs, 1)
 
-    def _log_probabilities(self, scores: Tensor, mask: Tensor, chosen: Tensor | None) -> Tensor:
-        """Log-softmax over the available positions (see the module docstring)."""
-        if chosen is not None:
-            available = mask & ~chosen
-            available = torch.where(available.any(-1, keepdim=True), available, mask)
-            scores = scores.masked_fill(~available, float("-inf"))
-        return torch.log_softmax(scores, -1)
+    def _point(self, queries: Tensor, memory: PointerMemory, available: Tensor) -> Tensor:
+        """Glimpses, then log-probabilities of pointing: queries ``(B, Q)`` or ``(B, L, Q)``,
+        ``available`` ``(B, N+1)`` or ``(B, L, N+1)``."""
+        for glimpse, prepared in zip(self.glimpses, memory.prepared, strict=False):
+            scores = glimpse.scores(queries, prepared, memory.mask)
+            weights = torch.softmax(scores.masked_fill(~available, float("-inf")), -1)
+            queries = torch.einsum("b...s,bso->b...o", weights, memory.keys)  # (B, [L,] O)
+        scores = self.attention.scores(queries, memory.prepared[-1], memory.mask)
+        return torch.log_softmax(scores.masked_fill(~available, float("-inf")), -1)
 
     def _check_inputs(self, inputs: Tensor, lengths: Tensor | None) -> Tensor:
         if inputs.dim() != 3 or inputs.shape[2] != self.input_size or inputs.shape[1] < 1:
@@ -275,6 +293,13 @@ def indices_from_positions(positions: Tensor) -> list[list[int]]:
             indices.append(position - 1)
         outputs.append(indices)
     return outputs
+
+
+def _without(mask: Tensor, chosen: Tensor) -> Tensor:
+    """``mask`` less the chosen positions, except where that would leave none (a complete
+    output: the step is padding, and the full mask keeps its softmax defined)."""
+    available = mask & ~chosen
+    return torch.where(available.any(-1, keepdim=True), available, mask)
 
 
 def _gather_rows(table: Tensor, index: Tensor) -> Tensor:

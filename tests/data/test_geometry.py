@@ -14,7 +14,9 @@ from rnnkit.data.geometry import (
     counterclockwise_tour,
     held_karp,
     is_simple_polygon,
+    leftmost_first,
     polygon_area,
+    smallest_index_first,
     tour_length,
 )
 
@@ -103,6 +105,12 @@ def test_canonical_tour():
     assert canonical_tour([1, 0]) == [0, 1]
     with pytest.raises(ValueError, match="city 0"):
         canonical_tour([1, 2, 3])
+
+
+def test_rotations_of_a_cycle():
+    points = np.array([[0.5, 0.0], [1.0, 0.5], [0.0, 0.5], [0.0, 0.2]])
+    assert smallest_index_first([2, 3, 0, 1]) == [0, 1, 2, 3] and smallest_index_first([]) == []
+    assert leftmost_first(points, [0, 1, 2, 3]) == [3, 0, 1, 2]  # x ties: the lower point
 
 
 def test_counterclockwise_tour():
