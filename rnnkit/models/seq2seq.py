@@ -63,7 +63,8 @@ class Seq2SeqConfig:
     attention: str = "general"
     """additive, dot, general, concat (``rnnkit.models.attention``) or none."""
     attention_style: str = "luong"
-    """luong (attend after the step) or bahdanau (attend before it, with the last output)."""
+    """luong (attend after the step) or bahdanau (attend before it, with the last output);
+    ignored without attention."""
     input_feeding: bool = True
     """Luong style: feed h~_{t-1} to the decoder with the token (else the decoder runs all
     target steps at once in teacher forcing)."""

@@ -1,0 +1,403 @@
+"""Sequence to sequence on algorithmic problems: ``rnnkit train reverse`` and ``rnnkit train add``.
+
+An encoder-decoder with attention (``rnnkit.models.seq2seq``) learns to reverse strings or to add
+two integers written in digits (``rnnkit.data.algorithmic``). Every training step draws a fresh
+batch from ``batch_generator(seed, step)``; the validation set is fixed. The loss is the token
+cross-entropy of teacher forcing,
+
+    loss = -(1 / N) sum_{b, t} log p(y_{b,t} | y_{b,<t}, x_b)     over the N real target tokens
+
+(eos included, padding excluded), in nats per token. Validation also reports the token accuracy
+of teacher forcing and the exact-sequence accuracy of greedy decoding; ``rnnkit eval RUN`` adds
+beam search and inputs longer than any seen in training (length generalization).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+import torch
+from torch import Tensor
+from torch.nn import functional
+
+from rnnkit.data.algorithmic import (
+    BOS,
+    EOS,
+    PAD,
+    Batch,
+    draw_examples,
+    make_batch,
+    vocabulary_for,
+)
+from rnnkit.models.seq2seq import Seq2Seq, Seq2SeqConfig
+from rnnkit.train.checkpoint import CheckpointError
+from rnnkit.train.optimization import OptimizerConfig
+from rnnkit.train.task import FitResult
+from rnnkit.train.tasks.definition import TaskDefinition
+from rnnkit.train.tasks.supervised import (
+    TEST_STREAM,
+    VALIDATION_STREAM,
+    batch_generator,
+    fixed_generator,
+    load_run,
+)
+from rnnkit.train.trainer import TrainerConfig
+
+EVALUATION_BATCH = 500
+"""Examples per forward pass in evaluation."""
+
+
+@dataclass
+class AlgorithmicDataConfig:
+    """Which inputs a run trains and is tested on."""
+
+    min_length: int = 1
+    """Shortest training input: characters (reverse) or digits per operand (add)."""
+    max_length: int = 10
+    """Longest training input, in the same unit."""
+    longer_min_length: int = 11
+    """Shortest input of the generalization test (``rnnkit eval``), longer than trained on."""
+    longer_max_length: int = 15
+    """Longest input of the generalization test."""
+    alphabet: str = "abcdefghij"
+    """reverse: the characters of the strings (add always uses digits)."""
+    validation_size: int = 1000
+    """Examples in the fixed validation set."""
+    test_size: int = 2000
+    """Examples in each test set of ``rnnkit eval`` (same lengths, and longer)."""
+
+
+@dataclass
+class DecodingConfig:
+    """Beam search and the examples of the report."""
+
+    beam_width: int = 4
+    """Hypotheses kept per source."""
+    length_penalty: float = 0.6
+    """alpha of score = log p(y) / |y|^alpha (0: raw log-probability)."""
+    examples: int = 6
+    """Validation examples printed after training."""
+
+
+def _model() -> Seq2SeqConfig:
+    """Additive attention before the step (Bahdanau), which learned the alignments of add much
+    faster than Luong's general attention in our runs; no dropout, as every batch is new."""
+    return Seq2SeqConfig(attention="additive", attention_style="bahdanau", dropout=0.0)
+
+
+def _optimizer() -> OptimizerConfig:
+    return OptimizerConfig(learning_rate=1e-2, weight_decay=0.0)
+
+
+def _trainer(seconds: float) -> TrainerConfig:
+    """One thread: batches of 64 x 128 features gain little from a second one, and a second
+    thread stalls whenever another process shares the cores."""
+    return TrainerConfig(time_budget_seconds=seconds, batch_size=64, threads=1)
+
+
+@dataclass
+class ReverseConfig:
+    """Reverse random strings: every setting of a run."""
+
+    data: AlgorithmicDataConfig = field(default_factory=AlgorithmicDataConfig)
+    """Lengths and alphabet of the strings."""
+    model: Seq2SeqConfig = field(default_factory=_model)
+    """The encoder-decoder."""
+    optimizer: OptimizerConfig = field(default_factory=_optimizer)
+    """AdamW and its schedule."""
+    trainer: TrainerConfig = field(default_factory=lambda: _trainer(120.0))
+    """Stopping, evaluation, logging."""
+    decoding: DecodingConfig = field(default_factory=DecodingConfig)
+    """Beam search and printed examples."""
+    seed: int = 0
+    """Seeds the batches, the fixed sets and the initialization."""
+
+
+@dataclass
+class AddConfig:
+    """Add two integers written in digits: every setting of a run."""
+
+    data: AlgorithmicDataConfig = field(default_factory=lambda: AlgorithmicDataConfig(1, 5, 6, 7))
+    """Digits per operand."""
+    model: Seq2SeqConfig = field(default_factory=_model)
+    """The encoder-decoder."""
+    optimizer: OptimizerConfig = field(default_factory=_optimizer)
+    """AdamW and its schedule."""
+    trainer: TrainerConfig = field(default_factory=lambda: _trainer(240.0))
+    """Stopping, evaluation, logging."""
+    decoding: DecodingConfig = field(default_factory=DecodingConfig)
+    """Beam search and printed examples."""
+    seed: int = 0
+    """Seeds the batches, the fixed sets and the initialization."""
+
+
+class Seq2SeqTask:
+    """The ``TrainingTask`` of one algorithmic problem (``reverse`` or ``add``)."""
+
+    unit = "token"
+
+    def __init__(self, problem: str, config: ReverseConfig | AddConfig) -> None:
+        self.problem, self.config = problem, config
+        self.vocabulary = vocabulary_for(problem, config.data.alphabet)
+        size = len(self.vocabulary)
+        self.model = Seq2Seq(config.model, size, size)
+        data = config.data
+        generator = fixed_generator(config.seed, VALIDATION_STREAM)
+        self.validation = self.draw(
+            data.validation_size, data.min_length, data.max_length, generator
+        )
+
+    def draw(
+        self, count: int, min_length: int, max_length: int, generator: torch.Generator
+    ) -> list[Batch]:
+        """``count`` examples in batches of at most ``EVALUATION_BATCH``."""
+        examples = draw_examples(
+            self.problem, count, min_length, max_length, generator, self.config.data.alphabet
+        )
+        return [
+            make_batch(examples[start : start + EVALUATION_BATCH], self.vocabulary)
+            for start in range(0, len(examples), EVALUATION_BATCH)
+        ]
+
+    def train_loss(self, step: int) -> tuple[Tensor, int]:
+        data = self.config.data
+        batch = self.draw(
+            self.config.trainer.batch_size,
+            data.min_length,
+            data.max_length,
+            batch_generator(self.config.seed, step),
+        )[0]
+        total, tokens, _ = token_loss(self.model, batch)
+        return total / tokens, tokens
+
+    def evaluate(self) -> dict[str, float]:
+        return evaluate_batches(self.model, self.validation)
+
+    def training_tensors(self) -> dict[str, Tensor]:
+        return {}  # a batch depends only on the seed and the step: nothing carried
+
+    def load_training_tensors(self, tensors: dict[str, Tensor]) -> None:
+        """Nothing to load: ``tensors`` are all the checkpoint's (the trainer's optimizer and
+        random state), none of them this task's (``supervised.NoCarriedTensors`` refuses them)."""
+
+    def metadata(self) -> dict[str, Any]:
+        return {"problem": self.problem, "vocabulary": self.vocabulary.symbols}
+
+    def describe(self) -> str:
+        data, unit = self.config.data, "characters" if self.problem == "reverse" else "digits"
+        return (
+            f"{self.problem}: inputs of {data.min_length}-{data.max_length} {unit}, "
+            f"{data.validation_size} validation examples, vocabulary of {len(self.vocabulary)}\n"
+            f"{self.model.describe()}\nencoder:\n{self.model.encoder.describe_strategy()}"
+        )
+
+
+def token_loss(model: Seq2Seq, batch: Batch) -> tuple[Tensor, int, int]:
+    """Summed cross-entropy of teacher forcing, the number of target tokens and how many of
+    them the argmax predicts."""
+    logits = model(batch.source, batch.source_lengths, batch.target_input).logits  # (B, L, V)
+    targets = batch.target_output
+    total = functional.cross_entropy(
+        logits.flatten(0, 1), targets.flatten(), ignore_index=PAD, reduction="sum"
+    )
+    real = targets != PAD
+    correct = int(((logits.argmax(-1) == targets) & real).sum())
+    return total, int(real.sum()), correct
+
+
+def exact_matches(tokens: Tensor, targets: Tensor) -> Tensor:
+    """``(B,)`` True where decoded ``tokens (B, L)`` equal ``targets (B, L')`` (eos included;
+    both padded with PAD)."""
+    width = max(tokens.shape[1], targets.shape[1])
+    tokens = functional.pad(tokens, (0, width - tokens.shape[1]), value=PAD)
+    targets = functional.pad(targets, (0, width - targets.shape[1]), value=PAD)
+    return (tokens == targets).all(dim=1)
+
+
+def decode(model: Seq2Seq, batch: Batch, beam: DecodingConfig | None = None) -> Tensor:
+    """Greedy (or, with ``beam``, beam search) outputs ``(B, L)`` of a batch."""
+    max_length = batch.source.shape[1] + 2  # covers the reversal and the sum, plus eos
+    if beam is None:
+        return model.greedy(batch.source, batch.source_lengths, BOS, EOS, max_length).tokens
+    result = model.beam_search(
+        batch.source, batch.source_lengths, BOS, EOS, max_length,
+        beam.beam_width, beam.length_penalty,
+    )  # fmt: skip
+    return result.best().tokens
+
+
+@torch.no_grad()
+def evaluate_batches(
+    model: Seq2Seq, batches: list[Batch], beam: DecodingConfig | None = None
+) -> dict[str, float]:
+    """Loss (nats per token), teacher-forced token accuracy, greedy exact-sequence accuracy
+    and, with ``beam``, the beam search's exact-sequence accuracy."""
+    was_training = model.training
+    model.eval()
+    sums = dict.fromkeys(("loss", "tokens", "correct", "exact", "beam", "examples"), 0.0)
+    for batch in batches:
+        total, tokens, correct = token_loss(model, batch)
+        sums["loss"] += float(total)
+        sums["tokens"], sums["correct"] = sums["tokens"] + tokens, sums["correct"] + correct
+        sums["exact"] += int(exact_matches(decode(model, batch), batch.target_output).sum())
+        if beam is not None:
+            sums["beam"] += int(
+                exact_matches(decode(model, batch, beam), batch.target_output).sum()
+            )
+        sums["examples"] += len(batch.examples)
+    model.train(was_training)
+    result = {
+        "loss": sums["loss"] / sums["tokens"],
+        "token_accuracy": sums["correct"] / sums["tokens"],
+        "exact_accuracy": sums["exact"] / sums["examples"],
+    }
+    if beam is not None:
+        result["beam_exact_accuracy"] = sums["beam"] / sums["examples"]
+    return result
+
+
+def builder(problem: str):
+    """The ``build(config, metadata)`` of ``problem``."""
+
+    def build(config: ReverseConfig | AddConfig, metadata: dict[str, Any] | None) -> Seq2SeqTask:
+        task = Seq2SeqTask(problem, config)
+        if metadata is not None and metadata.get("vocabulary") != task.vocabulary.symbols:
+            raise CheckpointError(
+                f"the checkpoint's vocabulary {metadata.get('vocabulary')} is not this "
+                f"config's {task.vocabulary.symbols}"
+            )
+        return task
+
+    return build
+
+
+def report(task: Seq2SeqTask, result: FitResult, stream: TextIO, run_dir: Path) -> None:
+    """Final metrics, a few validation predictions, ``attention.png``."""
+    if result.evaluation:
+        metrics = result.evaluation
+        stream.write(
+            f"final validation loss {metrics['loss']:.4f} nats/token, token accuracy "
+            f"{metrics['token_accuracy']:.4f}, exact sequences (greedy) "
+            f"{metrics['exact_accuracy']:.4f} after {result.step} steps "
+            f"({result.train_seconds:.0f} s of training)\n"
+        )
+    write_examples(task, stream)
+    path = plot_attention(task, run_dir)
+    if path is not None:
+        stream.write(f"attention of a validation example: {path}\n")
+
+
+@torch.no_grad()
+def write_examples(task: Seq2SeqTask, stream: TextIO) -> None:
+    """The greedy predictions of the first validation examples."""
+    count = task.config.decoding.examples
+    if count <= 0:
+        return
+    batch = make_batch(task.validation[0].examples[:count], task.vocabulary)
+    task.model.eval()
+    predictions = decode(task.model, batch).tolist()
+    stream.write("validation examples (greedy):\n")
+    for (source, target), tokens in zip(batch.examples, predictions, strict=True):
+        predicted = task.vocabulary.decode(tokens)
+        verdict = "ok" if predicted == target else f"wrong, expected {target}"
+        stream.write(f"  {source} -> {predicted}  ({verdict})\n")
+
+
+@torch.no_grad()
+def plot_attention(task: Seq2SeqTask, run_dir: Path) -> Path | None:
+    """``attention.png``: the attention weights of the longest of the first 20 validation
+    examples while the model decodes it greedily (None without attention)."""
+    if task.model.attention is None:
+        return None
+    examples = task.validation[0].examples[:20]
+    longest = max(examples, key=lambda example: len(example[0]))
+    batch = make_batch([longest], task.vocabulary)
+    task.model.eval()
+    predicted = decode(task.model, batch)[0]
+    predicted = predicted[: int((predicted != PAD).sum())]  # up to eos (or max_length)
+    target_input = torch.cat([torch.tensor([BOS]), predicted[:-1]]).unsqueeze(0)
+    weights = task.model(batch.source, batch.source_lengths, target_input).attention[0]
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot
+
+    symbols = task.vocabulary.symbols
+    figure, axes = pyplot.subplots(
+        figsize=(1.5 + 0.4 * weights.shape[1], 1.5 + 0.4 * len(predicted))
+    )
+    axes.imshow(weights.numpy(), cmap="viridis", vmin=0.0, vmax=1.0)
+    axes.set_xticks(range(weights.shape[1]), list(longest[0]))
+    axes.set_yticks(range(len(predicted)), [symbols[token] for token in predicted.tolist()])
+    axes.set_xlabel("source")
+    axes.set_ylabel("prediction (greedy)")
+    axes.set_title(f"{task.problem}: attention")
+    figure.tight_layout()
+    path = run_dir / "attention.png"
+    figure.savefig(path, dpi=100)
+    pyplot.close(figure)
+    return path
+
+
+def format_test(config: ReverseConfig | AddConfig, metrics: dict[str, float], step: int) -> str:
+    data = config.data
+    lines = [f"test set of {data.test_size} examples (model at step {step}):"]
+    for prefix, low, high in (
+        ("", data.min_length, data.max_length),
+        ("longer_", data.longer_min_length, data.longer_max_length),
+    ):
+        lines.append(
+            f"  lengths {low}-{high}: loss {metrics[prefix + 'loss']:.4f} nats/token, token "
+            f"accuracy {metrics[prefix + 'token_accuracy']:.4f}, exact sequences greedy "
+            f"{metrics[prefix + 'exact_accuracy']:.4f}, beam "
+            f"{metrics[prefix + 'beam_exact_accuracy']:.4f} (width {config.decoding.beam_width})"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def evaluation_runner(problem: str, config_type: type):
+    """The ``evaluate_run(run_dir, stream)`` of ``problem``."""
+
+    def evaluate_run(run_dir: str | Path, stream: TextIO) -> dict[str, float]:
+        config, task, step = load_run(run_dir, problem, config_type, builder(problem))
+        data = config.data
+        generator = fixed_generator(config.seed, TEST_STREAM)
+        test = task.draw(data.test_size, data.min_length, data.max_length, generator)
+        longer = task.draw(
+            data.test_size, data.longer_min_length, data.longer_max_length, generator
+        )
+        metrics = evaluate_batches(task.model, test, config.decoding)
+        longer_metrics = evaluate_batches(task.model, longer, config.decoding)
+        metrics.update({f"longer_{key}": value for key, value in longer_metrics.items()})
+        stream.write(format_test(config, metrics, step))
+        return metrics
+
+    return evaluate_run
+
+
+def next_steps(run_dir: Path) -> str:
+    return f"evaluate with\n  rnnkit eval {run_dir}\n"
+
+
+DEFINITIONS = [
+    TaskDefinition(
+        name="reverse",
+        description="encoder-decoder with attention that reverses random strings",
+        config_type=ReverseConfig,
+        build=builder("reverse"),
+        report=report,
+        evaluate_run=evaluation_runner("reverse", ReverseConfig),
+        next_steps=next_steps,
+    ),
+    TaskDefinition(
+        name="add",
+        description="encoder-decoder with attention that adds two integers written in digits",
+        config_type=AddConfig,
+        build=builder("add"),
+        report=report,
+        evaluate_run=evaluation_runner("add", AddConfig),
+        next_steps=next_steps,
+    ),
+]
