@@ -65,7 +65,7 @@ class PointerNetworkConfig:
     """Layers of the encoder and of the decoder."""
     bidirectional: bool = False
     """Encode the inputs in both directions."""
-    attention_size: int = 128
+    attention_size: int = 64
     """Hidden size of the additive attention that points (and of each glimpse)."""
     glimpses: int = 0
     """Attention glimpses over the keys before pointing (0: point with the decoder output)."""
