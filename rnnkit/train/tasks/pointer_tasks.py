@@ -181,8 +181,9 @@ class PointerTask:
             f"{data.validation_examples} validation problems\n"
             f"model: pointer network, {self.model.num_parameters():,} parameters, "
             f"{config.num_layers} x {config.cell} (hidden {config.hidden_size}"
-            f"{', bidirectional encoder' if config.bidirectional else ''}), "
-            f"mask chosen {config.mask_chosen}, end position {config.end_position}"
+            f"{', bidirectional encoder' if config.bidirectional else ''}), additive attention "
+            f"{config.attention_size}, {config.glimpses} glimpses, mask chosen "
+            f"{config.mask_chosen}, end position {config.end_position}"
         )
 
 
@@ -325,7 +326,7 @@ def _definition(problem: PointerProblem, config_type: type, description: str) ->
 
 
 DEFINITIONS = [
-    _definition(SORT, SortConfig, "pointer network sorting 5-10 numbers"),
+    _definition(SORT, SortConfig, "pointer network sorting numbers"),
     _definition(CONVEX_HULL, ConvexHullConfig, "pointer network finding planar convex hulls"),
     _definition(TSP, TSPConfig, "pointer network on planar TSP with exact Held-Karp tours"),
 ]
