@@ -34,6 +34,14 @@ METRICS = {
 }
 
 
+@pytest.fixture(autouse=True)
+def keep_torch_threads():
+    """The pointer tasks train on one thread (``trainer.threads=1``); later tests keep theirs."""
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.mark.parametrize("name", sorted(METRICS))
 def test_train_three_steps_then_eval(name, tmp_path, capsys):
     run = tmp_path / name
