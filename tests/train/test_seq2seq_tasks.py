@@ -24,6 +24,14 @@ TINY = [
 ]
 
 
+@pytest.fixture(autouse=True)
+def keep_torch_threads():
+    """The tasks train on one thread (``trainer.threads``); later tests get torch's back."""
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.mark.parametrize("problem", ["reverse", "add"])
 def test_train_then_eval_through_the_command_line(problem, tmp_path, capsys):
     run = tmp_path / problem

@@ -125,7 +125,7 @@ class AddConfig:
     """The encoder-decoder."""
     optimizer: OptimizerConfig = field(default_factory=_optimizer)
     """AdamW and its schedule."""
-    trainer: TrainerConfig = field(default_factory=lambda: _trainer(240.0))
+    trainer: TrainerConfig = field(default_factory=lambda: _trainer(300.0))
     """Stopping, evaluation, logging."""
     decoding: DecodingConfig = field(default_factory=DecodingConfig)
     """Beam search and printed examples."""
@@ -362,6 +362,8 @@ def evaluation_runner(problem: str, config_type: type):
 
     def evaluate_run(run_dir: str | Path, stream: TextIO) -> dict[str, float]:
         config, task, step = load_run(run_dir, problem, config_type, builder(problem))
+        if config.trainer.threads:
+            torch.set_num_threads(config.trainer.threads)
         data = config.data
         generator = fixed_generator(config.seed, TEST_STREAM)
         test = task.draw(data.test_size, data.min_length, data.max_length, generator)
