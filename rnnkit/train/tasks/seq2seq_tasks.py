@@ -36,6 +36,7 @@ from rnnkit.train.checkpoint import CheckpointError
 from rnnkit.train.optimization import OptimizerConfig
 from rnnkit.train.task import FitResult
 from rnnkit.train.tasks.definition import TaskDefinition
+from rnnkit.train.tasks.seq2seq_plots import plot_attention_weights
 from rnnkit.train.tasks.supervised import (
     TEST_STREAM,
     VALIDATION_STREAM,
@@ -319,26 +320,14 @@ def plot_attention(task: Seq2SeqTask, run_dir: Path) -> Path | None:
     predicted = predicted[: int((predicted != PAD).sum())]  # up to eos (or max_length)
     target_input = torch.cat([torch.tensor([BOS]), predicted[:-1]]).unsqueeze(0)
     weights = task.model(batch.source, batch.source_lengths, target_input).attention[0]
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from matplotlib import pyplot
-
     symbols = task.vocabulary.symbols
-    figure, axes = pyplot.subplots(
-        figsize=(1.5 + 0.4 * weights.shape[1], 1.5 + 0.4 * len(predicted))
+    return plot_attention_weights(
+        weights,
+        list(longest[0]),
+        [symbols[token] for token in predicted.tolist()],
+        f"{task.problem}: attention",
+        run_dir / "attention.png",
     )
-    axes.imshow(weights.numpy(), cmap="viridis", vmin=0.0, vmax=1.0)
-    axes.set_xticks(range(weights.shape[1]), list(longest[0]))
-    axes.set_yticks(range(len(predicted)), [symbols[token] for token in predicted.tolist()])
-    axes.set_xlabel("source")
-    axes.set_ylabel("prediction (greedy)")
-    axes.set_title(f"{task.problem}: attention")
-    figure.tight_layout()
-    path = run_dir / "attention.png"
-    figure.savefig(path, dpi=100)
-    pyplot.close(figure)
-    return path
 
 
 def format_test(config: ReverseConfig | AddConfig, metrics: dict[str, float], step: int) -> str:
