@@ -8,6 +8,15 @@ with n uniform in ``data.min_size..data.max_size``; the loss is the cross-entrop
 target positions, in nats per pointer (end positions count as pointers). Validation and
 ``rnnkit eval RUN`` decode greedily and report the problem's metrics; ``rnnkit eval`` also
 tests on larger n (``data.test_sizes``) to show how a model trained on small n generalizes.
+
+The defaults, measured on 2 CPU cores shared with other jobs (one thread, ``rnnkit train NAME``
+then ``rnnkit eval RUN``, 1000 test problems each):
+
+    sort         3922 steps in 180 s: exact 99.5% at n = 5-10, 97.6% at 15, 96.4% at 20
+    convex-hull  2264 steps in 240 s: exact 80.7%, area coverage 99.25% at n = 5-20;
+                 exact 45.6%, coverage 99.4% at n = 50
+    tsp          4058 steps in 300 s: tour length / optimal 1.0072 (71.0% optimal) at
+                 n = 5-10; 1.0217 (35.8% optimal) at n = 12
 """
 
 from __future__ import annotations
