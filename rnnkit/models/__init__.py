@@ -1,5 +1,22 @@
-"""Models built on the recurrent layers: language model (classifier, seq2seq, ... later)."""
+"""Models built on the recurrent layers: language model, encoder-decoder with attention, pointer
+network, CRNN for CTC."""
 
+from rnnkit.models.attention import ATTENTION_KINDS, Attention
+from rnnkit.models.crnn import CRNN, CRNNConfig
 from rnnkit.models.language_model import LanguageModel, LanguageModelConfig, detach_state
+from rnnkit.models.pointer import PointerNetwork, PointerNetworkConfig
+from rnnkit.models.seq2seq import Seq2Seq, Seq2SeqConfig
 
-__all__ = ["LanguageModel", "LanguageModelConfig", "detach_state"]
+__all__ = [
+    "ATTENTION_KINDS",
+    "CRNN",
+    "Attention",
+    "CRNNConfig",
+    "LanguageModel",
+    "LanguageModelConfig",
+    "PointerNetwork",
+    "PointerNetworkConfig",
+    "Seq2Seq",
+    "Seq2SeqConfig",
+    "detach_state",
+]
