@@ -85,12 +85,15 @@ class DigitStringsTaskConfig:
     model: CRNNConfig = field(default_factory=CRNNConfig)
     """The convolutional front end and the bidirectional reader."""
     optimizer: OptimizerConfig = field(
-        default_factory=lambda: OptimizerConfig(learning_rate=3e-3, weight_decay=0.01)
+        default_factory=lambda: OptimizerConfig(learning_rate=1.5e-3, weight_decay=0.01)
     )
     """AdamW and its schedule."""
-    trainer: TrainerConfig = field(default_factory=lambda: TrainerConfig(threads=1))
-    """Stopping, evaluation, logging. One thread: this model's small convolutions and LSTM steps
-    gain nothing from a second one, and lose a lot when other processes share the cores."""
+    trainer: TrainerConfig = field(
+        default_factory=lambda: TrainerConfig(max_steps=1500, time_budget_seconds=600, threads=1)
+    )
+    """Stopping, evaluation, logging. 1,500 steps take about 4 minutes on one free core; the
+    10-minute budget caps runs on busy machines. One thread: this model's small convolutions and
+    LSTM steps gain little from a second one and lose much when other processes share the cores."""
     decoding: DecodingConfig = field(default_factory=DecodingConfig)
     """Beam search and its n-gram scorer."""
     seed: int = 0
