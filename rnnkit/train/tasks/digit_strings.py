@@ -117,7 +117,7 @@ class Readings:
         }
 
 
-class DigitStringsTask:
+class DigitStringsTask(supervised.NoCarriedTensors):
     """The ``TrainingTask`` of reading digit strings."""
 
     unit = "digit"
@@ -149,13 +149,6 @@ class DigitStringsTask:
 
     def metadata(self) -> dict[str, Any]:
         return {}
-
-    def training_tensors(self) -> dict[str, Tensor]:
-        return {}  # a batch depends only on the seed and the step: nothing carried
-
-    def load_training_tensors(self, tensors: dict[str, Tensor]) -> None:
-        """Nothing to load: ``tensors`` are all the checkpoint's (the trainer's optimizer and
-        random state), none of them this task's (``supervised.NoCarriedTensors`` refuses them)."""
 
     def describe(self) -> str:
         sizes = ", ".join(f"{len(pool.digits)} {split}" for split, pool in self.pools.items())
@@ -298,6 +291,8 @@ def report(task: DigitStringsTask, result: FitResult, stream: TextIO, run_dir: P
 def evaluate_run(run_dir: Path, stream: TextIO) -> dict[str, float]:
     """Test metrics of a trained run with greedy, beam and beam + n-gram decoding."""
     config, task, step = supervised.load_run(run_dir, NAME, DigitStringsTaskConfig, build)
+    if config.trainer.threads:
+        torch.set_num_threads(config.trainer.threads)
     _, loss, readings = read_test_set(task, with_beams=True)
     stream.write(
         f"test strings: {config.data.test_strings} from the {len(task.pools['test'].digits)} "
