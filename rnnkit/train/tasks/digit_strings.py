@@ -291,8 +291,6 @@ def report(task: DigitStringsTask, result: FitResult, stream: TextIO, run_dir: P
 def evaluate_run(run_dir: Path, stream: TextIO) -> dict[str, float]:
     """Test metrics of a trained run with greedy, beam and beam + n-gram decoding."""
     config, task, step = supervised.load_run(run_dir, NAME, DigitStringsTaskConfig, build)
-    if config.trainer.threads:
-        torch.set_num_threads(config.trainer.threads)
     _, loss, readings = read_test_set(task, with_beams=True)
     stream.write(
         f"test strings: {config.data.test_strings} from the {len(task.pools['test'].digits)} "

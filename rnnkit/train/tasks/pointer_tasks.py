@@ -139,7 +139,7 @@ class TSPConfig:
 PointerTaskConfig = SortConfig | ConvexHullConfig | TSPConfig
 
 
-class PointerTask:
+class PointerTask(supervised.NoCarriedTensors):
     """The ``TrainingTask`` of a pointer network on one generated problem."""
 
     unit = "pointer"
@@ -175,13 +175,6 @@ class PointerTask:
 
     def metadata(self) -> dict[str, Any]:
         return {"problem": self.problem.name}
-
-    def training_tensors(self) -> dict[str, Tensor]:
-        return {}  # a batch depends only on the seed and the step: nothing carried
-
-    def load_training_tensors(self, tensors: dict[str, Tensor]) -> None:
-        """Nothing to load: ``tensors`` are all the checkpoint's (the trainer's optimizer and
-        random state included), none of them this task's."""
 
     def describe(self) -> str:
         config, data = self.config.model, self.config.data

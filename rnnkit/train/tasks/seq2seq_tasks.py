@@ -40,6 +40,7 @@ from rnnkit.train.tasks.seq2seq_plots import plot_attention_weights
 from rnnkit.train.tasks.supervised import (
     TEST_STREAM,
     VALIDATION_STREAM,
+    NoCarriedTensors,
     batch_generator,
     fixed_generator,
     load_run,
@@ -134,7 +135,7 @@ class AddConfig:
     """Seeds the batches, the fixed sets and the initialization."""
 
 
-class Seq2SeqTask:
+class Seq2SeqTask(NoCarriedTensors):
     """The ``TrainingTask`` of one algorithmic problem (``reverse`` or ``add``)."""
 
     unit = "token"
@@ -175,13 +176,6 @@ class Seq2SeqTask:
 
     def evaluate(self) -> dict[str, float]:
         return evaluate_batches(self.model, self.validation)
-
-    def training_tensors(self) -> dict[str, Tensor]:
-        return {}  # a batch depends only on the seed and the step: nothing carried
-
-    def load_training_tensors(self, tensors: dict[str, Tensor]) -> None:
-        """Nothing to load: ``tensors`` are all the checkpoint's (the trainer's optimizer and
-        random state), none of them this task's (``supervised.NoCarriedTensors`` refuses them)."""
 
     def metadata(self) -> dict[str, Any]:
         return {"problem": self.problem, "vocabulary": self.vocabulary.symbols}
@@ -351,8 +345,6 @@ def evaluation_runner(problem: str, config_type: type):
 
     def evaluate_run(run_dir: str | Path, stream: TextIO) -> dict[str, float]:
         config, task, step = load_run(run_dir, problem, config_type, builder(problem))
-        if config.trainer.threads:
-            torch.set_num_threads(config.trainer.threads)
         data = config.data
         generator = fixed_generator(config.seed, TEST_STREAM)
         test = task.draw(data.test_size, data.min_length, data.max_length, generator)

@@ -49,13 +49,16 @@ def load_run(
     config_type: type,
     build: Callable[[Any, dict[str, Any] | None], Any],
 ) -> tuple[Any, Any, int]:
-    """``(config, task, step)`` of a trained run of task ``name``: weights loaded, eval mode."""
+    """``(config, task, step)`` of a trained run of task ``name``: weights loaded, eval mode,
+    torch's threads set as the run trained (``trainer.threads``, when not 0)."""
     document = checkpoints.read_checkpoint(run_dir)
     if document.get("task") != name:
         raise checkpoints.CheckpointError(
             f"{run_dir}: a {document.get('task')!r} run, not a {name!r} one"
         )
     config = from_dict(config_type, document["config"])
+    if config.trainer.threads:
+        torch.set_num_threads(config.trainer.threads)
     task = build(config, document["metadata"])
     checkpoints.load_weights(run_dir, document, task.model)
     task.model.eval()
