@@ -81,8 +81,9 @@ def _optimizer(learning_rate: float) -> OptimizerConfig:
 
 
 def _trainer(seconds: float) -> TrainerConfig:
-    """128 problems a step, one thread: the matrices are small and the decoder steps short,
-    so a second thread buys little, and it stalls when another process shares the cores."""
+    """128 problems a step, one thread: a second thread stalls when another process shares the
+    cores (measured 13x slower); on an idle 2-core machine it is 1.4x faster (BENCHMARKS.md),
+    ``--trainer.threads=0`` takes it."""
     return TrainerConfig(batch_size=128, time_budget_seconds=seconds, threads=1)
 
 

@@ -94,8 +94,8 @@ def _optimizer() -> OptimizerConfig:
 
 
 def _trainer(seconds: float) -> TrainerConfig:
-    """One thread: batches of 64 x 128 features gain little from a second one, and a second
-    thread stalls whenever another process shares the cores."""
+    """One thread: a second thread stalls whenever another process shares the cores (measured
+    50x slower); on an idle machine ``--trainer.threads=0`` uses every core (BENCHMARKS.md)."""
     return TrainerConfig(time_budget_seconds=seconds, batch_size=64, threads=1)
 
 
