@@ -1,0 +1,213 @@
+"""The oracle over the registry: every entry of ``ORACLE_TABLE`` under every registered strategy
+that accepts it, against ``sequential`` (outputs, final states, gradients of inputs, initial state
+and every parameter; lengths, padding, initial states) in float64 and float32.
+
+Newton strategies run as fresh objects per case and must converge without falling back; their
+tolerance has its own entry in the table, since they stop at a residual tolerance. ``auto`` is
+tested by what it resolves to. Full = chunked = stepwise holds for every entry.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+from oracle_table import ORACLE_TABLE, build_oracle_cell, random_oracle_state
+from torch.testing import assert_close as torch_assert_close
+
+from rnnkit.cells import CELLS
+from rnnkit.strategies import STRATEGIES, StrategyUnsupportedError, choose
+from rnnkit.strategies.newton import NewtonStrategy
+
+TOLERANCES = {
+    ("exact", torch.float64): {"rtol": 1e-10, "atol": 1e-10},
+    ("exact", torch.float32): {"rtol": 1e-4, "atol": 1e-5},
+    ("newton", torch.float64): {"rtol": 1e-6, "atol": 1e-7},
+    ("newton", torch.float32): {"rtol": 1e-3, "atol": 1e-4},
+}
+DTYPE_NAMES = {torch.float64: "f64", torch.float32: "f32"}
+# (batch, steps, input_size, hidden_size, lengths, initial state)
+SHAPES = [(3, 7, 3, 4, (7, 1, 4), True), (3, 37, 4, 16, (37, 20, 1), False)]
+FLOAT32_SHAPES = [(3, 37, 4, 16, (37, 20, 1), True)]
+# Quasi-Newton (diagonal Jacobian) converges linearly: at T=37 its default 30 iterations stop
+# short of the residual tolerance for elman and the layer-norm LSTMs and it fell back silently.
+QUASI_MAX_ITERATIONS = 200
+# float32 Newton on the peephole + layer-norm LSTM at T=37 does not reach its float32 residual
+# tolerance (exact: 30 iterations not enough; damped: diverges, fallback from step 2). Found by
+# this oracle, reported in issue 10; kept as strict xfails so a fix shows up.
+NEWTON_FLOAT32_NOT_CONVERGING = {"lstm_peephole_layernorm"}
+# mLSTM's exponential forget gate amplifies float32 rounding in the scan's gradients (float64
+# agrees to 1e-10): measured 9e-4 absolute on grad of inputs at T=37.
+FLOAT32_OVERRIDES = {"mlstm_expforget": {"rtol": 1e-2, "atol": 2e-3}}
+
+
+def fresh_strategy(name: str, config: str):
+    """A strategy object for one case: Newton strategies are new objects with their own reports."""
+    strategy = STRATEGIES[name]
+    if not isinstance(strategy, NewtonStrategy):
+        return strategy
+    return NewtonStrategy(
+        jacobian=strategy.jacobian,
+        damping=strategy.damping,
+        tolerance=strategy.tolerance,
+        max_iterations=QUASI_MAX_ITERATIONS if name == "newton:quasi" else strategy.max_iterations,
+    )
+
+
+def accepting_strategies(config: str) -> list[str]:
+    """Registered strategies but ``sequential`` and ``auto`` that do not refuse the entry."""
+    cell = build_oracle_cell(config, 2, 4)
+    probe = torch.zeros(1, 1, cell.input_size, dtype=torch.float64)
+    names = []
+    for name in STRATEGIES:
+        if name in ("sequential", "auto"):
+            continue
+        try:
+            with torch.no_grad(), warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                fresh_strategy(name, config)(cell, probe)
+        except StrategyUnsupportedError:
+            continue
+        names.append(name)
+    return names
+
+
+ACCEPTING = {config: accepting_strategies(config) for config in ORACLE_TABLE}
+
+
+def shape_id(shape) -> str:
+    batch, steps, _, hidden, lengths, initial = shape
+    return f"B{batch}-T{steps}-H{hidden}" + ("-len" if lengths else "") + ("-h0" if initial else "")
+
+
+def oracle_cases() -> list:
+    cases = []
+    for config, strategies in ACCEPTING.items():
+        for dtype, shapes in [(torch.float64, SHAPES), (torch.float32, FLOAT32_SHAPES)]:
+            for strategy in strategies:
+                for shape in shapes:
+                    case_id = f"{config}-{strategy}-{shape_id(shape)}-{DTYPE_NAMES[dtype]}"
+                    marks = []
+                    if (
+                        dtype == torch.float32
+                        and strategy.startswith("newton")
+                        and config in NEWTON_FLOAT32_NOT_CONVERGING
+                    ):
+                        marks.append(pytest.mark.xfail(strict=True, reason="no convergence"))
+                    cases.append(
+                        pytest.param(config, strategy, shape, dtype, id=case_id, marks=marks)
+                    )
+    return cases
+
+
+def as_real(tensor: torch.Tensor) -> torch.Tensor:
+    return torch.view_as_real(tensor) if tensor.is_complex() else tensor
+
+
+def loss_of(outputs, final_state, seed: int = 1):
+    """A weighted sum of every output and final-state element, the same for every strategy."""
+    generator = torch.Generator().manual_seed(seed)
+    loss = 0
+    for tensor in (outputs, *final_state):
+        tensor = as_real(tensor)
+        weight = torch.randn(tensor.shape, generator=generator, dtype=tensor.dtype)
+        loss = loss + (tensor * weight).sum()
+    return loss
+
+
+def run_with_gradients(strategy, cell, inputs, state, lengths):
+    outputs, final_state = strategy(cell, inputs, state, lengths)
+    wrt = [inputs, *(state or ()), *cell.parameters()]
+    gradients = torch.autograd.grad(loss_of(outputs, final_state), wrt, allow_unused=True)
+    return outputs, final_state, gradients
+
+
+def gradient_names(cell, state) -> list[str]:
+    names = ["grad of inputs"]
+    names += [f"grad of initial state.{field}" for field in (state._fields if state else ())]
+    return names + [f"grad of {name}" for name, _ in cell.named_parameters()]
+
+
+def test_every_registered_cell_has_an_entry():
+    covered = {name for name, _ in ORACLE_TABLE.values()}
+    missing = sorted(set(CELLS) - covered)
+    assert not missing, (
+        f"cells registered in rnnkit.cells.CELLS without an ORACLE_TABLE entry: {missing}"
+    )
+
+
+@pytest.mark.parametrize(("config", "strategy", "shape", "dtype"), oracle_cases())
+def test_strategy_matches_sequential(config, strategy, shape, dtype):
+    batch, steps, input_size, hidden_size, lengths, initial = shape
+    cell = build_oracle_cell(config, input_size, hidden_size, dtype)
+    generator = torch.Generator().manual_seed(steps)
+    inputs = torch.randn(batch, steps, input_size, dtype=dtype, generator=generator)
+    inputs.requires_grad_()
+    state = random_oracle_state(config, cell, batch, generator) if initial else None
+    if state is not None and dtype != torch.float64:
+        state = cell.state_type(*(field.detach().requires_grad_() for field in state))
+    lengths = None if lengths is None else torch.tensor(lengths)
+    runner = fresh_strategy(strategy, config)
+
+    expected = run_with_gradients(STRATEGIES["sequential"], cell, inputs, state, lengths)
+    actual = run_with_gradients(runner, cell, inputs, state, lengths)
+
+    if isinstance(runner, NewtonStrategy):
+        assert runner.reports, f"{strategy} recorded no report"
+        for report in runner.reports:
+            assert report.converged and report.fallback_from is None, f"{strategy}: {report}"
+    family = "newton" if isinstance(runner, NewtonStrategy) else "exact"
+    tolerance = TOLERANCES[(family, dtype)]
+    if dtype == torch.float32:
+        tolerance = FLOAT32_OVERRIDES.get(config, tolerance)
+    check_close(actual[0], expected[0], "outputs", tolerance)
+    for field, got, want in zip(expected[1]._fields, actual[1], expected[1], strict=True):
+        check_close(got, want, f"final state.{field}", tolerance)
+    for name, got, want in zip(gradient_names(cell, state), actual[2], expected[2], strict=True):
+        if got is None or want is None:
+            assert got is None and want is None, f"{name}: one is None"
+        else:
+            check_close(got, want, name, tolerance)
+
+
+def check_close(actual, expected, name: str, tolerance: dict) -> None:
+    """``actual`` equals ``expected`` within ``tolerance``; the message names ``name``."""
+    assert actual.shape == expected.shape, (
+        f"{name}: {tuple(actual.shape)} != {tuple(expected.shape)}"
+    )
+    torch_assert_close(actual, expected, **tolerance, msg=lambda text: f"{name} differs: {text}")
+
+
+@pytest.mark.parametrize("config", list(ORACLE_TABLE))
+def test_auto_resolves_to_a_tested_strategy(config):
+    """``auto`` follows ``choose``'s documented rule: native, else scan, else sequential."""
+    cell = build_oracle_cell(config, 2, 4)
+    name, reason = choose(cell)
+    assert reason, "choose gave no reason"
+    if "native" in ACCEPTING[config]:
+        assert name == "native"
+    elif "scan" in ACCEPTING[config]:
+        assert name == "scan"
+    else:
+        assert name == "sequential"
+    assert name == "sequential" or name in ACCEPTING[config]
+
+
+def test_newton_fallback_warns_reports_and_equals_sequential():
+    """Forced non-convergence (one iteration): a warning, a report with the fallback, and still
+    the sequential result."""
+    cell = build_oracle_cell("lstm", 3, 8)
+    generator = torch.Generator().manual_seed(5)
+    inputs = torch.randn(2, 37, 3, dtype=torch.float64, generator=generator)
+    strategy = NewtonStrategy(max_iterations=1)
+    with pytest.warns(RuntimeWarning, match="did not converge"):
+        outputs, final_state = strategy(cell, inputs)
+    report = strategy.reports[-1]
+    assert not report.converged and report.fallback_from is not None, report
+    assert strategy.fallbacks == 1
+    expected_outputs, expected_state = STRATEGIES["sequential"](cell, inputs)
+    tolerance = TOLERANCES[("newton", torch.float64)]
+    check_close(outputs, expected_outputs, "outputs", tolerance)
+    for field, got, want in zip(expected_state._fields, final_state, expected_state, strict=True):
+        check_close(got, want, f"final state.{field}", tolerance)
