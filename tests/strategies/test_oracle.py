@@ -26,6 +26,7 @@ TOLERANCES = {
     ("newton", torch.float64): {"rtol": 1e-6, "atol": 1e-7},
     ("newton", torch.float32): {"rtol": 1e-3, "atol": 1e-4},
 }
+F64 = torch.float64
 DTYPE_NAMES = {torch.float64: "f64", torch.float32: "f32"}
 # (batch, steps, input_size, hidden_size, lengths, initial state)
 SHAPES = [(3, 7, 3, 4, (7, 1, 4), True), (3, 37, 4, 16, (37, 20, 1), False)]
@@ -211,3 +212,39 @@ def test_newton_fallback_warns_reports_and_equals_sequential():
     check_close(outputs, expected_outputs, "outputs", tolerance)
     for field, got, want in zip(expected_state._fields, final_state, expected_state, strict=True):
         check_close(got, want, f"final state.{field}", tolerance)
+
+
+def chunking_cases() -> list:
+    return [
+        pytest.param(config, strategy, id=f"{config}-{strategy}-B2-T13-H4-h0-f64")
+        for config, strategies in ACCEPTING.items()
+        for strategy in ["sequential", *strategies]
+    ]
+
+
+@pytest.mark.parametrize(("config", "strategy"), chunking_cases())
+def test_full_equals_chunked_equals_stepwise(config, strategy):
+    """One run over T steps = runs over chunks (5, 1, 7) carrying the state = ``cell.step``."""
+    cell = build_oracle_cell(config, 3, 4)
+    generator = torch.Generator().manual_seed(6)
+    inputs = torch.randn(2, 13, 3, dtype=torch.float64, generator=generator)
+    state = random_oracle_state(config, cell, 2, generator)
+    runner = fresh_strategy(strategy, config)
+    tolerance = TOLERANCES[("newton" if isinstance(runner, NewtonStrategy) else "exact", F64)]
+    with torch.no_grad():
+        full_outputs, full_state = runner(cell, inputs, state)
+        chunks, chunk_state = [], state
+        for chunk in inputs.split([5, 1, 7], dim=1):
+            chunk_outputs, chunk_state = runner(cell, chunk, chunk_state)
+            chunks.append(chunk_outputs)
+        steps, step_state = [], state
+        for step in range(inputs.shape[1]):
+            step_output, step_state = cell.step(inputs[:, step], step_state)
+            steps.append(step_output)
+    check_close(torch.cat(chunks, 1), full_outputs, "chunked outputs", tolerance)
+    check_close(torch.stack(steps, 1), full_outputs, "stepwise outputs", tolerance)
+    for field, chunked, stepped, full in zip(
+        full_state._fields, chunk_state, step_state, full_state, strict=True
+    ):
+        check_close(chunked, full, f"chunked final state.{field}", tolerance)
+        check_close(stepped, full, f"stepwise final state.{field}", tolerance)
