@@ -17,6 +17,7 @@ from oracle_table import ORACLE_TABLE, build_oracle_cell, random_oracle_state
 from torch.testing import assert_close as torch_assert_close
 
 from rnnkit.cells import CELLS
+from rnnkit.nn import Recurrent
 from rnnkit.strategies import STRATEGIES, StrategyUnsupportedError, choose
 from rnnkit.strategies.newton import NewtonStrategy
 
@@ -248,3 +249,52 @@ def test_full_equals_chunked_equals_stepwise(config, strategy):
     ):
         check_close(chunked, full, f"chunked final state.{field}", tolerance)
         check_close(stepped, full, f"stepwise final state.{field}", tolerance)
+
+
+def stacked_cases() -> list:
+    return [
+        pytest.param(config, strategy, id=f"{config}-{strategy}-L2-bi-B3-T11-H4-len-h0-f64")
+        for config, strategies in ACCEPTING.items()
+        for strategy in strategies
+        if not strategy.startswith("newton")
+    ]
+
+
+@pytest.mark.parametrize(("config", "strategy"), stacked_cases())
+def test_stacked_bidirectional_recurrent_matches_sequential(config, strategy):
+    """Two bidirectional layers of ``rnnkit.nn.Recurrent`` with lengths and initial states."""
+    name, options = ORACLE_TABLE[config]
+    torch.manual_seed(0)
+    layers = {
+        strategy_name: Recurrent(
+            name, 3, 4, num_layers=2, bidirectional=True, strategy=strategy_name, **options
+        ).to(F64)
+        for strategy_name in ("sequential", strategy)
+    }
+    with torch.no_grad():
+        for parameter in layers["sequential"].parameters():
+            parameter.add_(0.1 * torch.randn_like(parameter))
+    layers[strategy].load_state_dict(layers["sequential"].state_dict())
+    generator = torch.Generator().manual_seed(2)
+    inputs = torch.randn(3, 11, 3, dtype=F64, generator=generator).requires_grad_()
+    lengths = torch.tensor([5, 11, 1])
+    states = tuple(
+        random_oracle_state(config, cell, 3, generator) for cell in layers["sequential"].cells
+    )
+    results = {}
+    for strategy_name, layer in layers.items():
+        outputs, finals = layer(inputs, states, lengths)
+        loss = loss_of(outputs, [field for final in finals for field in final])
+        wrt = [inputs, *(field for state in states for field in state), *layer.parameters()]
+        results[strategy_name] = (outputs, finals, torch.autograd.grad(loss, wrt))
+    expected, actual = results["sequential"], results[strategy]
+    tolerance = TOLERANCES[("exact", F64)]
+    check_close(actual[0], expected[0], "outputs", tolerance)
+    for index, (got_state, want_state) in enumerate(zip(actual[1], expected[1], strict=True)):
+        for field, got, want in zip(want_state._fields, got_state, want_state, strict=True):
+            check_close(got, want, f"final state[{index}].{field}", tolerance)
+    names = ["grad of inputs"]
+    names += [f"grad of initial state[{i}].{f}" for i, s in enumerate(states) for f in s._fields]
+    names += [f"grad of {name}" for name, _ in layers["sequential"].named_parameters()]
+    for name, got, want in zip(names, actual[2], expected[2], strict=True):
+        check_close(got, want, name, tolerance)
