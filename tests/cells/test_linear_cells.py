@@ -9,12 +9,11 @@ import math
 
 import pytest
 import torch
-from conftest import DTYPE_NAMES, assert_all_close, assert_close, assert_states_close
+from conftest import assert_all_close, assert_close, assert_states_close
 from torch import nn
 from torch.nn import functional
 
 from rnnkit.cells import make_cell
-from rnnkit.nn import Recurrent
 from rnnkit.strategies import STRATEGIES
 
 F64, F32 = torch.float64, torch.float32
@@ -30,18 +29,6 @@ CONFIGS: dict[str, tuple[str, dict]] = {
         {"state_size": 2, "conv_size": 2, "dt_rank": 2, "bias": False, "projection_bias": True},
     ),
 }
-# (batch, steps, input_size, hidden_size, lengths, random initial state)
-SHAPES = [
-    (1, 1, 3, 4, None, True),
-    (3, 7, 5, 6, (7, 1, 4), True),
-    (3, 37, 4, 16, (37, 20, 1), False),
-    (4, 37, 3, 4, (30, 12, 30, 2), True),
-]
-
-
-def shape_id(shape) -> str:
-    batch, steps, _, hidden, lengths, initial = shape
-    return f"B{batch}-T{steps}-H{hidden}" + ("-len" if lengths else "") + ("-h0" if initial else "")
 
 
 def build(config: str, input_size: int, hidden_size: int, dtype=F64, perturb: bool = False):
@@ -89,61 +76,6 @@ def gradient_names(cell, state) -> list[str]:
     names = ["grad of inputs"]
     names += [f"grad of initial state.{field}" for field in (state._fields if state else ())]
     return names + [f"grad of {name}" for name, _ in cell.named_parameters()]
-
-
-def equivalence_cases() -> list:
-    cases = []
-    for config in CONFIGS:
-        for strategy in SCANS:
-            for dtype, shapes in [(F64, SHAPES), (F32, SHAPES[3:])]:
-                for shape in shapes:
-                    case_id = f"{config}-{strategy}-{shape_id(shape)}-{DTYPE_NAMES[dtype]}"
-                    cases.append(pytest.param(config, strategy, shape, dtype, id=case_id))
-    return cases
-
-
-@pytest.mark.parametrize(("config", "strategy", "shape", "dtype"), equivalence_cases())
-def test_scan_matches_sequential(config, strategy, shape, dtype):
-    batch_size, steps, input_size, hidden_size, lengths, initial = shape
-    cell = build(config, input_size, hidden_size, dtype)
-    generator = torch.Generator().manual_seed(steps)
-    inputs = torch.randn(batch_size, steps, input_size, dtype=dtype, generator=generator)
-    inputs.requires_grad_()
-    state = random_state(cell, batch_size, generator) if initial else None
-    lengths = None if lengths is None else torch.tensor(lengths)
-
-    expected = run_with_gradients(STRATEGIES["sequential"], cell, inputs, state, lengths)
-    actual = run_with_gradients(STRATEGIES[strategy], cell, inputs, state, lengths)
-
-    assert_close(actual[0], expected[0], "outputs", dtype)
-    assert_states_close(actual[1], expected[1], "final state", dtype)
-    assert_all_close(actual[2], expected[2], gradient_names(cell, state), dtype)
-
-
-@pytest.mark.parametrize("strategy", ["sequential", *SCANS])
-@pytest.mark.parametrize("config", list(CONFIGS))
-def test_whole_equals_chunks_equals_steps(config, strategy):
-    cell = build(config, 3, 4)
-    generator = torch.Generator().manual_seed(0)
-    inputs = torch.randn(2, 19, 3, dtype=F64, generator=generator)
-    state = random_state(cell, 2, generator)
-    run = STRATEGIES[strategy]
-
-    whole_outputs, whole_state = run(cell, inputs, state)
-    chunk_outputs, chunk_state, start = [], state, 0
-    for size in (5, 1, 13):  # a chunk shorter than the conv window, too
-        outputs, chunk_state = run(cell, inputs[:, start : start + size], chunk_state)
-        chunk_outputs.append(outputs)
-        start += size
-    step_outputs, step_state = [], state
-    for step in range(inputs.shape[1]):
-        output, step_state = cell.step(inputs[:, step], step_state)
-        step_outputs.append(output)
-
-    assert_close(torch.cat(chunk_outputs, 1), whole_outputs, "chunked outputs", F64)
-    assert_states_close(chunk_state, whole_state, "chunked final state", F64)
-    assert_close(torch.stack(step_outputs, 1), whole_outputs, "stepped outputs", F64)
-    assert_states_close(step_state, whole_state, "stepped final state", F64)
 
 
 class Step(nn.Module):
@@ -364,42 +296,6 @@ def test_selective_ssm_initialization_and_parameter_names():
     mamba_names += ["dt_proj.weight", "dt_proj.bias", "A_log", "D", "out_proj.weight"]
     assert set(dict(cell.named_parameters())) == set(mamba_names), "mamba_simple's names"
     assert cell.state_sizes() == (2000 * 6, 3 * 2000)
-
-
-@pytest.mark.parametrize("name", ["lru", "s4d", "selective_ssm"])
-def test_stacked_bidirectional_recurrent_scan_matches_sequential(name):
-    torch.manual_seed(0)
-    layers = {
-        strategy: Recurrent(name, 4, 6, num_layers=2, bidirectional=True, strategy=strategy)
-        for strategy in ("sequential", "scan")
-    }
-    layers["scan"].load_state_dict(layers["sequential"].state_dict())
-    generator = torch.Generator().manual_seed(2)
-    inputs = torch.randn(3, 11, 4, generator=generator).to(F64).requires_grad_()
-    lengths = torch.tensor([5, 11, 1])
-    results = {}
-    for strategy, layer in layers.items():
-        layer.to(F64)
-        generator = torch.Generator().manual_seed(7)
-        states = tuple(random_state(cell, 3, generator) for cell in layer.cells)
-        outputs, finals = layer(inputs, states, lengths)
-        wrt = [inputs, *(field for state in states for field in state), *layer.parameters()]
-        loss = loss_of(outputs, [field for final in finals for field in final])
-        results[strategy] = (outputs, finals, torch.autograd.grad(loss, wrt))
-    expected, actual = results["sequential"], results["scan"]
-    # the output has the input's width: layer 0 writes 2 x 4, layer 1 reads and writes 2 x 8
-    assert actual[0].shape == (3, 11, 2 * 8)
-    assert_close(actual[0], expected[0], "outputs", F64)
-    for index, (final, expected_final) in enumerate(zip(actual[1], expected[1], strict=True)):
-        assert_states_close(final, expected_final, f"final state[{index}]", F64)
-    names = ["grad of inputs"]
-    names += [
-        f"grad of state[{index}].{field}"
-        for index, state in enumerate(states)
-        for field in state._fields
-    ]
-    names += [f"grad of {name}" for name, _ in layers["sequential"].named_parameters()]
-    assert_all_close(actual[2], expected[2], names, F64)
 
 
 @pytest.mark.parametrize(

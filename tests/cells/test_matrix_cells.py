@@ -6,16 +6,14 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import DTYPE_NAMES, assert_close, assert_states_close
+from conftest import assert_close
 from torch import nn
 from torch.func import functional_call
 from torch.nn import functional
 
 from rnnkit.cells import CELLS, AarenState, Cell, make_cell
 from rnnkit.cells.mlstm import running_stabilizer
-from rnnkit.nn import Recurrent
 from rnnkit.strategies import STRATEGIES, StrategyUnsupportedError
-from rnnkit.strategies.kernels import choose_implementation
 
 F64 = torch.float64
 CONFIGS: dict[str, tuple[str, dict]] = {
@@ -27,14 +25,6 @@ CONFIGS: dict[str, tuple[str, dict]] = {
     "deltanet_plain": ("deltanet", {"feature_map": "identity", "output_projection": False}),
     "aaren": ("aaren", {"num_heads": 2}),
 }
-# (batch, steps, hidden_size, lengths, initial state); input_size 3
-SHAPES = [
-    (2, 1, 4, None, True),
-    (3, 7, 4, (7, 1, 4), True),
-    (3, 37, 8, (37, 20, 1), True),
-    (2, 37, 8, None, False),
-]
-FLOAT32_SHAPES = [(3, 37, 8, (37, 20, 1), True)]
 
 
 def build(config: str, input_size: int, hidden_size: int, dtype=F64, **options) -> Cell:
@@ -58,100 +48,6 @@ def random_state(cell: Cell, batch_size: int, generator: torch.Generator):
     if cell.state_type is AarenState:
         fields[2] = fields[2].exp()
     return cell.state_type(*(field.requires_grad_() for field in fields))
-
-
-def scan_strategies(cell: Cell) -> list[str]:
-    """``scan`` and the ``scan:<implementation>`` strategies that accept ``cell`` and run
-    something other than what ``scan`` itself runs (they refuse before computing anything)."""
-    probe = torch.zeros(1, 1, cell.input_size, dtype=next(cell.parameters()).dtype)
-    auto = (
-        "chunked"
-        if cell.linear_form in ("matrix", "delta")
-        else choose_implementation(probe.device)
-    )
-    names = ["scan"]
-    for name in STRATEGIES:
-        if not name.startswith("scan:") or name == f"scan:{auto}":
-            continue
-        try:
-            STRATEGIES[name](cell, probe)
-        except StrategyUnsupportedError:
-            continue
-        names.append(name)
-    return names
-
-
-def loss_of(outputs, final_fields, seed: int = 1):
-    """A weighted sum of every output and final-state element."""
-    generator = torch.Generator().manual_seed(seed)
-    loss = (outputs * torch.randn(outputs.shape, generator=generator, dtype=outputs.dtype)).sum()
-    for field in final_fields:
-        weight = torch.randn(field.shape, generator=generator, dtype=field.dtype)
-        loss = loss + (field * weight).sum()
-    return loss
-
-
-def equivalence_cases() -> list:
-    cases = []
-    for config in CONFIGS:
-        for strategy in scan_strategies(build(config, 3, 4)):
-            for dtype, shapes in ((F64, SHAPES), (torch.float32, FLOAT32_SHAPES)):
-                for batch, steps, hidden, lengths, initial in shapes:
-                    case_id = (
-                        f"{config}-{strategy}-B{batch}-T{steps}-H{hidden}"
-                        + ("-len" if lengths else "")
-                        + ("-h0" if initial else "")
-                        + f"-{DTYPE_NAMES[dtype]}"
-                    )
-                    shape = (batch, steps, hidden, lengths, initial)
-                    cases.append(pytest.param(config, strategy, shape, dtype, id=case_id))
-    return cases
-
-
-def assert_runs_close(actual: tuple, expected: tuple, names: list[str], dtype) -> None:
-    """Two ``(outputs, final states, gradients)``; ``names`` name the gradients."""
-    assert_close(actual[0], expected[0], "outputs", dtype)
-    for index, (final, expected_final) in enumerate(zip(actual[1], expected[1], strict=True)):
-        assert_states_close(final, expected_final, f"final state[{index}]", dtype)
-    for name, gradient, expected_gradient in zip(names, actual[2], expected[2], strict=True):
-        assert_close(gradient, expected_gradient, f"grad of {name}", dtype)
-
-
-@pytest.mark.parametrize(("config", "strategy", "shape", "dtype"), equivalence_cases())
-def test_scan_matches_sequential(config, strategy, shape, dtype):
-    batch, steps, hidden, lengths, initial = shape
-    cell = build(config, 3, hidden, dtype)
-    generator = torch.Generator().manual_seed(steps)
-    inputs = torch.randn(batch, steps, 3, dtype=dtype, generator=generator).requires_grad_()
-    state = random_state(cell, batch, generator) if initial else None
-    names = ["inputs", *(f"initial state.{field}" for field in (state._fields if state else ()))]
-    names += [name for name, _ in cell.named_parameters()]
-    results = []
-    for name in ("sequential", strategy):
-        outputs, final = STRATEGIES[name](cell, inputs, state, lengths)
-        wrt = [inputs, *(state or ()), *cell.parameters()]
-        results.append((outputs, [final], torch.autograd.grad(loss_of(outputs, final), wrt)))
-    assert_runs_close(results[1], results[0], names, dtype)
-
-
-@pytest.mark.parametrize("config", list(CONFIGS))
-def test_chunks_with_carried_state_match_full_run_and_steps(config):
-    cell = build(config, 3, 8)
-    generator = torch.Generator().manual_seed(5)
-    inputs = torch.randn(2, 37, 3, dtype=F64, generator=generator)
-    state = random_state(cell, 2, generator)
-    with torch.no_grad():
-        outputs, final = STRATEGIES["scan"](cell, inputs, state)
-        first, middle = STRATEGIES["scan"](cell, inputs[:, :13], state)
-        second, chunked_final = STRATEGIES["scan"](cell, inputs[:, 13:], middle)
-        stepped, step_state = [], state
-        for step in range(37):
-            output, step_state = cell.step(inputs[:, step], step_state)
-            stepped.append(output)
-    assert_close(torch.cat([first, second], 1), outputs, "outputs of two chunks", F64)
-    assert_states_close(chunked_final, final, "final state of two chunks", F64)
-    assert_close(torch.stack(stepped, 1), outputs, "outputs step by step", F64)
-    assert_states_close(step_state, final, "final state step by step", F64)
 
 
 class StepOnce(nn.Module):
@@ -328,42 +224,6 @@ def test_aaren_is_softmax_attention_of_the_learned_query_over_each_prefix():
     expected = (weights @ values).transpose(1, 2).flatten(2)  # (B, T, H)
     expected = expected * (torch.arange(9) < lengths[:, None]).unsqueeze(-1)
     check_both_strategies(cell, inputs, expected, None, lengths)
-
-
-@pytest.mark.parametrize("config", list(CONFIGS))
-def test_stacked_bidirectional_recurrent_scan_matches_sequential(config):
-    name, options = CONFIGS[config]
-    torch.manual_seed(0)
-    layers = {
-        strategy: Recurrent(
-            name, 3, 8, num_layers=2, bidirectional=True, strategy=strategy, **options
-        ).to(F64)
-        for strategy in ("sequential", "scan")
-    }
-    with torch.no_grad():
-        for parameter in layers["sequential"].parameters():
-            parameter.add_(0.3 * torch.randn_like(parameter))
-    layers["scan"].load_state_dict(layers["sequential"].state_dict())
-    generator = torch.Generator().manual_seed(2)
-    inputs = torch.randn(3, 11, 3, dtype=F64, generator=generator).requires_grad_()
-    states = tuple(random_state(cell, 3, generator) for cell in layers["sequential"].cells)
-    lengths = torch.tensor([5, 11, 1])
-    names = [
-        "inputs",
-        *(
-            f"state[{index}].{field}"
-            for index, state in enumerate(states)
-            for field in state._fields
-        ),
-    ]
-    names += [name for name, _ in layers["sequential"].named_parameters()]
-    results = []
-    for layer in layers.values():
-        outputs, finals = layer(inputs, states, lengths)
-        fields = [field for final in finals for field in final]
-        wrt = [inputs, *(field for state in states for field in state), *layer.parameters()]
-        results.append((outputs, finals, torch.autograd.grad(loss_of(outputs, fields), wrt)))
-    assert_runs_close(results[1], results[0], names, F64)
 
 
 def test_registered_and_validated():
