@@ -60,6 +60,9 @@ def check_state(cell: Cell, state: State, batch_size: int, inputs: Tensor | None
         if not isinstance(field, Tensor) or tuple(field.shape) != expected:
             got = tuple(field.shape) if isinstance(field, Tensor) else type(field).__name__
             raise ValueError(f"state.{name} must have shape {expected}, got {got}")
+        # A NaN in a given state would spread silently through every later step.
+        if not torch.isfinite(field).all():
+            raise ValueError(f"state.{name} contains NaN or infinite values")
     if inputs is not None:
         reference = cell.initial_state(1, device=inputs.device, dtype=inputs.dtype)
         for name, field, wanted in zip(fields, state, reference, strict=True):
@@ -87,6 +90,16 @@ def check_lengths(lengths: Tensor | Sequence[int], batch_size: int, steps: int) 
             f"lengths must not exceed the {steps} time steps of inputs, got a length of {largest}"
         )
     return lengths.to(torch.int64)
+
+
+def length_mask(
+    lengths: Tensor | None, steps: int, device: torch.device | str | None = None
+) -> Tensor | None:
+    """``(B, T)`` booleans, True where ``t < lengths[b]``; None without lengths."""
+    if lengths is None:
+        return None
+    positions = torch.arange(steps, device=device if device is not None else lengths.device)
+    return positions[None, :] < lengths.to(positions.device)[:, None]
 
 
 def prepare(

@@ -120,6 +120,14 @@ STATE_ERRORS = {
         lambda: (torch.zeros(3, 3, dtype=F64), [0.0] * 6),
         r"state.c must have shape \(3, 6\), got list",
     ),
+    "nan-h": (
+        lambda: (torch.full((3, 3), float("nan"), dtype=F64), torch.zeros(3, 6, dtype=F64)),
+        r"state.h contains NaN or infinite values",
+    ),
+    "infinite-c": (
+        lambda: (torch.zeros(3, 3, dtype=F64), torch.zeros(3, 6, dtype=F64).fill_(float("inf"))),
+        r"state.c contains NaN or infinite values",
+    ),
 }
 
 
@@ -231,3 +239,14 @@ def test_native_refusal_through_recurrent():
     layer = Recurrent("jordan", 4, 6, strategy="native").to(F64)
     with pytest.raises(StrategyUnsupportedError, match=r"JordanCell has no torch fused kernel"):
         layer(good_inputs())
+
+
+def test_length_mask_marks_the_steps_before_each_length():
+    from rnnkit.strategies.validation import length_mask
+
+    mask = length_mask(torch.tensor([1, 3, 2]), 4, "cpu")
+    expected = torch.tensor(
+        [[True, False, False, False], [True, True, True, False], [True, True, False, False]]
+    )
+    assert torch.equal(mask, expected)
+    assert length_mask(None, 4, "cpu") is None
