@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 
 from torch import Tensor, nn
@@ -11,7 +12,7 @@ from rnnkit.cells import CELLS, Cell, State, make_cell
 from rnnkit.cells.base import check_positive_int, check_probability
 from rnnkit.nn.packing import repack, unpack
 from rnnkit.nn.stack import run_stack
-from rnnkit.strategies import choose, get_strategy
+from rnnkit.strategies import Strategy, choose, make_strategy, strategy_name
 
 
 class Recurrent(nn.Module):
@@ -27,8 +28,11 @@ class Recurrent(nn.Module):
         batch_first: inputs and outputs ``(B, T, D)`` when True, else ``(T, B, D)``.
         dropout: dropout on the outputs of every layer but the last, in training.
         bidirectional: each layer also runs a second cell over the reversed sequences.
-        strategy: a name in ``rnnkit.strategies.STRATEGIES``; ``"auto"`` picks per cell, and
-            ``describe_strategy()`` prints what it picks.
+        strategy: a name in ``rnnkit.strategies.STRATEGIES`` (each cell gets a fresh object of
+            it) or a strategy object such as ``NewtonStrategy(tolerance=1e-6)`` (copied per
+            cell, so each cell keeps its own diagnostics, ``strategy_reports()``); ``"auto"``
+            picks per cell, and ``describe_strategy()`` prints what it picks.
+        strategy_options: options of a named strategy (``{"tolerance": 1e-6}``).
         **cell_options: passed to the cell's constructor (``proj_size``, ``layer_norm``, ...).
 
     States are a tuple of one NamedTuple per layer and direction, ordered
@@ -45,7 +49,8 @@ class Recurrent(nn.Module):
         batch_first: bool = True,
         dropout: float = 0.0,
         bidirectional: bool = False,
-        strategy: str = "auto",
+        strategy: str | Strategy = "auto",
+        strategy_options: dict | None = None,
         **cell_options,
     ) -> None:
         super().__init__()
@@ -53,7 +58,6 @@ class Recurrent(nn.Module):
         check_positive_int("hidden_size", hidden_size)
         check_positive_int("num_layers", num_layers)
         check_probability("dropout", dropout)
-        get_strategy(strategy)
         self.input_size = input_size
         self.hidden_size = hidden_size
         self.num_layers = num_layers
@@ -61,17 +65,24 @@ class Recurrent(nn.Module):
         self.dropout = float(dropout)
         self.bidirectional = bidirectional
         self.num_directions = 2 if bidirectional else 1
-        self.strategy = strategy
+        self.strategy = strategy if isinstance(strategy, str) else strategy_name(strategy)
         self.cells = nn.ModuleList(
             _build_cells(
                 cell, input_size, hidden_size, num_layers, self.num_directions, bias, cell_options
             )
+        )
+        self.strategies: list[Strategy] = per_cell_strategies(
+            strategy, strategy_options or {}, len(self.cells)
         )
 
     @property
     def output_size(self) -> int:
         """Features of the outputs: directions times the last layer's output size."""
         return self.num_directions * self.cells[-1].output_size
+
+    def strategy_reports(self) -> list[list]:
+        """Each cell's strategy reports (``NewtonReport``s; empty for strategies without)."""
+        return [list(getattr(strategy, "reports", ())) for strategy in self.strategies]
 
     def describe_strategy(self) -> str:
         """Which strategy runs each cell now, and why (``auto`` depends on the cell and mode)."""
@@ -83,7 +94,7 @@ class Recurrent(nn.Module):
                 name, reason = choose(cell)
                 lines.append(f"{where}: auto -> {name} ({reason})")
             else:
-                lines.append(f"{where}: {self.strategy}")
+                lines.append(f"{where}: {strategy_name(self.strategies[index])}")
         return "\n".join(lines)
 
     def forward(
@@ -112,7 +123,7 @@ class Recurrent(nn.Module):
             inputs,
             state,
             lengths,
-            get_strategy(self.strategy),
+            self.strategies,
             self.dropout,
             self.training,
         )
@@ -169,3 +180,15 @@ def _build_cells(
             size = input_size if layer == 0 else num_directions * cells[0].output_size
             cells.append(factory(size))
     return cells
+
+
+def per_cell_strategies(
+    strategy: str | Strategy, options: dict, count: int
+) -> list[Strategy]:
+    """One strategy object per cell: fresh ones for a name, copies of an object."""
+    if isinstance(strategy, str):
+        return [make_strategy(strategy, **options) for _ in range(count)]
+    if options:
+        raise ValueError("strategy_options must be empty when strategy is a strategy object")
+    make_strategy(strategy)  # checks it is a strategy
+    return [strategy] + [copy.deepcopy(strategy) for _ in range(count - 1)]

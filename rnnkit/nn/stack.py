@@ -35,20 +35,22 @@ def run_stack(
     inputs: Tensor,
     states: Sequence[State] | None,
     lengths: Tensor | Sequence[int] | None,
-    strategy: Strategy,
+    strategy: Strategy | Sequence[Strategy],
     dropout: float = 0.0,
     training: bool = False,
 ) -> tuple[Tensor, tuple[State, ...]]:
     """Run ``cells`` over ``inputs (B, T, D)``.
 
-    ``states``: one initial state per cell or None. Dropout with probability ``dropout`` is
-    applied to the outputs of every layer but the last, in training. Returns the last layer's
-    outputs ``(B, T, directions * O)`` and the final state of every cell.
+    ``states``: one initial state per cell or None. ``strategy``: one strategy for every cell,
+    or one per cell (so each cell keeps its own diagnostics). Dropout with probability
+    ``dropout`` is applied to the outputs of every layer but the last, in training. Returns the
+    last layer's outputs ``(B, T, directions * O)`` and the final state of every cell.
     """
     check_inputs(cells[0], inputs, finite=False)  # the strategy checks the values
     if lengths is not None:
         lengths = check_lengths(lengths, inputs.shape[0], inputs.shape[1])
     num_layers = len(cells) // num_directions
+    strategies = list(strategy) if isinstance(strategy, Sequence) else [strategy] * len(cells)
     final_states: list[State] = []
     layer_inputs = inputs
     for layer in range(num_layers):
@@ -57,10 +59,10 @@ def run_stack(
             index = layer * num_directions + direction
             state = None if states is None else states[index]
             if direction == 0:
-                outputs, final = strategy(cells[index], layer_inputs, state, lengths)
+                outputs, final = strategies[index](cells[index], layer_inputs, state, lengths)
             else:
                 reversed_inputs = reverse_padded(layer_inputs, lengths)
-                outputs, final = strategy(cells[index], reversed_inputs, state, lengths)
+                outputs, final = strategies[index](cells[index], reversed_inputs, state, lengths)
                 outputs = reverse_padded(outputs, lengths)
             direction_outputs.append(outputs)
             final_states.append(final)

@@ -21,7 +21,7 @@ from torch.nn.utils.rnn import PackedSequence
 from rnnkit.cells import Cell, ElmanCell, GRUCell, LSTMCell
 from rnnkit.nn.packing import repack, unpack
 from rnnkit.nn.stack import run_stack
-from rnnkit.strategies import choose, get_strategy
+from rnnkit.strategies import choose, make_strategy
 
 
 class TorchCompatibleRNN(nn.Module):
@@ -45,7 +45,10 @@ class TorchCompatibleRNN(nn.Module):
     ) -> None:
         super().__init__()
         _check_torch_arguments(mode, hidden_size, num_layers, dropout, proj_size)
-        get_strategy(strategy)
+        # one fresh strategy object per cell, so each keeps its own diagnostics
+        self.strategies = [
+            make_strategy(strategy) for _ in range(num_layers * (2 if bidirectional else 1))
+        ]
         self.mode = mode
         self.input_size = input_size
         self.hidden_size = hidden_size
@@ -138,7 +141,7 @@ class TorchCompatibleRNN(nn.Module):
             inputs,
             states,
             lengths,
-            get_strategy(self.strategy),
+            self.strategies,
             self.dropout,
             self.training,
         )

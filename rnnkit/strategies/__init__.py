@@ -3,7 +3,8 @@
     run(cell, inputs, state=None, lengths=None) -> (outputs, final_state)
 
 with ``inputs (B, T, D)``, ``outputs (B, T, O)`` and the final state as the cell's NamedTuple.
-``STRATEGIES`` maps names to them.
+``STRATEGIES`` maps names to registry entries that make FRESH strategy objects
+(``make_strategy("newton", tolerance=1e-6)``), so no strategy state is shared by the process.
 
 Registered: ``sequential`` (the reference), ``native`` (torch's fused kernels), ``scan``
 (linear cells, scan implementation chosen by device) and ``scan:loop``, ``scan:chunked``,
@@ -51,23 +52,85 @@ def run_auto(
 ) -> tuple[Tensor, State]:
     """``native`` where possible, else ``sequential`` (see ``choose``)."""
     name, _ = choose(cell)
-    return STRATEGIES[name](cell, inputs, state, lengths)
+    return STRATEGIES[name].create()(cell, inputs, state, lengths)
 
 
-STRATEGIES: dict[str, Strategy] = {
-    "sequential": sequential.run,
-    "native": native.run,
-    "scan": scan.run,
-    **{f"scan:{name}": scan.make_scan_strategy(name) for name in SCAN_IMPLEMENTATIONS},
-    "newton": NewtonStrategy(),
-    "newton:quasi": NewtonStrategy(jacobian="diagonal"),
-    "newton:damped": NewtonStrategy(damping=True),
-    "auto": run_auto,
+class RegisteredStrategy:
+    """A registry entry: makes fresh strategy objects, so no strategy state is shared.
+
+    Calling the entry itself runs a fresh strategy made with the defaults (for one-off calls);
+    ``create(**options)`` makes a configured one, naming unknown options.
+    """
+
+    def __init__(self, name: str, factory: Callable[..., Strategy], options: Sequence[str] = ()):
+        self.name = name
+        self.factory = factory
+        self.options = tuple(options)
+
+    def create(self, **options) -> Strategy:
+        """A fresh strategy object; ``options`` must be among ``self.options``."""
+        unknown = sorted(set(options) - set(self.options))
+        if unknown:
+            takes = ", ".join(self.options) if self.options else "no options"
+            raise ValueError(
+                f"strategy {self.name!r} got unknown option(s) {', '.join(unknown)}; "
+                f"it takes: {takes}"
+            )
+        return self.factory(**options)
+
+    def __call__(
+        self,
+        cell: Cell,
+        inputs: Tensor,
+        state: State | None = None,
+        lengths: Tensor | Sequence[int] | None = None,
+    ) -> tuple[Tensor, State]:
+        return self.create()(cell, inputs, state, lengths)
+
+
+def _stateless(run: Strategy) -> Callable[[], Strategy]:
+    return lambda: run
+
+
+_NEWTON_OPTIONS = ("tolerance", "max_iterations", "jacobian", "damping", "memory_limit_bytes")
+
+
+def _newton(**defaults) -> Callable[..., NewtonStrategy]:
+    return lambda **options: NewtonStrategy(**{**defaults, **options})
+
+
+STRATEGIES: dict[str, RegisteredStrategy] = {
+    name: RegisteredStrategy(name, factory, options)
+    for name, factory, options in [
+        ("sequential", _stateless(sequential.run), ()),
+        ("native", _stateless(native.run), ()),
+        ("scan", _stateless(scan.run), ()),
+        *[
+            (f"scan:{name}", _stateless(scan.make_scan_strategy(name)), ())
+            for name in SCAN_IMPLEMENTATIONS
+        ],
+        ("newton", _newton(), _NEWTON_OPTIONS),
+        ("newton:quasi", _newton(jacobian="diagonal"), _NEWTON_OPTIONS),
+        ("newton:damped", _newton(damping=True), _NEWTON_OPTIONS),
+        ("auto", _stateless(run_auto), ()),
+    ]
 }
 
 
-def get_strategy(name: str) -> Strategy:
-    """The registered strategy ``name``; unknown names raise with the known ones listed."""
+def make_strategy(spec: str | Strategy, **options) -> Strategy:
+    """A strategy object: a FRESH one for a registered name (with ``options``), or ``spec``
+    itself when it is already a strategy object (then ``options`` must be empty)."""
+    if isinstance(spec, str):
+        return get_registered(spec).create(**options)
+    if not callable(spec):
+        raise TypeError(f"strategy must be a registered name or a strategy object, got {spec!r}")
+    if options:
+        raise ValueError(f"options {sorted(options)} given with a strategy object {spec!r}")
+    return spec
+
+
+def get_registered(name: str) -> RegisteredStrategy:
+    """The registry entry ``name``; unknown names raise with the known ones listed."""
     if name not in STRATEGIES:
         raise ValueError(
             f"unknown strategy {name!r}; registered strategies: {', '.join(sorted(STRATEGIES))}"
@@ -75,11 +138,30 @@ def get_strategy(name: str) -> Strategy:
     return STRATEGIES[name]
 
 
+def get_strategy(name: str) -> Strategy:
+    """A fresh strategy object for the registered ``name`` (see ``make_strategy``)."""
+    return make_strategy(name)
+
+
+def strategy_name(strategy: Strategy) -> str:
+    """A readable name for a strategy object (its registered name where it has one)."""
+    if isinstance(strategy, NewtonStrategy):
+        return strategy.describe()
+    for name, entry in STRATEGIES.items():
+        if entry.factory() is strategy:
+            return name
+    return getattr(strategy, "__name__", type(strategy).__name__)
+
+
 __all__ = [
     "NewtonStrategy",
     "STRATEGIES",
+    "RegisteredStrategy",
     "Strategy",
     "StrategyUnsupportedError",
     "choose",
+    "get_registered",
     "get_strategy",
+    "make_strategy",
+    "strategy_name",
 ]

@@ -71,6 +71,7 @@ class NewtonStrategy:
         tolerance: float | None = None,
         max_iterations: int = 30,
         history: int = 100,
+        memory_limit_bytes: int = 2 * 1024**3,
     ) -> None:
         if jacobian not in ("exact", "diagonal"):
             raise ValueError(f"jacobian must be 'exact' or 'diagonal', got {jacobian!r}")
@@ -80,6 +81,11 @@ class NewtonStrategy:
         self.damping = damping
         self.tolerance = tolerance
         self.max_iterations = max_iterations
+        if not isinstance(memory_limit_bytes, int) or memory_limit_bytes < 1:
+            raise ValueError(
+                f"memory_limit_bytes must be a positive integer, got {memory_limit_bytes!r}"
+            )
+        self.memory_limit_bytes = memory_limit_bytes
         self.reports: deque[NewtonReport] = deque(maxlen=history)
         self.fallbacks = 0
 
@@ -98,6 +104,7 @@ class NewtonStrategy:
         projected = cell.project_inputs(inputs)  # (B, T, P)
         initial = cell.flatten_state(state)  # (B, S)
         active = None if lengths is None else time_mask(lengths, inputs.shape[1], inputs.device)
+        self.check_memory(cell, projected, initial)
         parameters = [p for p in cell.parameters() if p.requires_grad]
         states = NewtonSolve.apply(self, cell, projected, initial, active, *parameters)
         if cell.output_field is not None:  # y_t is part of s_t: no second pass over the cell
@@ -107,6 +114,39 @@ class NewtonStrategy:
         if active is not None:
             outputs = torch.where(active, outputs, torch.zeros((), dtype=outputs.dtype))
         return outputs, cell.unflatten_state(states[:, -1])
+
+    def describe(self) -> str:
+        """The registered name this object matches, with its options."""
+        name = "newton:quasi" if self.jacobian == "diagonal" else "newton"
+        if self.damping:
+            name = "newton:damped" if self.jacobian == "exact" else "newton (quasi, damped)"
+        return (
+            f"{name} (tolerance={self.tolerance}, max_iterations={self.max_iterations}, "
+            f"memory_limit_bytes={self.memory_limit_bytes})"
+        )
+
+    def check_memory(self, cell: Cell, projected: Tensor, initial: Tensor) -> None:
+        """Refuse, before allocating, dense ``(B, T, S, S)`` Jacobians above the limit.
+
+        Only cells without a declared ``jacobian_structure`` and without a fused kernel get
+        dense Jacobians (built from ``torch.func``, also for ``newton:quasi``, which keeps the
+        diagonal only afterwards)."""
+        # getattr until the base Cell declares jacobian_structure (issue 10 item 1)
+        if getattr(cell, "jacobian_structure", None) is not None:
+            return
+        if pararnn_cpu.lookup(cell, projected.device, projected.dtype) is not None:
+            return
+        batch, steps = projected.shape[:2]
+        size = initial.shape[-1]
+        needed = batch * steps * size * size * projected.element_size()
+        if needed > self.memory_limit_bytes:
+            raise MemoryError(
+                f"strategy 'newton' would allocate {needed / 2**30:.2f} GiB of dense Jacobians "
+                f"(B={batch}, T={steps}, S={size}, {projected.dtype}) for {type(cell).__name__}, "
+                f"above memory_limit_bytes={self.memory_limit_bytes}; run smaller chunks "
+                f"(fewer steps per call or a smaller batch), try 'newton:quasi' (keeps only the "
+                f"diagonal) with smaller chunks, or raise memory_limit_bytes"
+            )
 
     def solve(self, cell: Cell, projected: Tensor, initial: Tensor, active: Tensor | None):
         """The states ``(B, T, S)`` without gradients, and the report."""
