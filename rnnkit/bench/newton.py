@@ -15,7 +15,6 @@ from torch import nn
 
 from rnnkit.bench.timing import median_seconds
 from rnnkit.nn import Recurrent
-from rnnkit.strategies import STRATEGIES
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -72,7 +71,7 @@ def _row(cell: str, hidden: int, steps: int, arguments: argparse.Namespace) -> N
             strict=True,
         )
     )
-    report = STRATEGIES["newton"].reports[-1]
+    report = layers["newton"].strategies[0].reports[-1]
     sequential = times.get("sequential", float("nan"))
     print(
         f"{cell:<10} {hidden:>4} {steps:>7} {sequential:>11.3f} {times['newton']:>8.3f} "
