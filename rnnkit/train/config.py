@@ -52,7 +52,14 @@ def from_dict(config_type: type[Config], data: dict[str, Any], prefix: str = "")
         if key not in known:
             raise ConfigError(_unknown_key_message(path, prefix, known))
         values[key] = _check_value(path, value, hints[key])
-    return config_type(**values)
+    try:
+        return config_type(**values)
+    except ConfigError as error:
+        # A range check in a nested __post_init__ only knows its own field names; the dotted
+        # path tells the user which group of the experiment it belongs to.
+        if not prefix:
+            raise
+        raise ConfigError(f"{prefix.rstrip('.')}: {error}") from None
 
 
 def apply_overrides(config: Config, overrides: list[tuple[str, str]]) -> Config:

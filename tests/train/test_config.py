@@ -107,3 +107,28 @@ def test_durations(text, seconds):
 def test_bad_durations(text):
     with pytest.raises(ConfigError):
         parse_duration(text)
+
+
+@dataclass
+class Checked:
+    size: int = 3
+    """a positive size"""
+
+    def __post_init__(self) -> None:
+        if self.size <= 0:
+            raise ConfigError(f"size must be positive, got {self.size}")
+
+
+@dataclass
+class HoldsChecked:
+    group: Checked = field(default_factory=Checked)
+    """the checked group"""
+
+
+def test_post_init_errors_name_the_dotted_path():
+    with pytest.raises(ConfigError, match=r"^group: size must be positive, got 0$"):
+        from_dict(HoldsChecked, {"group": {"size": 0}})
+    with pytest.raises(ConfigError, match=r"^group: size must be positive, got -1$"):
+        apply_overrides(HoldsChecked(), [("group.size", "-1")])
+    with pytest.raises(ConfigError, match=r"^size must be positive, got 0$"):
+        from_dict(Checked, {"size": 0})
