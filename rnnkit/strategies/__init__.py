@@ -138,9 +138,9 @@ def get_registered(name: str) -> RegisteredStrategy:
     return STRATEGIES[name]
 
 
-def get_strategy(name: str) -> Strategy:
-    """A fresh strategy object for the registered ``name`` (see ``make_strategy``)."""
-    return make_strategy(name)
+def get_strategy(name: str) -> RegisteredStrategy:
+    """The registry entry ``name`` (callable; each call runs a fresh strategy object)."""
+    return get_registered(name)
 
 
 def strategy_name(strategy: Strategy) -> str:
