@@ -33,13 +33,12 @@ from rnnkit.strategies.kernels import diagonal_scan, unavailable_reason
 from rnnkit.strategies.kernels.delta import DELTA_SCAN_IMPLEMENTATIONS
 from rnnkit.strategies.kernels.matrix import MATRIX_SCAN_IMPLEMENTATIONS
 from rnnkit.strategies.native import StrategyUnsupportedError
+from rnnkit.strategies.validation import length_mask
 
 
 def active_steps(lengths: Tensor | None, steps: int, device: torch.device) -> Tensor | None:
     """``(B, T)`` booleans, True where ``t < lengths[b]``; None without lengths."""
-    if lengths is None:
-        return None
-    return torch.arange(steps, device=device).unsqueeze(0) < lengths.to(device).unsqueeze(1)
+    return length_mask(lengths, steps, device)
 
 
 def matrix_implementation(form: str, implementation: str) -> str:

@@ -55,7 +55,7 @@ from rnnkit.cells.base import Cell, State
 from rnnkit.strategies.kernels import diagonal_scan, unavailable_reason
 from rnnkit.strategies.linear_forms import run_delta, run_matrix, run_softmax_prefix
 from rnnkit.strategies.native import StrategyUnsupportedError
-from rnnkit.strategies.validation import prepare
+from rnnkit.strategies.validation import length_mask, prepare
 
 FormRunner = Callable[[Cell, Tensor, State, "Tensor | None", str], tuple[Tensor, State]]
 
@@ -102,8 +102,9 @@ def unsupported_reason(cell: Cell) -> str | None:
 
 def time_mask(lengths: Tensor, steps: int, device: torch.device) -> Tensor:
     """``(B, T, 1)`` booleans, True where ``t < lengths[b]``."""
-    time = torch.arange(steps, device=device)
-    return (time.unsqueeze(0) < lengths.to(device).unsqueeze(1)).unsqueeze(-1)
+    mask = length_mask(lengths, steps, device)
+    assert mask is not None  # lengths is a tensor here
+    return mask[..., None]
 
 
 def make_scan_strategy(implementation: str = "auto") -> Callable[..., tuple[Tensor, State]]:
