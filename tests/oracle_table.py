@@ -37,6 +37,7 @@ ORACLE_TABLE: dict[str, tuple[str, dict]] = {
     "deltanet_plain": ("deltanet", {"feature_map": "identity", "output_projection": False}),
     "aaren": ("aaren", {"num_heads": 2}),
     "paragru": ("paragru", {}),
+    "paragru_heads": ("paragru", {"num_heads": 2}),
     "paralstm": ("paralstm", {}),
     "lru": ("lru", {}),
     "lru_ring_nobias": ("lru", {"bias": False, "r_min": 0.5, "r_max": 0.99, "max_phase": 0.3}),

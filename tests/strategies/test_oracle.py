@@ -18,7 +18,7 @@ from torch.testing import assert_close as torch_assert_close
 
 from rnnkit.cells import CELLS
 from rnnkit.nn import Recurrent
-from rnnkit.strategies import STRATEGIES, StrategyUnsupportedError, choose
+from rnnkit.strategies import STRATEGIES, StrategyUnsupportedError, choose, make_strategy
 from rnnkit.strategies.newton import NewtonStrategy
 
 TOLERANCES = {
@@ -45,16 +45,10 @@ FLOAT32_OVERRIDES = {"mlstm_expforget": {"rtol": 1e-2, "atol": 2e-3}}
 
 
 def fresh_strategy(name: str, config: str):
-    """A strategy object for one case: Newton strategies are new objects with their own reports."""
-    strategy = STRATEGIES[name]
-    if not isinstance(strategy, NewtonStrategy):
-        return strategy
-    return NewtonStrategy(
-        jacobian=strategy.jacobian,
-        damping=strategy.damping,
-        tolerance=strategy.tolerance,
-        max_iterations=QUASI_MAX_ITERATIONS if name == "newton:quasi" else strategy.max_iterations,
-    )
+    """A fresh strategy object for one case (Newton objects keep their own reports)."""
+    if name == "newton:quasi":
+        return make_strategy(name, max_iterations=QUASI_MAX_ITERATIONS)
+    return make_strategy(name)
 
 
 def accepting_strategies(config: str) -> list[str]:
