@@ -61,7 +61,8 @@ class TorchCompatibleRNN(nn.Module):
         self.strategy = strategy
         num_directions = 2 if bidirectional else 1
         output_size = proj_size or hidden_size
-        rng_devices = [] if device is None or torch.device(device).type == "cpu" else [device]
+        # fork_rng forks only CUDA generators: passing meta (or cpu) would initialize CUDA
+        rng_devices = [device] if device is not None and torch.device(device).type == "cuda" else []
         cells: list[Cell] = []
         with torch.random.fork_rng(devices=rng_devices):  # torch.nn draws only in reset below
             for layer in range(num_layers):

@@ -470,3 +470,28 @@ def test_cell_errors(name, case):
     match = f"^{re.escape(str(expected))}$" if exact else r"hidden.*inconsistent"
     with pytest.raises(type(expected), match=match):
         call(getattr(rnnkit.nn, name)(3, 4))
+
+
+@pytest.mark.parametrize("device", ["meta", "cpu"])
+@pytest.mark.parametrize("mode", ["LSTM", "GRU", "RNN"])
+def test_device_and_dtype_arguments_place_parameters_as_torch_does(mode, device):
+    import rnnkit.nn
+
+    ours = getattr(rnnkit.nn, mode)(10, 20, num_layers=2, device=device, dtype=torch.float64)
+    theirs = getattr(torch.nn, mode)(10, 20, num_layers=2, device=device, dtype=torch.float64)
+    assert [name for name, _ in ours.named_parameters()] == [
+        name for name, _ in theirs.named_parameters()
+    ]
+    for parameter in ours.parameters():
+        assert parameter.device.type == device and parameter.dtype == torch.float64
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_device_argument_places_parameters_on_the_gpu():
+    import rnnkit.nn
+
+    layer = rnnkit.nn.LSTM(10, 20, device="cuda")
+    assert all(parameter.is_cuda for parameter in layer.parameters())
+    outputs, _ = layer(torch.randn(5, 3, 10, device="cuda"))
+    assert outputs.is_cuda
