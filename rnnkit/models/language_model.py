@@ -11,13 +11,15 @@ https://arxiv.org/abs/1608.05859; Inan et al. 2017), which needs O == embedding_
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
 
 from torch import Tensor, nn
 
-from rnnkit.cells import State
+from rnnkit.cells import CELLS, State
 from rnnkit.nn import Recurrent
+from rnnkit.strategies import get_registered
 
 CELL_OPTION_DEFAULTS: dict[str, object] = {
     "proj_size": 0,
@@ -31,6 +33,24 @@ CELL_OPTION_DEFAULTS: dict[str, object] = {
 }
 """Cell options of the config, passed to the cell only when set away from these defaults (so a
 cell without the option, such as Elman without ``proj_size``, still builds)."""
+
+
+def check_names_and_options(cell: str, strategy: str, options: dict[str, object]) -> None:
+    """Raise ``ValueError`` naming a cell or strategy that is not registered, or an option the
+    cell's constructor does not take (with the options it does take)."""
+    if cell not in CELLS:
+        raise ValueError(f"unknown cell {cell!r}; registered cells: {', '.join(sorted(CELLS))}")
+    get_registered(strategy)
+    accepted = [
+        name for name in inspect.signature(CELLS[cell].__init__).parameters
+        if name not in ("self", "input_size", "hidden_size", "args", "kwargs")
+    ]
+    for option in options:
+        if option not in accepted:
+            raise ValueError(
+                f"option {option!r} is not taken by the cell {cell!r}; "
+                f"its options: {', '.join(accepted) or 'none'}"
+            )
 
 
 @dataclass
@@ -67,6 +87,15 @@ class LanguageModelConfig:
     """DropConnect on the recurrent weights (sequential in training)."""
     zoneout: float = 0.0
     """Zoneout probability of the state units (always sequential)."""
+
+    def __post_init__(self) -> None:
+        """Range and name checks, so a bad value fails when the config is read, not mid-build."""
+        check_names_and_options(self.cell, self.strategy, self.cell_options())
+        for name in ("embedding_size", "hidden_size", "num_layers"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
 
     def cell_options(self) -> dict[str, object]:
         """The cell options set away from their defaults."""

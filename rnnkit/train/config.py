@@ -54,12 +54,11 @@ def from_dict(config_type: type[Config], data: dict[str, Any], prefix: str = "")
         values[key] = _check_value(path, value, hints[key])
     try:
         return config_type(**values)
-    except ConfigError as error:
+    except ValueError as error:
         # A range check in a nested __post_init__ only knows its own field names; the dotted
-        # path tells the user which group of the experiment it belongs to.
-        if not prefix:
-            raise
-        raise ConfigError(f"{prefix.rstrip('.')}: {error}") from None
+        # path tells the user which group of the experiment it belongs to. Model configs raise
+        # ValueError (models may not import train), so every ValueError becomes a ConfigError.
+        raise ConfigError(f"{prefix.rstrip('.')}: {error}" if prefix else str(error)) from None
 
 
 def apply_overrides(config: Config, overrides: list[tuple[str, str]]) -> Config:

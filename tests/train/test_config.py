@@ -132,3 +132,26 @@ def test_post_init_errors_name_the_dotted_path():
         apply_overrides(HoldsChecked(), [("group.size", "-1")])
     with pytest.raises(ConfigError, match=r"^size must be positive, got 0$"):
         from_dict(Checked, {"size": 0})
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (
+            [("model.cell", "gru"), ("model.peephole", "true")],
+            r"^model: option 'peephole' is not taken by the cell 'gru'; its options: .*zoneout",
+        ),
+        ([("model.cell", "nope")], r"^model: unknown cell 'nope'; registered cells: .*lstm"),
+        ([("model.strategy", "nope")], r"^model: unknown strategy 'nope'; registered"),
+        ([("model.hidden_size", "0")], r"^model: hidden_size must be positive, got 0$"),
+        ([("model.dropout", "1.0")], r"^model: dropout must be in \[0, 1\), got 1.0$"),
+    ],
+)
+def test_model_config_errors_name_the_field_and_cell(overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        apply_overrides(CharLMConfig(), overrides)
+
+
+def test_model_config_accepts_another_cell_without_lstm_options():
+    config = apply_overrides(CharLMConfig(), [("model.cell", "gru")])
+    assert config.model.cell == "gru" and config.model.cell_options() == {}
