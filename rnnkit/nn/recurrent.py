@@ -6,6 +6,7 @@ import copy
 from collections.abc import Sequence
 
 from torch import Tensor, nn
+from torch.nn import functional
 from torch.nn.utils.rnn import PackedSequence
 
 from rnnkit.cells import CELLS, Cell, State, make_cell
@@ -133,6 +134,42 @@ class Recurrent(nn.Module):
             outputs = outputs.transpose(0, 1)
         return outputs, final_states
 
+    def step(
+        self, inputs: Tensor, state: Sequence[State] | None = None
+    ) -> tuple[Tensor, tuple[State, ...]]:
+        """One time step for decoding: ``x_t (B, D)`` -> ``y_t (B, O)`` and the new states.
+
+        Equal to ``forward`` over the sequence one step at a time. ``state=None`` starts a
+        sequence: initial states, and each cell draws its per-sequence masks
+        (``begin_sequence``). Unidirectional layers only: a reverse direction needs the future.
+        """
+        if self.bidirectional:
+            raise ValueError("step needs a unidirectional layer (bidirectional=False)")
+        if inputs.dim() != 2 or inputs.shape[-1] != self.input_size:
+            raise ValueError(
+                f"inputs must have shape (B, {self.input_size}), got {tuple(inputs.shape)}"
+            )
+        if state is not None and len(state) != len(self.cells):
+            raise ValueError(
+                f"state must hold one state per layer ({len(self.cells)}), got {len(state)}"
+            )
+        batch_size = inputs.shape[0]
+        new_states: list[State] = []
+        layer_inputs = inputs
+        for layer, cell in enumerate(self.cells):
+            if state is None:
+                cell.begin_sequence(batch_size, device=inputs.device, dtype=inputs.dtype)
+                cell_state = cell.initial_state(
+                    batch_size, device=inputs.device, dtype=inputs.dtype
+                )
+            else:
+                cell_state = state[layer]
+            layer_inputs, cell_state = cell.step(layer_inputs, cell_state)
+            new_states.append(cell_state)
+            if self.dropout > 0 and self.training and layer < len(self.cells) - 1:
+                layer_inputs = functional.dropout(layer_inputs, self.dropout, training=True)
+        return layer_inputs, tuple(new_states)
+
     def extra_repr(self) -> str:
         return (
             f"num_layers={self.num_layers}, bidirectional={self.bidirectional}, "
@@ -182,9 +219,7 @@ def _build_cells(
     return cells
 
 
-def per_cell_strategies(
-    strategy: str | Strategy, options: dict, count: int
-) -> list[Strategy]:
+def per_cell_strategies(strategy: str | Strategy, options: dict, count: int) -> list[Strategy]:
     """One strategy object per cell: fresh ones for a name, copies of an object."""
     if isinstance(strategy, str):
         return [make_strategy(strategy, **options) for _ in range(count)]

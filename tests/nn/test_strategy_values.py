@@ -98,3 +98,26 @@ def test_newton_memory_limit_is_configurable():
     with pytest.raises(MemoryError, match="memory_limit_bytes=100"):
         make_strategy("newton", memory_limit_bytes=100)(cell, inputs)
     make_strategy("newton", memory_limit_bytes=10**6)(cell, inputs)
+
+
+@pytest.mark.parametrize("name", ["lstm", "gru", "elman", "mingru"])
+def test_layer_step_equals_forward_over_the_sequence(name):
+    torch.manual_seed(0)
+    layer = Recurrent(name, 3, 4, num_layers=2, strategy="sequential").to(F64).eval()
+    inputs = torch.randn(2, 6, 3, dtype=F64)
+    expected, expected_states = layer(inputs)
+    state = None
+    outputs = []
+    for inputs_t in inputs.unbind(1):
+        output, state = layer.step(inputs_t, state)
+        outputs.append(output)
+    torch.testing.assert_close(torch.stack(outputs, 1), expected, msg="outputs")
+    for got, want in zip(state, expected_states, strict=True):
+        for got_field, want_field in zip(got, want, strict=True):
+            torch.testing.assert_close(got_field, want_field, msg="final state")
+
+
+def test_layer_step_refuses_bidirectional_layers():
+    layer = Recurrent("gru", 3, 4, bidirectional=True)
+    with pytest.raises(ValueError, match="step needs a unidirectional layer"):
+        layer.step(torch.randn(2, 3))
