@@ -17,6 +17,7 @@ import json
 import re
 import types
 import typing
+from pathlib import Path
 from typing import Any, TypeVar
 
 Config = TypeVar("Config")
@@ -59,6 +60,37 @@ def from_dict(config_type: type[Config], data: dict[str, Any], prefix: str = "")
         # path tells the user which group of the experiment it belongs to. Model configs raise
         # ValueError (models may not import train), so every ValueError becomes a ConfigError.
         raise ConfigError(f"{prefix.rstrip('.')}: {error}" if prefix else str(error)) from None
+
+
+def load_file(config_type: type[Config], path: str | Path) -> Config:
+    """Build ``config_type`` from a YAML (``.yaml``/``.yml``) or JSON (``.json``) file; errors
+    name the file, and the key (and line, where PyYAML gives it)."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as error:
+        raise ConfigError(f"{path}: cannot read the config file ({error.strerror})") from None
+    suffix = path.suffix.lower()
+    if suffix == ".json":
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as error:
+            raise ConfigError(f"{path}:{error.lineno}: not valid JSON: {error.msg}") from None
+    elif suffix in (".yaml", ".yml"):
+        import yaml  # imported here so JSON configs work without PyYAML loaded
+
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as error:
+            mark = getattr(error, "problem_mark", None)
+            line = f":{mark.line + 1}" if mark is not None else ""
+            raise ConfigError(f"{path}{line}: not valid YAML: {error}") from None
+    else:
+        raise ConfigError(f"{path}: config files end in .yaml, .yml or .json, got {suffix!r}")
+    try:
+        return from_dict(config_type, {} if data is None else data)
+    except ConfigError as error:
+        raise ConfigError(f"{path}: {error}") from None
 
 
 def apply_overrides(config: Config, overrides: list[tuple[str, str]]) -> Config:

@@ -11,6 +11,7 @@ from rnnkit.train.config import (
     apply_overrides,
     config_keys,
     from_dict,
+    load_file,
     parse_duration,
     to_dict,
 )
@@ -155,3 +156,31 @@ def test_model_config_errors_name_the_field_and_cell(overrides, message):
 def test_model_config_accepts_another_cell_without_lstm_options():
     config = apply_overrides(CharLMConfig(), [("model.cell", "gru")])
     assert config.model.cell == "gru" and config.model.cell_options() == {}
+
+
+def test_load_file_yaml_and_json_then_overrides(tmp_path):
+    yaml_file = tmp_path / "run.yaml"
+    yaml_file.write_text("inner:\n  size: 7\n  name: gru\nseed: 3\n")
+    json_file = tmp_path / "run.json"
+    json_file.write_text('{"inner": {"rate": 0.25}}')
+    from_yaml = load_file(Outer, yaml_file)
+    assert (from_yaml.inner.size, from_yaml.inner.name, from_yaml.seed) == (7, "gru", 3)
+    assert load_file(Outer, json_file).inner.rate == 0.25
+    assert apply_overrides(from_yaml, [("inner.size", "9")]).inner.size == 9
+
+
+@pytest.mark.parametrize(
+    "name, text, message",
+    [
+        ("bad.yaml", "inner:\n  sise: 7\n", r"bad.yaml: unknown config key 'inner.sise'"),
+        ("bad.yaml", "inner:\n  size: [1\n", r"bad.yaml:3: not valid YAML"),
+        ("bad.json", '{"seed": "x"}', r"bad.json: seed must be int, got 'x'"),
+        ("bad.json", '{"seed": }', r"bad.json:1: not valid JSON"),
+        ("bad.toml", "seed = 1", r"bad.toml: config files end in .yaml, .yml or .json"),
+    ],
+)
+def test_load_file_errors_name_the_file_and_key(tmp_path, name, text, message):
+    path = tmp_path / name
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=message):
+        load_file(Outer, path)
