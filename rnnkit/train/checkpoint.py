@@ -9,9 +9,10 @@ A run folder holds::
         model.safetensors           the model's weights (tied weights stored once)
         training.safetensors        optimizer moments, carried recurrent state, torch RNG
 
-The tensor folder is written under a temporary name and renamed, then ``checkpoint.json`` is
-written to a temporary file and renamed over the old one, and only then are older tensor
-folders removed: an interruption at any point leaves the previous checkpoint whole.
+The tensor folder is written under a temporary name and renamed to a fresh name unique to this
+save (never the folder ``checkpoint.json`` names, even when the same step is saved again), then
+``checkpoint.json`` is written to a temporary file and renamed over the old one, and only then
+are older tensor folders removed: an interruption at any point leaves the previous checkpoint whole.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import json
 import os
 import random
 import shutil
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -43,18 +45,21 @@ def save_checkpoint(
     """Write the checkpoint of ``step``: weights, ``tensors`` (training state) and ``info``."""
     folder = run_dir / CHECKPOINT_FOLDER
     folder.mkdir(parents=True, exist_ok=True)
-    name = f"step-{step:07d}"
+    # A fresh name per save: re-saving the same step never touches the folder that
+    # checkpoint.json still names, and two processes never share a temporary name.
+    name = f"step-{step:07d}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     temporary = folder / f".tmp-{name}"
-    shutil.rmtree(temporary, ignore_errors=True)
     temporary.mkdir()
     save_model(model, str(temporary / "model.safetensors"))
     save_file(
         {key: value.detach().contiguous() for key, value in tensors.items()},
         str(temporary / "training.safetensors"),
     )
+    for file_name in ("model.safetensors", "training.safetensors"):
+        _fsync_path(temporary / file_name)
     final = folder / name
-    shutil.rmtree(final, ignore_errors=True)
     os.replace(temporary, final)
+    _fsync_path(folder)
     document = {"format": FORMAT_VERSION, "step": step, "tensors": f"{CHECKPOINT_FOLDER}/{name}"}
     write_json_atomically(run_dir / CHECKPOINT_FILE, {**document, **info})
     for old in folder.iterdir():
@@ -63,14 +68,24 @@ def save_checkpoint(
     return final
 
 
+def _fsync_path(path: Path) -> None:
+    """Flush ``path`` (a file or a folder) to disk."""
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
 def write_json_atomically(path: Path, document: dict[str, Any]) -> None:
-    """Write ``document`` to ``path`` through a temporary file and a rename."""
-    temporary = path.with_name(f".{path.name}.tmp")
+    """Write ``document`` to ``path`` through a temporary file (unique per process) and a rename."""
+    temporary = path.with_name(f".{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
     with open(temporary, "w", encoding="utf-8") as handle:
         json.dump(document, handle, indent=1, ensure_ascii=False)
         handle.flush()
         os.fsync(handle.fileno())
     os.replace(temporary, path)
+    _fsync_path(path.parent)
 
 
 def read_checkpoint(run_dir: str | Path) -> dict[str, Any]:
@@ -84,8 +99,13 @@ def read_checkpoint(run_dir: str | Path) -> dict[str, Any]:
             f"{run_dir}: no checkpoint yet ({CHECKPOINT_FILE} is missing); the run stopped "
             "before its first checkpoint"
         )
-    with open(path, encoding="utf-8") as handle:
-        document = json.load(handle)
+    try:
+        with open(path, encoding="utf-8") as handle:
+            document = json.load(handle)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise CheckpointError(f"{path}: unreadable checkpoint ({error})") from error
+    if not isinstance(document, dict):
+        raise CheckpointError(f"{path}: expected a JSON object, got {type(document).__name__}")
     if document.get("format") != FORMAT_VERSION:
         raise CheckpointError(f"{path}: unsupported checkpoint format {document.get('format')!r}")
     return document
@@ -93,12 +113,20 @@ def read_checkpoint(run_dir: str | Path) -> dict[str, Any]:
 
 def load_weights(run_dir: str | Path, document: dict[str, Any], model: nn.Module) -> None:
     """Load the checkpoint's weights into ``model`` (its shapes must match)."""
-    load_model(model, str(Path(run_dir) / document["tensors"] / "model.safetensors"))
+    path = Path(run_dir) / str(document.get("tensors")) / "model.safetensors"
+    try:
+        load_model(model, str(path))
+    except Exception as error:  # safetensors and torch raise several unrelated types
+        raise CheckpointError(f"{path}: cannot load the weights ({error})") from error
 
 
 def load_training_tensors(run_dir: str | Path, document: dict[str, Any]) -> dict[str, Tensor]:
     """The checkpoint's optimizer, carried-state and RNG tensors."""
-    return load_file(str(Path(run_dir) / document["tensors"] / "training.safetensors"))
+    path = Path(run_dir) / str(document.get("tensors")) / "training.safetensors"
+    try:
+        return load_file(str(path))
+    except Exception as error:  # safetensors raises several unrelated types
+        raise CheckpointError(f"{path}: cannot load the training state ({error})") from error
 
 
 def optimizer_parts(optimizer: torch.optim.Optimizer) -> tuple[dict[str, Any], dict[str, Tensor]]:
