@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 
 from rnnkit.cells.base import Cell, State
-from rnnkit.strategies.validation import prepare
+from rnnkit.strategies.validation import length_mask, prepare
 
 
 def run(
@@ -44,8 +44,9 @@ def _run_with_lengths(
 ) -> tuple[Tensor, State]:
     steps = projected.shape[1]
     longest = int(lengths.max())
-    active = torch.arange(longest, device=lengths.device).unsqueeze(1) < lengths  # (T', B)
-    active = active.unsqueeze(-1)  # (T', B, 1)
+    mask = length_mask(lengths, longest, lengths.device)
+    assert mask is not None  # lengths is a tensor here
+    active = mask.T.unsqueeze(-1)  # (T', B, 1)
     outputs = []
     for projected_t, active_t in zip(projected.unbind(1), active.unbind(0), strict=False):
         output, candidate = cell.recur(projected_t, state)
