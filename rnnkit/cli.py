@@ -24,6 +24,7 @@ from rnnkit.train.config import (
     ConfigError,
     apply_overrides,
     from_dict,
+    load_file,
     parse_duration,
     to_dict,
     to_json,
@@ -124,6 +125,9 @@ def add_task_parser(tasks, definition: TaskDefinition) -> None:
         help="where new run folders go (default: ./runs)",
     )
     parser.add_argument("--print-config", action="store_true", help="print the config and exit")
+    parser.add_argument(
+        "--config", type=Path, metavar="FILE", help="a YAML or JSON config; --KEY=VALUE on top"
+    )
     parser.set_defaults(handler=run_train, definition=definition)
 
 
@@ -165,6 +169,8 @@ def resolve_config(options: argparse.Namespace, extra: list[str]):
         if document.get("task") != definition.name:
             raise CheckpointError(f"{options.resume} is a {document.get('task')!r} run")
         config = from_dict(definition.config_type, document["config"])
+    elif options.config is not None:
+        config = load_file(definition.config_type, options.config)
     else:
         config = definition.config_type()
     overrides = []
@@ -229,7 +235,7 @@ def run_train(options: argparse.Namespace, extra: list[str]) -> int:
     else:
         run_dir = new_run_dir(options.runs_root, options.definition.name)
     result = train(options.definition, config, run_dir, document)
-    return INTERRUPTED if result.reason == "interrupted" else 0
+    return 128 + result.signal_number if result.reason == "interrupted" else 0
 
 
 def run_sample(options: argparse.Namespace, extra: list[str]) -> int:

@@ -184,3 +184,20 @@ def test_load_file_errors_name_the_file_and_key(tmp_path, name, text, message):
     path.write_text(text)
     with pytest.raises(ConfigError, match=message):
         load_file(Outer, path)
+
+
+def test_cli_config_file_with_overrides_on_top(tmp_path, capsys):
+    import json
+
+    from rnnkit.cli import main
+
+    path = tmp_path / "charlm.yaml"
+    path.write_text("model:\n  cell: gru\n  hidden_size: 32\n")
+    assert (
+        main(["train", "charlm", "--config", str(path), "--model.num_layers=2", "--print-config"])
+        == 0
+    )
+    model = json.loads(capsys.readouterr().out)["model"]
+    assert (model["cell"], model["hidden_size"], model["num_layers"]) == ("gru", 32, 2)
+    assert main(["train", "charlm", "--config", str(path), "--model.peephole=true"]) != 0
+    assert "option 'peephole' is not taken by the cell 'gru'" in capsys.readouterr().err
