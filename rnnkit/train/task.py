@@ -39,3 +39,5 @@ class FitResult:
     reason: str  # "steps", "time" or "interrupted"
     evaluation: dict[str, float]
     train_seconds: float
+    signal_number: int = 2
+    """The signal that interrupted the run (SIGINT, SIGTERM or SIGHUP); exit code 128 + it."""

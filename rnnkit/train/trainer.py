@@ -94,6 +94,7 @@ class Trainer:
         self.last_eval_seconds = 0.0
         self.started: float | None = None
         self.stop_requested = False
+        self.stop_signal = int(signal.SIGINT)
         self.meter = TrainingMeter()
         self.last_learning_rate, self.last_gradient_norm = 0.0, 0.0
 
@@ -118,7 +119,7 @@ class Trainer:
         """Train until a stop; evaluate, checkpoint and plot at the end."""
         self.started = time.monotonic() - self.elapsed_offset
         self.last_eval_seconds = self.train_seconds
-        previous_handler = self._install_interrupt_handler()
+        previous_handlers = self._install_interrupt_handler()
         try:
             reason = self.finished()
             while reason is None and not self.stop_requested:
@@ -127,13 +128,15 @@ class Trainer:
                     self.evaluate_and_checkpoint()
                 reason = self.finished()
         finally:
-            if previous_handler is not None:
-                signal.signal(signal.SIGINT, previous_handler)
+            for signum, previous in previous_handlers.items():
+                signal.signal(signum, previous)
             self.progress.close()
         if reason is None:
             self.save()
             self.plot()
-            return FitResult(self.step, "interrupted", {}, self.train_seconds)
+            return FitResult(
+                self.step, "interrupted", {}, self.train_seconds, self.stop_signal
+            )
         if self.meter.steps:
             self._record_training()
         if self.last_evaluation_step == self.step:
@@ -282,15 +285,21 @@ class Trainer:
             "Try a lower --optimizer.learning_rate or gradient clipping (--optimizer.clip_norm)."
         )
 
-    def _install_interrupt_handler(self):
-        """First Ctrl-C: stop after this step with a checkpoint; a second one stops now."""
+    def _install_interrupt_handler(self) -> dict:
+        """First Ctrl-C, SIGTERM or SIGHUP: stop after this step with a checkpoint; a second
+        one stops now (the last checkpoint stays whole: saves are atomic)."""
         if threading.current_thread() is not threading.main_thread():
-            return None
+            return {}
 
         def request_stop(signum, frame):
             if self.stop_requested:
                 raise KeyboardInterrupt
             self.stop_requested = True
-            self.progress.write("interrupted: stopping after this step and saving a checkpoint")
+            self.stop_signal = int(signum)
+            name = signal.Signals(signum).name
+            self.progress.write(f"{name}: stopping after this step and saving a checkpoint")
 
-        return signal.signal(signal.SIGINT, request_stop)
+        wanted = [signal.SIGINT, signal.SIGTERM, getattr(signal, "SIGHUP", None)]
+        return {
+            signum: signal.signal(signum, request_stop) for signum in wanted if signum is not None
+        }

@@ -64,3 +64,36 @@ def test_wrong_shapes_are_a_checkpoint_error(tmp_path):
     _save(tmp_path, 2, nn.Linear(3, 2))
     with pytest.raises(CheckpointError, match="model.safetensors"):
         checkpoint.load_weights(tmp_path, checkpoint.read_checkpoint(tmp_path), nn.Linear(4, 2))
+
+
+SIGTERM_SCRIPT = """
+import os, signal, sys
+from rnnkit import cli
+from rnnkit.train import trainer
+original = trainer.Trainer.train_step
+def step(self):
+    original(self)
+    if self.step == 2:
+        os.kill(os.getpid(), signal.SIGTERM)
+trainer.Trainer.train_step = step
+sys.exit(cli.main(sys.argv[1:]))
+"""
+
+
+def test_sigterm_saves_a_checkpoint_and_exits_143(tmp_path):
+    import subprocess
+    import sys
+
+    from rnnkit.data import bundled_path
+
+    text = tmp_path / "small.txt"
+    text.write_text(bundled_path().read_text(encoding="utf-8")[:4000], encoding="utf-8")
+    run = tmp_path / "run"
+    tiny = ["--model.embedding_size=8", "--model.hidden_size=16", "--trainer.batch_size=4",
+            "--bptt.window=16", "--bptt.evaluation_streams=4", "--sample.length=10"]
+    command = [sys.executable, "-c", SIGTERM_SCRIPT, "train", "charlm", "--data", str(text),
+               "--steps", "50", "--run-dir", str(run), *tiny]
+    finished = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert finished.returncode == 128 + 15, finished.stderr[-2000:]
+    assert "Traceback" not in finished.stderr
+    assert checkpoint.read_checkpoint(run)["step"] >= 2
