@@ -49,8 +49,7 @@ def generate(
 ) -> Iterator[int]:
     """Yield ``length`` tokens after ``prompt (P,)``, one step at a time.
 
-    ``model`` maps ``tokens (B, T)`` and a state to ``logits (B, T, V)`` and a state, and its
-    ``step`` maps ``tokens (B,)`` and a state to ``logits (B, V)`` and a state (as
+    ``model`` maps ``tokens (B, T)`` and a state to ``logits (B, T, V)`` and a state (as
     ``rnnkit.models.LanguageModel``); it is put in evaluation mode.
     """
     if prompt.dim() != 1 or prompt.numel() == 0:
@@ -59,8 +58,7 @@ def generate(
         )
     model.eval()
     logits, state = model(prompt.unsqueeze(0))  # (1, P, V): the prompt, read once
-    last = logits[:, -1]  # (1, V)
     for _ in range(length):
-        token = next_token(last, temperature, top_k, generator)  # (1,)
+        token = next_token(logits[:, -1], temperature, top_k, generator)  # (1,)
         yield int(token)
-        last, state = model.step(token, state)  # (1, V): one layer step, no whole forward
+        logits, state = model(token.view(1, 1), state)  # (1, 1, V)

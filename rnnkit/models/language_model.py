@@ -148,14 +148,6 @@ class LanguageModel(nn.Module):
         outputs, final_state = self.recurrent(embedded, state)  # (B, T, O)
         return self.head(self.dropout(outputs)), final_state
 
-    def step(
-        self, tokens: Tensor, state: Sequence[State] | None = None
-    ) -> tuple[Tensor, tuple[State, ...]]:
-        """One step for decoding: ``tokens (B,)`` int64 -> ``logits (B, V)`` and the state."""
-        embedded = self.dropout(self.embedding(tokens))  # (B, E)
-        outputs, new_state = self.recurrent.step(embedded, state)  # (B, O)
-        return self.head(self.dropout(outputs)), new_state
-
     def num_parameters(self) -> int:
         """Trainable parameters, shared ones counted once."""
         return sum(parameter.numel() for parameter in self.parameters() if parameter.requires_grad)
