@@ -97,3 +97,29 @@ def test_sigterm_saves_a_checkpoint_and_exits_143(tmp_path):
     assert finished.returncode == 128 + 15, finished.stderr[-2000:]
     assert "Traceback" not in finished.stderr
     assert checkpoint.read_checkpoint(run)["step"] >= 2
+
+
+BROKEN_PIPE_SCRIPT = """
+import sys
+from rnnkit import cli
+def flood(options, extra):
+    for _ in range(100000):
+        print("x" * 100)
+    return 0
+cli.run_sample = flood
+sys.exit(cli.main(["sample", "nowhere"]))
+"""
+
+
+def test_sample_into_a_closed_pipe_ends_quietly():
+    import subprocess
+    import sys
+
+    writer = subprocess.Popen(
+        [sys.executable, "-c", BROKEN_PIPE_SCRIPT], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    writer.stdout.read(10)
+    writer.stdout.close()
+    error = writer.stderr.read().decode()
+    assert writer.wait(timeout=60) in (0, 141)
+    assert "Traceback" not in error
