@@ -41,8 +41,23 @@ def train(
     document: dict[str, Any] | None = None,
     stream: TextIO | None = None,
 ) -> FitResult:
-    """Train ``config`` into ``run_dir``; continue from the checkpoint ``document`` if given."""
-    stream = stream or sys.stdout
+    """Train ``config`` into ``run_dir``; continue from the checkpoint ``document`` if given.
+
+    torch's thread count is restored on return: a library call leaves the process as it was."""
+    previous_threads = torch.get_num_threads()
+    try:
+        return _train(definition, config, run_dir, document, stream or sys.stdout)
+    finally:
+        torch.set_num_threads(previous_threads)
+
+
+def _train(
+    definition: TaskDefinition,
+    config: Any,
+    run_dir: Path,
+    document: dict[str, Any] | None,
+    stream: TextIO,
+) -> FitResult:
     if config.trainer.threads:
         torch.set_num_threads(config.trainer.threads)
     if document is None:
