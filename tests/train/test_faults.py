@@ -123,3 +123,18 @@ def test_sample_into_a_closed_pipe_ends_quietly():
     error = writer.stderr.read().decode()
     assert writer.wait(timeout=60) in (0, 141)
     assert "Traceback" not in error
+
+
+def test_training_restores_torch_threads(tmp_path):
+    from rnnkit import cli
+    from rnnkit.data import bundled_path
+
+    text = tmp_path / "small.txt"
+    text.write_text(bundled_path().read_text(encoding="utf-8")[:4000], encoding="utf-8")
+    before = torch.get_num_threads()
+    wanted = 1 if before != 1 else 2
+    command = ["train", "charlm", "--data", str(text), "--steps", "1", "--run-dir",
+               str(tmp_path / "run"), f"--trainer.threads={wanted}", "--model.hidden_size=16",
+               "--model.embedding_size=8", "--bptt.window=16", "--sample.length=5"]
+    assert cli.main(command) == 0
+    assert torch.get_num_threads() == before
