@@ -19,6 +19,9 @@ Strategies read only the capabilities a cell declares:
 - ``native_kernel``: the name of the torch fused kernel that computes exactly this cell
   (``"lstm"``, ``"gru"``, ``"rnn_tanh"``, ``"rnn_relu"``) with ``native_weights()`` and
   ``native_unsupported_reason()`` saying why it cannot be used in the current configuration;
+- ``compiled_kernel``: the name of a compiled kernel (``"paragru"``, ``"paralstm"``) that
+  computes exactly this cell from ``compiled_weights()`` (a dict of tensors by role, such as
+  ``{"recurrent": ..., "peephole": ...}``), or None;
 - ``output_field``: the field of the new state that ``y_t`` is, when it is one (time-parallel
   strategies then read outputs off the solved states);
 - ``begin_sequence``: draws the per-sequence random quantities of recurrent regularization;
@@ -48,6 +51,7 @@ class Cell(nn.Module):
 
     is_linear: bool = False
     native_kernel: str | None = None
+    compiled_kernel: str | None = None  # name in the compiled-kernel registry, see docstring
     state_type: type[NamedTuple]
     output_field: str | None = None  # y_t is this field of the new state (h for an LSTM)
 
@@ -120,6 +124,10 @@ class Cell(nn.Module):
     def native_weights(self) -> list[Tensor]:
         """Weights in the order torch's fused kernel takes them."""
         raise NotImplementedError(f"{type(self).__name__} has no torch fused kernel")
+
+    def compiled_weights(self) -> dict[str, Tensor]:
+        """The tensors the compiled kernel named by ``compiled_kernel`` reads, by role."""
+        raise NotImplementedError(f"cell {type(self).__name__} has no compiled kernel")
 
     def native_unsupported_reason(self) -> str | None:
         """Why the fused kernel cannot run this cell as configured, or None when it can."""

@@ -91,6 +91,15 @@ class ParaGRUCell(Cell):
     def reset_parameters(self) -> None:
         _initialize(self, [self.weight_hh], 3)
 
+    @property  # type: ignore[override]
+    def compiled_kernel(self) -> str | None:
+        """The compiled kernel covers the diagonal form only, not heads."""
+        return "paragru" if self.num_heads is None else None
+
+    def compiled_weights(self) -> dict[str, Tensor]:
+        """``{"recurrent": weight_hh (3, H)}``."""
+        return {"recurrent": self.weight_hh}
+
     def project_inputs(self, inputs: Tensor) -> Tensor:
         """``(..., D) -> (..., 3H)``: W x + b for z, r, n."""
         return functional.linear(inputs, self.weight_ih, self.bias_ih)
@@ -142,6 +151,7 @@ class ParaLSTMCell(Cell):
     output_field = "h"
     jacobian_structure = "block"
     jacobian_block_size = 2
+    compiled_kernel = "paralstm"
 
     def __init__(self, input_size: int, hidden_size: int, bias: bool = True) -> None:
         super().__init__(input_size, hidden_size)
@@ -154,6 +164,10 @@ class ParaLSTMCell(Cell):
 
     def reset_parameters(self) -> None:
         _initialize(self, [self.weight_hh, self.weight_peephole], 3)
+
+    def compiled_weights(self) -> dict[str, Tensor]:
+        """``{"recurrent": weight_hh (3, H), "peephole": weight_peephole (2, H)}``."""
+        return {"recurrent": self.weight_hh, "peephole": self.weight_peephole}
 
     def state_sizes(self) -> tuple[int, ...]:
         return (self.hidden_size, self.hidden_size)
