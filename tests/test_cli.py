@@ -14,7 +14,7 @@ from rnnkit.data import bundled_path
 
 TINY = [
     "--model.embedding_size=8",
-    "--model.hidden_size=16",
+    "--model.recurrent.hidden_size=16",
     "--trainer.batch_size=4",
     "--bptt.window=16",
     "--bptt.evaluation_streams=4",
@@ -40,7 +40,7 @@ def test_train_writes_a_complete_run_folder(trained_run):
     names = {path.name for path in run.iterdir()}
     assert {"config.json", "checkpoint.json", "checkpoints", "metrics.jsonl", "loss.png"} <= names
     config = json.loads((run / "config.json").read_text())
-    assert config["model"]["hidden_size"] == 16
+    assert config["model"]["recurrent"]["hidden_size"] == 16
     assert config["trainer"]["max_steps"] == 6
     assert config["trainer"]["time_budget_seconds"] is None
     document = json.loads((run / "checkpoint.json").read_text())
@@ -87,10 +87,12 @@ def test_eval_prints_validation_loss(trained_run, capsys):
 
 
 def test_print_config_shows_overrides_and_does_not_train(tmp_path, capsys):
-    command = ["train", "charlm", "--print-config", "--model.cell=gru", "--model.hidden_size", "48"]
+    command = ["train", "charlm", "--print-config", "--model.recurrent.cell=gru",
+               "--model.recurrent.hidden_size", "48"]
     assert cli.main(command + ["--time-budget", "90s", "--runs-root", str(tmp_path)]) == 0
     config = json.loads(capsys.readouterr().out)
-    assert config["model"]["cell"] == "gru" and config["model"]["hidden_size"] == 48
+    recurrent = config["model"]["recurrent"]
+    assert recurrent["cell"] == "gru" and recurrent["hidden_size"] == 48
     assert config["trainer"]["time_budget_seconds"] == 90
     assert config["data"]["path"] is None
     assert not list(tmp_path.iterdir())
@@ -100,10 +102,13 @@ def test_print_config_shows_overrides_and_does_not_train(tmp_path, capsys):
     "arguments, message",
     [
         (["--model.hidden_sise=3"], "unknown config key 'model.hidden_sise'; did you mean "),
-        (["--model.hidden_size=big"], "--model.hidden_size expects an integer, got 'big'"),
-        (["--model.cell=transformer"], "unknown cell 'transformer'"),
+        (
+            ["--model.recurrent.hidden_size=big"],
+            "--model.recurrent.hidden_size expects an integer, got 'big'",
+        ),
+        (["--model.recurrent.cell=transformer"], "unknown cell 'transformer'"),
         (["--time-budget", "soon"], "cannot read the duration 'soon'"),
-        (["--model.hidden_size"], "--model.hidden_size needs a value"),
+        (["--model.recurrent.hidden_size"], "--model.recurrent.hidden_size needs a value"),
         (["stray"], "unexpected argument 'stray'"),
     ],
 )
@@ -153,9 +158,9 @@ def test_bench_forwards_its_arguments(monkeypatch):
 
 def test_resume_refuses_changes_the_checkpoint_cannot_continue_with(trained_run, capsys):
     run, _ = trained_run
-    command = ["train", "charlm", "--resume", str(run), "--model.hidden_size=32"]
+    command = ["train", "charlm", "--resume", str(run), "--model.recurrent.hidden_size=32"]
     assert cli.main(command) == 1
-    assert "cannot change model.hidden_size when resuming" in capsys.readouterr().err
+    assert "cannot change model.recurrent.hidden_size when resuming" in capsys.readouterr().err
 
 
 def test_resume_of_a_finished_run_can_extend_it(tmp_path, trained_run, capsys):

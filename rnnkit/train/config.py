@@ -5,8 +5,10 @@ Each component owns a dataclass of its defaults (``LanguageModelConfig``, ``Trai
 dotted path (``model.hidden_size=512``); unknown keys and values of the wrong type are errors
 that name the key, the expected type and, for typos, the closest keys.
 
-Field types supported: ``int``, ``float``, ``str``, ``bool``, ``X | None`` of those, and nested
-dataclasses.
+Field types supported: ``int``, ``float``, ``str``, ``bool``, ``X | None`` of those, nested
+dataclasses, and mappings ``dict[str, Any]`` (a cell's own options): ``--model.recurrent.options
+.num_heads=4`` sets one entry to the text ``"4"``, which the owning dataclass's ``__post_init__``
+checks and parses (only it knows the types, for example from the chosen cell's signature).
 """
 
 from __future__ import annotations
@@ -98,6 +100,9 @@ def apply_overrides(config: Config, overrides: list[tuple[str, str]]) -> Config:
     data = to_dict(config)
     for key, text in overrides:
         owner_type, owner_data, name = _locate(type(config), data, key)
+        if _is_mapping(owner_type):
+            owner_data[name] = text  # an entry of a mapping: its owner's __post_init__ parses it
+            continue
         hint = typing.get_type_hints(owner_type)[name]
         owner_data[name] = parse_value(key, text, hint)
     return from_dict(type(config), data)
@@ -125,6 +130,8 @@ def parse_value(key: str, text: str, hint: Any) -> Any:
             raise ConfigError(f"--{key} expects a number, got {text!r}") from None
     if allowed is str:
         return text
+    if _is_mapping(allowed):
+        raise ConfigError(f"--{key} is a mapping, not a value; set one entry, --{key}.NAME=VALUE")
     raise ConfigError(f"--{key} is a group of settings, not a value; set one of its fields")
 
 
@@ -167,6 +174,9 @@ def _locate(config_type: type, data: dict, key: str) -> tuple[type, dict, str]:
         hint = typing.get_type_hints(owner_type)[part]
         if depth == len(parts) - 1:
             return owner_type, owner_data, part
+        if _is_mapping(hint) and depth == len(parts) - 2:
+            # The mapping's own owner checks the entry name (it knows which names are taken).
+            return hint, owner_data[part], parts[-1]
         if not dataclasses.is_dataclass(hint):
             raise ConfigError(
                 f"unknown config key {key!r}: {'.'.join(parts[: depth + 1])!r} "
@@ -179,6 +189,10 @@ def _locate(config_type: type, data: dict, key: str) -> tuple[type, dict, str]:
 def _check_value(path: str, value: Any, hint: Any) -> Any:
     if dataclasses.is_dataclass(hint):
         return from_dict(hint, value, path + ".")
+    if _is_mapping(hint):
+        if not isinstance(value, dict) or not all(isinstance(name, str) for name in value):
+            raise ConfigError(f"{path} must be a mapping of names to values, got {value!r}")
+        return dict(value)
     allowed, optional = _unwrap_optional(hint)
     if value is None and optional:
         return None
@@ -190,6 +204,10 @@ def _check_value(path: str, value: Any, hint: Any) -> Any:
         return value
     expected = getattr(allowed, "__name__", str(allowed)) + (" or null" if optional else "")
     raise ConfigError(f"{path} must be {expected}, got {value!r}")
+
+
+def _is_mapping(hint: Any) -> bool:
+    return hint is dict or typing.get_origin(hint) is dict
 
 
 def _unwrap_optional(hint: Any) -> tuple[Any, bool]:

@@ -7,11 +7,13 @@ import torch
 
 from rnnkit.decoding import generate, next_token
 from rnnkit.models import LanguageModel, LanguageModelConfig
+from rnnkit.models.recurrent_config import RecurrentConfig
 
 
 def small_model(cell: str = "lstm") -> LanguageModel:
     torch.manual_seed(0)
-    config = LanguageModelConfig(cell=cell, embedding_size=6, hidden_size=10, num_layers=2)
+    recurrent = RecurrentConfig(cell=cell, hidden_size=10, num_layers=2)
+    config = LanguageModelConfig(embedding_size=6, recurrent=recurrent)
     return LanguageModel(config, vocabulary_size=9).double()
 
 

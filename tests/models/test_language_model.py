@@ -7,11 +7,15 @@ import torch
 
 from rnnkit.cells import CELLS, LSTMState
 from rnnkit.models import LanguageModel, LanguageModelConfig, detach_state
+from rnnkit.models.recurrent_config import RecurrentConfig
 
 
-def small_config(**changes) -> LanguageModelConfig:
-    settings = {"embedding_size": 8, "hidden_size": 12, "num_layers": 2, **changes}
-    return LanguageModelConfig(**settings)
+def small_config(tie_weights: bool = False, **recurrent) -> LanguageModelConfig:
+    """Embedding 8, two layers of 12; ``recurrent`` sets RecurrentConfig fields."""
+    settings = {"hidden_size": 12, "num_layers": 2, **recurrent}
+    return LanguageModelConfig(
+        embedding_size=8, recurrent=RecurrentConfig(**settings), tie_weights=tie_weights
+    )
 
 
 @pytest.mark.parametrize("cell", sorted(CELLS))
@@ -54,7 +58,7 @@ def test_tied_weights_are_one_parameter():
 
 
 def test_tied_weights_with_an_lstm_projection():
-    config = small_config(hidden_size=16, proj_size=8, tie_weights=True)
+    config = small_config(hidden_size=16, options={"proj_size": 8}, tie_weights=True)
     model = LanguageModel(config, vocabulary_size=9)
     assert model(torch.zeros(1, 3, dtype=torch.long))[0].shape == (1, 3, 9)
 
@@ -64,11 +68,7 @@ def test_tied_weights_with_mismatched_sizes_say_what_to_set():
         LanguageModel(small_config(tie_weights=True), vocabulary_size=9)
 
 
-def test_only_options_away_from_default_reach_the_cell():
-    assert small_config(cell="elman").cell_options() == {}
-    assert small_config(zoneout=0.1, layer_norm=True).cell_options() == {
-        "layer_norm": True,
-        "zoneout": 0.1,
-    }
-    model = LanguageModel(small_config(layer_norm=True), vocabulary_size=5)
+def test_cell_options_reach_the_cell():
+    model = LanguageModel(small_config(options={"layer_norm": True}), vocabulary_size=5)
+    assert all(cell.layer_norm for cell in model.recurrent.cells)
     assert "sequential" in model.recurrent.describe_strategy()

@@ -92,7 +92,7 @@ def test_json_round_trip_and_type_checks():
 
 def test_keys_of_the_charlm_config():
     keys = config_keys(CharLMConfig)
-    assert "model.hidden_size" in keys
+    assert "model.recurrent.hidden_size" in keys and "model.recurrent.options" in keys
     assert "trainer.time_budget_seconds" in keys
     assert "seed" in keys
 
@@ -139,12 +139,45 @@ def test_post_init_errors_name_the_dotted_path():
     "overrides, message",
     [
         (
-            [("model.cell", "gru"), ("model.peephole", "true")],
-            r"^model: option 'peephole' is not taken by the cell 'gru'; its options: .*zoneout",
+            [("model.recurrent.cell", "gru"), ("model.recurrent.options.peephole", "true")],
+            r"^model.recurrent: option 'peephole' is not taken by the cell 'gru'; "
+            r"its options: bias, input_dropout, .*zoneout$",
         ),
-        ([("model.cell", "nope")], r"^model: unknown cell 'nope'; registered cells: .*lstm"),
-        ([("model.strategy", "nope")], r"^model: unknown strategy 'nope'; registered"),
-        ([("model.hidden_size", "0")], r"^model: hidden_size must be positive, got 0$"),
+        (
+            [("model.recurrent.cell", "gla"), ("model.recurrent.options.num_heads", "four")],
+            r"^model.recurrent: option 'num_heads' expects int, got 'four'$",
+        ),
+        (
+            [("model.recurrent.cell", "gla"), ("model.recurrent.options.key_size", "big")],
+            r"^model.recurrent: option 'key_size' expects int or NoneType, got 'big'$",
+        ),
+        (
+            [("model.recurrent.strategy", "newton"),
+             ("model.recurrent.strategy_options.max_iteration", "5")],
+            r"^model.recurrent: strategy 'newton' got unknown option\(s\) max_iteration; "
+            r"it takes: tolerance, max_iterations",
+        ),
+        (
+            [("model.recurrent.strategy_options.tolerance", "1e-6")],
+            r"^model.recurrent: strategy 'auto' got unknown option\(s\) tolerance; "
+            r"it takes: no options$",
+        ),
+        (
+            [("model.recurrent.options", "4")],
+            r"^--model.recurrent.options is a mapping, not a value; set one entry",
+        ),
+        (
+            [("model.recurrent.cell", "nope")],
+            r"^model.recurrent: unknown cell 'nope'; registered cells: .*lstm",
+        ),
+        (
+            [("model.recurrent.strategy", "nope")],
+            r"^model.recurrent: unknown strategy 'nope'; registered",
+        ),
+        (
+            [("model.recurrent.hidden_size", "0")],
+            r"^model.recurrent: hidden_size must be positive, got 0$",
+        ),
         ([("model.dropout", "1.0")], r"^model: dropout must be in \[0, 1\), got 1.0$"),
     ],
 )
@@ -154,8 +187,62 @@ def test_model_config_errors_name_the_field_and_cell(overrides, message):
 
 
 def test_model_config_accepts_another_cell_without_lstm_options():
-    config = apply_overrides(CharLMConfig(), [("model.cell", "gru")])
-    assert config.model.cell == "gru" and config.model.cell_options() == {}
+    config = apply_overrides(CharLMConfig(), [("model.recurrent.cell", "gru")])
+    assert config.model.recurrent.cell == "gru" and config.model.recurrent.options == {}
+
+
+def test_cell_options_from_the_command_line_reach_the_cell():
+    from rnnkit.models import LanguageModel
+
+    gla = apply_overrides(
+        CharLMConfig(),
+        [("model.recurrent.cell", "gla"), ("model.recurrent.hidden_size", "16"),
+         ("model.recurrent.options.num_heads", "4"), ("model.recurrent.options.key_size", "none")],
+    )
+    assert gla.model.recurrent.options == {"num_heads": 4, "key_size": None}
+    assert LanguageModel(gla.model, vocabulary_size=5).recurrent.cells[0].num_heads == 4
+    lru = apply_overrides(
+        CharLMConfig(),
+        [("model.recurrent.cell", "lru"), ("model.recurrent.hidden_size", "8"),
+         ("model.recurrent.options.r_min", "0.5"), ("model.recurrent.options.r_max", "1")],
+    )
+    assert lru.model.recurrent.options == {"r_min": 0.5, "r_max": 1.0}
+    cell = LanguageModel(lru.model, vocabulary_size=5).recurrent.cells[0]
+    assert (cell.r_min, cell.r_max) == (0.5, 1.0)
+    # The resolved config keeps typed values, so it reads back equal.
+    assert from_dict(CharLMConfig, to_dict(lru)) == lru
+
+
+def test_strategy_options_from_the_command_line_reach_every_strategy_object():
+    from rnnkit.models import LanguageModel
+    from rnnkit.strategies.newton import NewtonStrategy
+
+    config = apply_overrides(
+        CharLMConfig(),
+        [("model.recurrent.cell", "paragru"), ("model.recurrent.hidden_size", "8"),
+         ("model.recurrent.num_layers", "2"), ("model.recurrent.strategy", "newton"),
+         ("model.recurrent.strategy_options.max_iterations", "50"),
+         ("model.recurrent.strategy_options.tolerance", "1e-6")],
+    )
+    assert config.model.recurrent.strategy_options == {"max_iterations": 50, "tolerance": 1e-6}
+    strategies = LanguageModel(config.model, vocabulary_size=5).recurrent.strategies
+    assert len(strategies) == 2 and strategies[0] is not strategies[1]
+    for strategy in strategies:
+        assert isinstance(strategy, NewtonStrategy)
+        assert (strategy.max_iterations, strategy.tolerance) == (50, 1e-6)
+
+
+def test_cell_options_from_a_file_are_checked_against_the_cell(tmp_path):
+    path = tmp_path / "gla.yaml"
+    path.write_text("model:\n  recurrent:\n    cell: gla\n    options:\n      num_heads: 2\n")
+    assert load_file(CharLMConfig, path).model.recurrent.options == {"num_heads": 2}
+    path.write_text("model:\n  recurrent:\n    cell: gla\n    options:\n      heads: 2\n")
+    with pytest.raises(ConfigError, match=r"gla.yaml: model.recurrent: option 'heads' is not "
+                       r"taken by the cell 'gla'; its options: bias, num_heads, key_size"):
+        load_file(CharLMConfig, path)
+    path.write_text("model:\n  recurrent:\n    options: 3\n")
+    with pytest.raises(ConfigError, match=r"model.recurrent.options must be a mapping"):
+        load_file(CharLMConfig, path)
 
 
 def test_load_file_yaml_and_json_then_overrides(tmp_path):
@@ -192,12 +279,10 @@ def test_cli_config_file_with_overrides_on_top(tmp_path, capsys):
     from rnnkit.cli import main
 
     path = tmp_path / "charlm.yaml"
-    path.write_text("model:\n  cell: gru\n  hidden_size: 32\n")
-    assert (
-        main(["train", "charlm", "--config", str(path), "--model.num_layers=2", "--print-config"])
-        == 0
-    )
-    model = json.loads(capsys.readouterr().out)["model"]
+    path.write_text("model:\n  recurrent:\n    cell: gru\n    hidden_size: 32\n")
+    command = ["train", "charlm", "--config", str(path)]
+    assert main(command + ["--model.recurrent.num_layers=2", "--print-config"]) == 0
+    model = json.loads(capsys.readouterr().out)["model"]["recurrent"]
     assert (model["cell"], model["hidden_size"], model["num_layers"]) == ("gru", 32, 2)
-    assert main(["train", "charlm", "--config", str(path), "--model.peephole=true"]) != 0
+    assert main(command + ["--model.recurrent.options.peephole=true"]) != 0
     assert "option 'peephole' is not taken by the cell 'gru'" in capsys.readouterr().err

@@ -89,7 +89,8 @@ def test_sigterm_saves_a_checkpoint_and_exits_143(tmp_path):
     text = tmp_path / "small.txt"
     text.write_text(bundled_path().read_text(encoding="utf-8")[:4000], encoding="utf-8")
     run = tmp_path / "run"
-    tiny = ["--model.embedding_size=8", "--model.hidden_size=16", "--trainer.batch_size=4",
+    tiny = ["--model.embedding_size=8", "--model.recurrent.hidden_size=16",
+            "--trainer.batch_size=4",
             "--bptt.window=16", "--bptt.evaluation_streams=4", "--sample.length=10"]
     command = [sys.executable, "-c", SIGTERM_SCRIPT, "train", "charlm", "--data", str(text),
                "--steps", "50", "--run-dir", str(run), *tiny]
@@ -134,7 +135,7 @@ def test_training_restores_torch_threads(tmp_path):
     before = torch.get_num_threads()
     wanted = 1 if before != 1 else 2
     command = ["train", "charlm", "--data", str(text), "--steps", "1", "--run-dir",
-               str(tmp_path / "run"), f"--trainer.threads={wanted}", "--model.hidden_size=16",
+               str(tmp_path / "run"), f"--trainer.threads={wanted}", "--model.recurrent.hidden_size=16",
                "--model.embedding_size=8", "--bptt.window=16", "--sample.length=5"]
     assert cli.main(command) == 0
     assert torch.get_num_threads() == before

@@ -17,7 +17,7 @@ from rnnkit.train.trainer import Trainer
 
 TINY = [
     "--model.embedding_size=8",
-    "--model.hidden_size=16",
+    "--model.recurrent.hidden_size=16",
     "--trainer.batch_size=4",
     "--bptt.window=16",
     "--bptt.evaluation_streams=4",
@@ -53,13 +53,13 @@ def interrupt_at(monkeypatch, step: int) -> None:
 @pytest.mark.parametrize(
     "extra",
     [
-        ["--model.cell=lstm", "--trainer.log_interval=3"],
+        ["--model.recurrent.cell=lstm", "--trainer.log_interval=3"],
         [
-            "--model.cell=gru",
-            "--model.num_layers=2",
+            "--model.recurrent.cell=gru",
+            "--model.recurrent.num_layers=2",
             "--model.dropout=0.1",
             "--optimizer.gradient_noise=0.01",
-            "--model.zoneout=0.1",
+            "--model.recurrent.options.zoneout=0.1",
         ],
     ],
     ids=["lstm-log-every-3", "gru-2layers-dropout-noise-zoneout"],
