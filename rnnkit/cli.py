@@ -231,6 +231,12 @@ def check_resumable(saved, resolved) -> None:
 def run_train(options: argparse.Namespace, extra: list[str]) -> int:
     from rnnkit.train.run import new_run_dir, train
 
+    resume, run_dir = options.resume, options.run_dir
+    if resume is not None and run_dir is not None and run_dir.resolve() != resume.resolve():
+        raise ConfigError(
+            f"--run-dir {run_dir} with --resume {resume}: a resumed run continues in its own "
+            "folder; drop --run-dir (or copy the run folder first)"
+        )
     config, document = resolve_config(options, extra)
     if options.print_config:
         print(to_json(config))
@@ -249,8 +255,12 @@ def run_sample(options: argparse.Namespace, extra: list[str]) -> int:
     import torch
 
     from rnnkit.decoding import generate
-    from rnnkit.train.tasks.charlm import load_trained
+    from rnnkit.train.tasks.charlm import SampleConfig, load_trained
 
+    try:  # the same range checks as sample.* in a config, before the checkpoint is read
+        SampleConfig(options.prompt, options.length, options.temperature, options.top_k)
+    except ValueError as error:
+        raise ConfigError(f"--{str(error).replace('_', '-')}") from None
     _, model, vocabulary, _ = load_trained(options.run)
     prompt = options.prompt or ("\n" if "\n" in vocabulary.index else vocabulary.characters[0])
     unknown = vocabulary.unknown(prompt)

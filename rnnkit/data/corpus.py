@@ -40,6 +40,11 @@ class CorpusConfig:
     validation_fraction: float = 0.1
     """The last fraction of the text, held out for validation."""
 
+    def __post_init__(self) -> None:
+        fraction = self.validation_fraction
+        if not (isinstance(fraction, (int, float)) and 0 < fraction < 1):
+            raise ValueError(f"validation_fraction must be in (0, 1), got {fraction!r}")
+
 
 class Vocabulary:
     """The characters of a corpus, sorted, and their indices."""
@@ -138,6 +143,11 @@ def check_text(text: str, name: str) -> None:
         )
     if len(text.strip()) == 0:
         raise CorpusError(f"{name}: the file holds only whitespace")
+    if len(set(text)) < 2:
+        raise CorpusError(
+            f"{name}: every character is {text[0]!r}; a model has nothing to learn from one "
+            "distinct character"
+        )
     if len(text) < MINIMUM_CHARACTERS:
         raise CorpusError(
             f"{name}: too short to train on: {len(text)} characters, at least "

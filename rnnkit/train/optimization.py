@@ -20,6 +20,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from rnnkit.train import ranges
+
 NOISE_DECAY = 0.55
 """The exponent gamma of the annealed noise variance eta / (1 + t)^gamma."""
 
@@ -44,6 +46,16 @@ class OptimizerConfig:
     """Clip gradients to this global L2 norm (0: no clipping)."""
     gradient_noise: float = 0.0
     """eta of the annealed Gaussian gradient noise (0: none)."""
+
+    def __post_init__(self) -> None:
+        ranges.positive("learning_rate", self.learning_rate)
+        ranges.between("min_learning_rate_ratio", self.min_learning_rate_ratio, 0, 1, True)
+        ranges.at_least("warmup_steps", self.warmup_steps, 0)
+        ranges.at_least("weight_decay", self.weight_decay, 0)
+        ranges.between("beta1", self.beta1, 0, 1, False)
+        ranges.between("beta2", self.beta2, 0, 1, False)
+        ranges.at_least("clip_norm", self.clip_norm, 0)
+        ranges.at_least("gradient_noise", self.gradient_noise, 0)
 
 
 def build_optimizer(model: nn.Module, config: OptimizerConfig) -> torch.optim.AdamW:

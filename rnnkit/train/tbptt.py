@@ -19,6 +19,7 @@ from torch.nn import functional
 
 from rnnkit.data import StreamBatcher
 from rnnkit.models import LanguageModel, detach_state
+from rnnkit.train import ranges
 from rnnkit.train.metrics import bits_per_character
 
 
@@ -34,6 +35,11 @@ class TruncatedBPTTConfig:
     """Parallel streams B when evaluating."""
     evaluation_window: int = 256
     """Time steps per window when evaluating (does not change the result, only speed)."""
+
+    def __post_init__(self) -> None:
+        ranges.at_least("window", self.window, 1)
+        ranges.at_least("evaluation_streams", self.evaluation_streams, 1)
+        ranges.at_least("evaluation_window", self.evaluation_window, 1)
 
 
 class TruncatedBPTT:

@@ -23,6 +23,7 @@ from typing import Any
 import torch
 
 from rnnkit.train import checkpoint as checkpoints
+from rnnkit.train import ranges
 from rnnkit.train.metrics import (
     MetricsLog,
     Progress,
@@ -63,6 +64,18 @@ class TrainerConfig:
     """Least seconds between two plain log lines (when output is not a terminal)."""
     threads: int = 0
     """torch CPU threads (0: torch's default, one per core)."""
+
+    def __post_init__(self) -> None:
+        ranges.at_least("max_steps", self.max_steps, 1, optional=True)
+        ranges.positive("time_budget_seconds", self.time_budget_seconds, optional=True)
+        if self.max_steps is None and self.time_budget_seconds is None:
+            raise ValueError("set max_steps or time_budget_seconds (or both); both are null")
+        ranges.at_least("batch_size", self.batch_size, 1)
+        ranges.at_least("eval_interval", self.eval_interval, 0)
+        ranges.at_least("eval_interval_seconds", self.eval_interval_seconds, 0)
+        ranges.at_least("log_interval", self.log_interval, 1)
+        ranges.at_least("log_seconds", self.log_seconds, 0)
+        ranges.at_least("threads", self.threads, 0)
 
 
 class Trainer:

@@ -139,3 +139,67 @@ def test_training_restores_torch_threads(tmp_path):
                "--model.embedding_size=8", "--bptt.window=16", "--sample.length=5"]
     assert cli.main(command) == 0
     assert torch.get_num_threads() == before
+
+
+BAD_VALUES = [
+    (["--steps", "0"], "max_steps"),
+    (["--steps", "-5"], "max_steps"),
+    (["--time-budget", "0"], "time_budget_seconds|duration"),
+    (["--trainer.log_interval=0"], "log_interval"),
+    (["--trainer.threads=-1"], "threads"),
+    (["--trainer.eval_interval=-2"], "eval_interval"),
+    (["--trainer.batch_size=0"], "batch_size"),
+    (["--optimizer.weight_decay=-0.1"], "weight_decay"),
+    (["--optimizer.warmup_steps=-1"], "warmup_steps"),
+    (["--optimizer.learning_rate=nan"], "learning_rate"),
+    (["--optimizer.beta2=1.5"], "beta2"),
+    (["--bptt.window=0"], "window"),
+    (["--sample.temperature=-1"], "temperature"),
+    (["--sample.temperature=nan"], "temperature"),
+    (["--sample.top_k=-3"], "top_k"),
+    (["--data.validation_fraction=1.5"], "validation_fraction"),
+]
+
+
+@pytest.mark.parametrize(
+    ("arguments", "field"), BAD_VALUES, ids=[" ".join(a) for a, _ in BAD_VALUES]
+)
+def test_bad_values_are_refused_before_any_work(tmp_path, capsys, arguments, field):
+    from rnnkit import cli
+
+    run = tmp_path / "run"
+    assert cli.main(["train", "charlm", "--run-dir", str(run), *arguments]) == 1
+    error = capsys.readouterr().err
+    assert error.startswith("rnnkit: error:") and "Traceback" not in error
+    assert pytest.importorskip("re").search(field, error), error
+    assert not run.exists()  # refused while resolving the config: no folder, no data read
+
+
+@pytest.mark.parametrize(
+    ("arguments", "option"),
+    [(["--temperature", "nan"], "--temperature"), (["--temperature", "-1"], "--temperature"),
+     (["--top-k", "-1"], "--top-k"), (["--length", "-2"], "--length")],
+)
+def test_sample_options_are_refused_with_their_name(tmp_path, capsys, arguments, option):
+    from rnnkit import cli
+
+    assert cli.main(["sample", str(tmp_path / "no-run"), *arguments]) == 1
+    error = capsys.readouterr().err
+    assert error.startswith(f"rnnkit: error: {option} must be"), error
+
+
+def test_run_dir_with_resume_is_refused_not_ignored(tmp_path, capsys):
+    from rnnkit import cli
+
+    other = tmp_path / "other"
+    command = ["train", "charlm", "--resume", str(tmp_path / "run"), "--run-dir", str(other)]
+    assert cli.main(command) == 1
+    assert "--run-dir" in capsys.readouterr().err and not other.exists()
+
+
+def test_a_corpus_of_one_character_is_refused(tmp_path):
+    from rnnkit.data import CorpusError
+    from rnnkit.data.corpus import check_text
+
+    with pytest.raises(CorpusError, match="one distinct character"):
+        check_text("a" * 5000, "uniform.txt")

@@ -19,6 +19,7 @@ from rnnkit.data import Corpus, CorpusConfig, Vocabulary, load_corpus
 from rnnkit.decoding import generate
 from rnnkit.models import LanguageModel, LanguageModelConfig
 from rnnkit.train import checkpoint as checkpoints
+from rnnkit.train import ranges
 from rnnkit.train.config import from_dict
 from rnnkit.train.optimization import OptimizerConfig
 from rnnkit.train.task import FitResult
@@ -41,6 +42,11 @@ class SampleConfig:
     """Softmax temperature (0: greedy)."""
     top_k: int = 40
     """Draw among the k most likely characters (0: all)."""
+
+    def __post_init__(self) -> None:
+        ranges.at_least("length", self.length, 0)
+        ranges.at_least("temperature", self.temperature, 0)
+        ranges.at_least("top_k", self.top_k, 0)
 
 
 @dataclass
