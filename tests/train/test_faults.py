@@ -135,7 +135,8 @@ def test_training_restores_torch_threads(tmp_path):
     before = torch.get_num_threads()
     wanted = 1 if before != 1 else 2
     command = ["train", "charlm", "--data", str(text), "--steps", "1", "--run-dir",
-               str(tmp_path / "run"), f"--trainer.threads={wanted}", "--model.recurrent.hidden_size=16",
+               str(tmp_path / "run"), f"--trainer.threads={wanted}",
+               "--model.recurrent.hidden_size=16",
                "--model.embedding_size=8", "--bptt.window=16", "--sample.length=5"]
     assert cli.main(command) == 0
     assert torch.get_num_threads() == before

@@ -102,7 +102,8 @@ class CharLMTask:
             f"{corpus.validation.numel():,} validation characters, vocabulary of "
             f"{len(corpus.vocabulary)}\nmodel: {self.model.num_parameters():,} parameters, "
             f"{self.config.model.recurrent.num_layers} x {self.config.model.recurrent.cell} "
-            f"(hidden {self.config.model.recurrent.hidden_size})\n" + self.model.recurrent.describe_strategy()
+            f"(hidden {self.config.model.recurrent.hidden_size})\n"
+            + self.model.recurrent.describe_strategy()
         )
 
 
