@@ -13,9 +13,16 @@ and the recurrence proper:
 so that ``step(x_t, s) == recur(project_inputs(x_t), s)``. States are NamedTuples of
 ``(B, size)`` tensors (``LSTMState(h, c)``), tuple-compatible with torch.
 
-Strategies read only the capabilities a cell declares:
+Strategies read only the capabilities a cell declares, all declared here with a default:
 
 - ``is_linear``: the recurrence is linear in the state (a parallel scan can run it);
+- ``linear_form``: which linear recurrence it is, ``"diagonal"``, ``"matrix"``, ``"delta"``
+  or ``"softmax_prefix"`` (None: not linear). Each form names hooks the scan strategy calls,
+  with the shapes given in ``rnnkit/strategies/scan.py``: ``scan_terms``, ``scan_initial``,
+  ``scan_readout`` (diagonal); ``matrix_terms``, ``matrix_initial``, ``matrix_readout``
+  (matrix); ``delta_terms`` with ``matrix_initial``, ``matrix_readout`` (delta);
+  ``prefix_terms``, ``prefix_initial``, ``prefix_readout`` (softmax prefix). Here they raise
+  NotImplementedError naming the cell and the form;
 - ``native_kernel``: the name of the torch fused kernel that computes exactly this cell
   (``"lstm"``, ``"gru"``, ``"rnn_tanh"``, ``"rnn_relu"``) with ``native_weights()`` and
   ``native_unsupported_reason()`` saying why it cannot be used in the current configuration;
@@ -27,9 +34,11 @@ Strategies read only the capabilities a cell declares:
 - ``begin_sequence``: draws the per-sequence random quantities of recurrent regularization;
 - ``time_parallel_unsupported_reason()``: why the cell cannot be evaluated for all steps at once
   now (for example zoneout or recurrent dropout in training), or None;
-- for the Newton strategy, optionally ``jacobian_structure`` (``"diagonal"`` or ``"block"`` with
-  ``jacobian_block_size``) and ``state_jacobian(projected, state)``: the Jacobian of the new
-  state with respect to the previous one, in the layout of ``flatten_state``.
+- for the Newton strategy, ``jacobian_structure`` (``"diagonal"``, ``"block"`` with
+  ``jacobian_block_size``, or None: the strategy differentiates ``recur`` itself) and
+  ``state_jacobian(projected (N, P), state) -> (N, S)`` (diagonal) or ``(N, S / d, d, d)``
+  (blocks of ``d = jacobian_block_size``): the Jacobian of the new state with respect to the
+  previous one, in the layout of ``flatten_state``.
 """
 
 from __future__ import annotations
@@ -50,6 +59,9 @@ class Cell(nn.Module):
     """
 
     is_linear: bool = False
+    linear_form: str | None = None  # "diagonal", "matrix", "delta", "softmax_prefix"
+    jacobian_structure: str | None = None  # "diagonal", "block" or None (differentiate recur)
+    jacobian_block_size: int = 1
     native_kernel: str | None = None
     compiled_kernel: str | None = None  # name in the compiled-kernel registry, see docstring
     state_type: type[NamedTuple]
@@ -134,6 +146,73 @@ class Cell(nn.Module):
         if self.native_kernel is None:
             return f"cell {type(self).__name__} has no torch fused kernel"
         return None
+
+    def state_jacobian(self, projected: Tensor, state: State) -> Tensor:
+        """d s_t / d s_{t-1} in the layout ``jacobian_structure`` names (module docstring)."""
+        raise NotImplementedError(
+            f"cell {type(self).__name__} does not give its state Jacobian (jacobian_structure "
+            f"{self.jacobian_structure!r}): state_jacobian"
+        )
+
+    def _missing_hook(self, form: str, hook: str) -> NotImplementedError:
+        return NotImplementedError(
+            f"cell {type(self).__name__} does not implement the {form!r} linear form: {hook}"
+        )
+
+    def scan_terms(self, projected: Tensor, state: State) -> tuple[Tensor, Tensor]:
+        """Diagonal form: ``(a, b)`` of ``h_t = a_t * h_{t-1} + b_t``, each ``(B, T, N)``."""
+        raise self._missing_hook("diagonal", "scan_terms")
+
+    def scan_initial(self, state: State) -> Tensor:
+        """Diagonal form: the part of the state the scan carries, ``(B, N)``."""
+        raise self._missing_hook("diagonal", "scan_initial")
+
+    def scan_readout(
+        self, projected: Tensor, hidden: Tensor, state: State, lengths: Tensor | None
+    ) -> tuple[Tensor, State]:
+        """Diagonal form: outputs ``(B, T, O)`` and final state from ``hidden (B, T, N)``."""
+        raise self._missing_hook("diagonal", "scan_readout")
+
+    def matrix_terms(
+        self, projected: Tensor, state: State, active: Tensor | None
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """Matrix form: ``(q, k, v, log_decay)``, each ``(B, heads, T, ...)``."""
+        raise self._missing_hook("matrix", "matrix_terms")
+
+    def delta_terms(
+        self, projected: Tensor, state: State, active: Tensor | None
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """Delta form: ``(q, k, v, beta (B, heads, T))``."""
+        raise self._missing_hook("delta", "delta_terms")
+
+    def matrix_initial(self, state: State) -> Tensor:
+        """Matrix and delta forms: ``S_0 (B, heads, d_k, d_v)``."""
+        raise self._missing_hook(self.linear_form or "matrix", "matrix_initial")
+
+    def matrix_readout(
+        self, projected: Tensor, outputs: Tensor, final: Tensor, state: State, active: Tensor | None
+    ) -> tuple[Tensor, State]:
+        """Matrix and delta forms: outputs ``(B, T, O)`` and final state from ``o`` and ``S_T``."""
+        raise self._missing_hook(self.linear_form or "matrix", "matrix_readout")
+
+    def prefix_terms(self, projected: Tensor, state: State) -> tuple[Tensor, Tensor]:
+        """Softmax prefix form: ``scores (B, heads, T)``, ``values (B, heads, T, d_v)``."""
+        raise self._missing_hook("softmax_prefix", "prefix_terms")
+
+    def prefix_initial(self, state: State) -> tuple[Tensor, Tensor, Tensor]:
+        """Softmax prefix form: ``(m (B, heads), u (B, heads, d_v), w (B, heads))``."""
+        raise self._missing_hook("softmax_prefix", "prefix_initial")
+
+    def prefix_readout(
+        self,
+        projected: Tensor,
+        attended: Tensor,
+        final: tuple[Tensor, Tensor, Tensor],
+        state: State,
+        active: Tensor | None,
+    ) -> tuple[Tensor, State]:
+        """Softmax prefix form: outputs ``(B, T, O)`` and final state from ``u / w``."""
+        raise self._missing_hook("softmax_prefix", "prefix_readout")
 
     def extra_repr(self) -> str:
         return f"input_size={self.input_size}, hidden_size={self.hidden_size}"

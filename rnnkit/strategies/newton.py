@@ -131,8 +131,7 @@ class NewtonStrategy:
         Only cells without a declared ``jacobian_structure`` and without a fused kernel get
         dense Jacobians (built from ``torch.func``, also for ``newton:quasi``, which keeps the
         diagonal only afterwards)."""
-        # getattr until the base Cell declares jacobian_structure (issue 10 item 1)
-        if getattr(cell, "jacobian_structure", None) is not None:
+        if cell.jacobian_structure is not None:
             return
         if pararnn_cpu.lookup(cell, projected.device, projected.dtype) is not None:
             return
@@ -207,7 +206,7 @@ def unsupported_reason(cell: Cell) -> str | None:
         return "complex parameters are not supported"
     if any(field.is_complex() for field in cell.initial_state(1)):
         return f"cell {type(cell).__name__} has a complex state; use 'scan'"
-    if getattr(cell, "linear_form", None) not in (None, "diagonal"):
+    if cell.linear_form not in (None, "diagonal"):
         return f"cell {type(cell).__name__} has a {cell.linear_form} state; use 'scan'"
     return None
 

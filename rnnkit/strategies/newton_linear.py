@@ -45,7 +45,7 @@ def jacobian(cell: Cell, projected: Tensor, previous: Tensor, diagonal_only: boo
     """
     batch, steps, size = previous.shape
     flat_projected, flat_previous = projected.flatten(0, 1), previous.flatten(0, 1)
-    structure = getattr(cell, "jacobian_structure", None)
+    structure = cell.jacobian_structure
     if structure is not None:
         values = cell.state_jacobian(flat_projected, cell.unflatten_state(flat_previous))
         result = Jacobian(structure, values.unflatten(0, (batch, steps)))

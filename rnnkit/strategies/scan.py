@@ -94,7 +94,7 @@ def unsupported_reason(cell: Cell) -> str | None:
     """Why ``scan`` cannot run ``cell``, or None when it can."""
     if not cell.is_linear:
         return f"cell {type(cell).__name__} is not linear in its state"
-    form = getattr(cell, "linear_form", None)
+    form = cell.linear_form
     if form not in FORMS:
         return f"cell {type(cell).__name__} has linear form {form!r}; known: {sorted(FORMS)}"
     return None
@@ -121,7 +121,9 @@ def make_scan_strategy(implementation: str = "auto") -> Callable[..., tuple[Tens
             raise StrategyUnsupportedError(f"strategy 'scan' cannot run this cell: {reason}")
         state, lengths = prepare(cell, inputs, state, lengths)
         cell.begin_sequence(inputs.shape[0], device=inputs.device, dtype=inputs.dtype)
-        return FORMS[cell.linear_form](cell, inputs, state, lengths, implementation)
+        form = cell.linear_form
+        assert form is not None  # unsupported_reason checked it is in FORMS
+        return FORMS[form](cell, inputs, state, lengths, implementation)
 
     run.__doc__ = f"Run a linear cell with the {implementation!r} scan implementation."
     return run
