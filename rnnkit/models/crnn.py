@@ -25,6 +25,7 @@ import torch
 from torch import Tensor, nn
 
 from rnnkit.decoding.ctc import ctc_loss
+from rnnkit.models.recurrent_config import check_cell_and_strategy, check_range
 from rnnkit.nn import Recurrent
 
 BLANK = 0
@@ -52,6 +53,19 @@ class CRNNConfig:
     """Bidirectional layers stacked."""
     dropout: float = 0.2
     """Dropout on the column features, between layers and before the output layer."""
+
+    def __post_init__(self) -> None:
+        """Name and range checks, so a bad value fails when the config is read, not mid-build."""
+        check_cell_and_strategy(self.cell, self.strategy)
+        for name in ("channels", "conv_layers", "hidden_size", "num_layers"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)}")
+        if not 0 <= self.height_poolings <= self.conv_layers:
+            raise ValueError(
+                f"height_poolings must lie in [0, conv_layers={self.conv_layers}], "
+                f"got {self.height_poolings}"
+            )
+        check_range("dropout", self.dropout, 0.0, 1.0)
 
 
 class CRNN(nn.Module):
@@ -142,16 +156,7 @@ class CRNN(nn.Module):
 
 
 def _check_config(config: CRNNConfig, num_classes: int, input_height: int) -> None:
-    for name in ("channels", "conv_layers", "hidden_size", "num_layers"):
-        if getattr(config, name) < 1:
-            raise ValueError(
-                f"model.{name} must be a positive integer, got {getattr(config, name)}"
-            )
-    if not 0 <= config.height_poolings <= config.conv_layers:
-        raise ValueError(
-            f"model.height_poolings must lie in [0, model.conv_layers={config.conv_layers}], "
-            f"got {config.height_poolings}"
-        )
+    config.__post_init__()  # again: fields may have been assigned since construction
     if input_height >> config.height_poolings < 1:
         raise ValueError(
             f"images of {input_height} rows cannot be halved {config.height_poolings} times "

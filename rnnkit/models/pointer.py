@@ -43,6 +43,7 @@ from torch.nn import functional
 
 from rnnkit.cells import State
 from rnnkit.models.attention import Attention
+from rnnkit.models.recurrent_config import check_cell_and_strategy
 from rnnkit.nn import Recurrent
 
 END_POSITION = 0
@@ -75,6 +76,16 @@ class PointerNetworkConfig:
     end_position: bool = False
     """Position 0 ends the output (variable-length outputs); off: one pointer per element."""
 
+    def __post_init__(self) -> None:
+        """Name and range checks, so a bad value fails when the config is read, not mid-build."""
+        check_cell_and_strategy(self.cell, self.strategy)
+        for name in ("embedding_size", "hidden_size", "num_layers", "attention_size"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name}: expected a positive int, got {value!r}")
+        if self.glimpses < 0:
+            raise ValueError(f"glimpses: expected 0 or more, got {self.glimpses}")
+
 
 class PointerMemory(NamedTuple):
     """What the decoder reads at every step, computed once per batch by ``encode``."""
@@ -102,6 +113,7 @@ class PointerNetwork(nn.Module):
             raise ValueError(
                 f"input_size: expected a positive number of features, got {input_size}"
             )
+        config.__post_init__()  # again: fields may have been assigned since construction
         self.config = config
         self.input_size = input_size
         self.embedding = nn.Linear(input_size, config.embedding_size)
@@ -123,8 +135,6 @@ class PointerNetwork(nn.Module):
         )
         if config.bidirectional:
             _check_mergeable(self.encoder, self.decoder)
-        if config.glimpses < 0:
-            raise ValueError(f"glimpses: expected 0 or more, got {config.glimpses}")
         key_size = self.encoder.output_size
         query_sizes = [self.decoder.output_size] + [key_size] * config.glimpses
         self.glimpses = nn.ModuleList(

@@ -45,6 +45,19 @@ def cell_option_types(cell: str) -> dict[str, Any]:
     }
 
 
+def check_cell_and_strategy(cell: str, strategy: str) -> None:
+    """Raise ``ValueError`` naming a cell or strategy that is not registered."""
+    cell_option_types(cell)
+    get_registered(strategy)
+
+
+def check_range(name: str, value: float, low: float, high: float | None = None) -> None:
+    """Raise ``ValueError`` unless ``low <= value`` (and ``value < high`` when given)."""
+    if value < low or (high is not None and value >= high):
+        bounds = f"[{low:g}, {high:g})" if high is not None else f"{low:g} or more"
+        raise ValueError(f"{name}: expected {bounds}, got {value!r}")
+
+
 def parse_option(name: str, value: Any, hint: Any) -> Any:
     """``value`` as the type ``hint``: text is parsed, a typed value is checked; a ``ValueError``
     names the option, the expected type and the value."""

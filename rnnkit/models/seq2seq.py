@@ -37,6 +37,7 @@ from torch import Tensor, nn
 from rnnkit.cells import State
 from rnnkit.decoding.search import BeamSearchResult, Decoded, beam_search, greedy_search
 from rnnkit.models.attention import ATTENTION_KINDS, Attention
+from rnnkit.models.recurrent_config import check_cell_and_strategy, check_range
 from rnnkit.nn import Recurrent
 
 ATTENTION_STYLES = ("luong", "bahdanau")
@@ -72,6 +73,28 @@ class Seq2SeqConfig:
     """Map the encoder's final state to the decoder's initial state (else zeros)."""
     dropout: float = 0.1
     """Dropout on the embeddings, between layers and before the output layer."""
+
+    def __post_init__(self) -> None:
+        """Name and range checks, so a bad value fails when the config is read, not mid-build."""
+        check_cell_and_strategy(self.cell, self.strategy)
+        if self.attention not in (*ATTENTION_KINDS, "none"):
+            raise ValueError(
+                f"attention: expected one of {(*ATTENTION_KINDS, 'none')}, got {self.attention!r}"
+            )
+        if self.attention_style not in ATTENTION_STYLES:
+            raise ValueError(
+                f"attention_style: expected one of {ATTENTION_STYLES}, got {self.attention_style!r}"
+            )
+        for name in ("embedding_size", "hidden_size", "encoder_layers", "decoder_layers"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name}: expected a positive int, got {value!r}")
+        if self.bidirectional and self.hidden_size % 2:
+            raise ValueError(
+                f"hidden_size: a bidirectional encoder needs an even size (half per direction), "
+                f"got {self.hidden_size}"
+            )
+        check_range("dropout", self.dropout, 0.0, 1.0)
 
 
 class DecoderState(NamedTuple):
@@ -324,22 +347,8 @@ def _check_source(source: Tensor, source_lengths: Any) -> Tensor:
 
 
 def _check_config(config: Seq2SeqConfig, source_size: int, target_size: int) -> None:
-    if config.attention not in (*ATTENTION_KINDS, "none"):
-        raise ValueError(
-            f"attention: expected one of {(*ATTENTION_KINDS, 'none')}, got {config.attention!r}"
-        )
-    if config.attention_style not in ATTENTION_STYLES:
-        raise ValueError(
-            f"attention_style: expected one of {ATTENTION_STYLES}, got {config.attention_style!r}"
-        )
-    if config.bidirectional and config.hidden_size % 2:
-        raise ValueError(
-            f"hidden_size: a bidirectional encoder needs an even size (half per direction), "
-            f"got {config.hidden_size}"
-        )
+    config.__post_init__()  # again: fields may have been assigned since construction
     for name, value in (
-        ("embedding_size", config.embedding_size),
-        ("hidden_size", config.hidden_size),
         ("source_vocabulary_size", source_size),
         ("target_vocabulary_size", target_size),
     ):

@@ -69,8 +69,10 @@ def test_a_few_steps_lower_the_loss_on_one_batch():
 @pytest.mark.parametrize(
     ("settings", "message"),
     [
-        ({"channels": 0}, "model.channels"),
-        ({"height_poolings": 4}, "model.height_poolings"),
+        ({"channels": 0}, "^channels must be a positive integer, got 0$"),
+        ({"height_poolings": 4}, r"^height_poolings must lie in \[0, conv_layers=3\], got 4$"),
+        ({"dropout": 1.0}, r"^dropout: expected \[0, 1\), got 1.0$"),
+        ({"cell": "transformer"}, "^unknown cell 'transformer'"),
         ({"conv_layers": 5, "height_poolings": 5}, "cannot be halved"),
     ],
 )

@@ -286,3 +286,24 @@ def test_cli_config_file_with_overrides_on_top(tmp_path, capsys):
     assert (model["cell"], model["hidden_size"], model["num_layers"]) == ("gru", 32, 2)
     assert main(command + ["--model.recurrent.options.peephole=true"]) != 0
     assert "option 'peephole' is not taken by the cell 'gru'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "task, overrides, message",
+    [
+        ("reverse", [("model.encoder_layers", "0")],
+         r"^model: encoder_layers: expected a positive int, got 0$"),
+        ("reverse", [("model.dropout", "1.5")], r"^model: dropout: expected \[0, 1\), got 1.5$"),
+        ("add", [("model.hidden_size", "7")], r"^model: hidden_size: a bidirectional encoder"),
+        ("sort", [("model.glimpses", "-1")], r"^model: glimpses: expected 0 or more, got -1$"),
+        ("tsp", [("model.cell", "nope")], r"^model: unknown cell 'nope'"),
+        ("digit-strings", [("model.height_poolings", "9")],
+         r"^model: height_poolings must lie in \[0, conv_layers=\d+\], got 9$"),
+        ("digit-strings", [("model.strategy", "nope")], r"^model: unknown strategy 'nope'"),
+    ],
+)
+def test_every_model_config_checks_its_ranges_when_read(task, overrides, message):
+    from rnnkit.train.tasks import get_task
+
+    with pytest.raises(ConfigError, match=message):
+        apply_overrides(get_task(task).config_type(), overrides)
