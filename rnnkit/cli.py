@@ -1,12 +1,13 @@
 """The command line: ``rnnkit train | sample | eval | bench``.
 
     rnnkit train charlm [--data PATH] [--time-budget 5m] [--steps N] [--seed N]
-                        [--resume RUN] [--run-dir DIR] [--print-config] [--KEY=VALUE ...]
+                        [--resume RUN] [--run-dir DIR [--overwrite]] [--print-config]
+                        [--KEY=VALUE ...]
     rnnkit sample RUN [--prompt TEXT] [--length N] [--temperature T] [--top-k K] [--seed N]
-    rnnkit eval RUN [--data PATH] [--split validation|train]
+    rnnkit eval RUN [--data PATH] [--split validation|train] [--json]
     rnnkit bench ...
 
-``--KEY=VALUE`` (or ``--KEY VALUE``) sets a dotted config key, ``--model.hidden_size=512``;
+``--KEY=VALUE`` (or ``--KEY VALUE``) sets a dotted config key, ``--model.recurrent.hidden_size=512``;
 ``--print-config`` lists every key with its value.
 """
 
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 from pathlib import Path
@@ -93,6 +95,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("run", type=Path, help="the run folder")
     evaluate.add_argument("--data", default=None, help="a UTF-8 text file (default: the run's)")
     evaluate.add_argument("--split", choices=("validation", "train"), default="validation")
+    evaluate.add_argument(
+        "--json", action="store_true", help="print one JSON object: the task and its metrics"
+    )
     evaluate.set_defaults(handler=run_eval)
     commands.add_parser("bench", help="benchmarks (rnnkit bench --help)", add_help=False)
     return parser
@@ -126,6 +131,11 @@ def add_task_parser(tasks, definition: TaskDefinition) -> None:
     parser.add_argument("--resume", type=Path, metavar="RUN", help="continue an interrupted run")
     parser.add_argument("--run-dir", type=Path, help="the run folder (default: runs/TASK-TIME)")
     parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="delete the run already in --run-dir and start over (default: refuse)",
+    )
+    parser.add_argument(
         "--runs-root",
         type=Path,
         default=Path("runs"),
@@ -155,7 +165,9 @@ def parse_overrides(arguments: list[str]) -> list[tuple[str, str]]:
     while position < len(arguments):
         token = arguments[position]
         if not token.startswith("--") or len(token) == 2:
-            raise ConfigError(f"unexpected argument {token!r}; settings look like --model.cell=gru")
+            raise ConfigError(
+                f"unexpected argument {token!r}; settings look like --model.recurrent.cell=gru"
+            )
         key, separator, value = token[2:].partition("=")
         if not separator:
             if position + 1 >= len(arguments) or arguments[position + 1].startswith("--"):
@@ -247,7 +259,9 @@ def run_train(options: argparse.Namespace, extra: list[str]) -> int:
         run_dir = options.run_dir
     else:
         run_dir = new_run_dir(options.runs_root, options.definition.name)
-    result = train(options.definition, config, run_dir, document)
+    if options.overwrite and options.resume is not None:
+        raise ConfigError("--overwrite starts a run over; it cannot go with --resume")
+    result = train(options.definition, config, run_dir, document, overwrite=options.overwrite)
     return 128 + result.signal_number if result.reason == "interrupted" else 0
 
 
@@ -294,18 +308,38 @@ def run_sample(options: argparse.Namespace, extra: list[str]) -> int:
 def run_eval(options: argparse.Namespace, extra: list[str]) -> int:
     from rnnkit.train.tasks import charlm
 
-    task_name = read_checkpoint(options.run).get("task")
+    document = read_checkpoint(options.run)
+    task_name = document.get("task")
     definition = get_task(str(task_name))
+    # With --json the task's text goes to stderr, so stdout is exactly one JSON object.
+    stream = sys.stderr if options.json else sys.stdout
     if definition.name == charlm.NAME:
-        charlm.evaluate_run(options.run, sys.stdout, options.data, options.split)
-        return 0
-    if options.data is not None or options.split != "validation":
+        metrics = charlm.evaluate_run(options.run, stream, options.data, options.split)
+    elif options.data is not None or options.split != "validation":
         raise ValueError(
             f"--data and --split are for charlm runs; {options.run} is a {task_name} run, "
             "evaluated on its own held-out data"
         )
-    definition.evaluate_run(options.run, sys.stdout)
+    else:
+        metrics = definition.evaluate_run(options.run, stream)
+    if options.json:
+        print(json.dumps(eval_document(definition.name, options, document, metrics)))
     return 0
+
+
+def eval_document(task: str, options: argparse.Namespace, checkpoint: dict, metrics: dict) -> dict:
+    """The ``eval --json`` object; a NaN or infinite metric is null (JSON has no NaN)."""
+    split = options.split if options.data is None else f"{options.split} of {options.data}"
+    return {
+        "task": task,
+        "run": str(options.run),
+        "step": checkpoint.get("step"),
+        "split": split if task == "charlm" else "test",
+        "metrics": {
+            name: value if not isinstance(value, float) or math.isfinite(value) else None
+            for name, value in metrics.items()
+        },
+    }
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ A run folder holds ``config.json`` (the resolved config), ``checkpoint.json`` an
 
 from __future__ import annotations
 
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -15,7 +16,9 @@ import torch
 
 from rnnkit.train import checkpoint as checkpoints
 from rnnkit.train.config import to_dict
-from rnnkit.train.metrics import Progress
+from rnnkit.train.lock import RunFolderBusy, RunLock
+from rnnkit.train.metrics import METRICS_FILE, Progress
+from rnnkit.train.plots import PLOT_FILE
 from rnnkit.train.task import FitResult
 from rnnkit.train.tasks.definition import TaskDefinition
 from rnnkit.train.trainer import Trainer
@@ -40,15 +43,46 @@ def train(
     run_dir: Path,
     document: dict[str, Any] | None = None,
     stream: TextIO | None = None,
+    overwrite: bool = False,
 ) -> FitResult:
     """Train ``config`` into ``run_dir``; continue from the checkpoint ``document`` if given.
 
-    torch's thread count is restored on return: a library call leaves the process as it was."""
+    The run holds ``run_dir``'s lock throughout (a second run into it is refused). A new run
+    into a folder that already holds one is refused unless ``overwrite``, which deletes the old
+    run's files first. torch's thread count is restored on return: a library call leaves the
+    process as it was."""
+    stream = stream or sys.stdout
     previous_threads = torch.get_num_threads()
+    created = not run_dir.exists()
+    run_dir.mkdir(parents=True, exist_ok=True)
     try:
-        return _train(definition, config, run_dir, document, stream or sys.stdout)
+        with RunLock(run_dir, stream):
+            if document is None:
+                _clear_previous_run(run_dir, overwrite)
+            return _train(definition, config, run_dir, document, stream)
     finally:
         torch.set_num_threads(previous_threads)
+        if created and not any(run_dir.iterdir()):  # refused before writing (bad data): no trace
+            run_dir.rmdir()
+
+
+RUN_FILES = (checkpoints.CHECKPOINT_FILE, METRICS_FILE, PLOT_FILE, CONFIG_FILE)
+
+
+def _clear_previous_run(run_dir: Path, overwrite: bool) -> None:
+    """Refuse (or with ``overwrite`` delete) an earlier run's files in ``run_dir``."""
+    found = [name for name in RUN_FILES[:2] if (run_dir / name).exists()]
+    if not found:
+        return
+    if not overwrite:
+        raise RunFolderBusy(
+            f"{run_dir} already holds a run ({', '.join(found)}); continue it with --resume "
+            f"{run_dir}, start over with --overwrite, or choose another --run-dir"
+        )
+    # checkpoint.json first: an overwrite killed half-way leaves no checkpoint naming old files.
+    for name in RUN_FILES:
+        (run_dir / name).unlink(missing_ok=True)
+    shutil.rmtree(run_dir / checkpoints.CHECKPOINT_FOLDER, ignore_errors=True)
 
 
 def _train(

@@ -204,3 +204,69 @@ def test_a_corpus_of_one_character_is_refused(tmp_path):
 
     with pytest.raises(CorpusError, match="one distinct character"):
         check_text("a" * 5000, "uniform.txt")
+
+
+def _tiny_train(tmp_path: Path, run: Path, *extra: str) -> list[str]:
+    from rnnkit.data import bundled_path
+
+    text = tmp_path / "small.txt"
+    if not text.exists():
+        text.write_text(bundled_path().read_text(encoding="utf-8")[:4000], encoding="utf-8")
+    return ["train", "charlm", "--data", str(text), "--steps", "2", "--run-dir", str(run),
+            "--model.recurrent.hidden_size=8", "--model.embedding_size=4", "--bptt.window=8",
+            "--trainer.batch_size=2", "--bptt.evaluation_streams=2", "--sample.length=2", *extra]
+
+
+def _dead_pid() -> int:
+    import subprocess
+    import sys
+
+    finished = subprocess.Popen([sys.executable, "-c", "pass"])
+    finished.wait()
+    return finished.pid
+
+
+def _write_lock(run: Path, pid: int) -> Path:
+    import socket
+
+    from rnnkit.train.lock import LOCK_FILE
+
+    run.mkdir(parents=True, exist_ok=True)
+    lock = run / LOCK_FILE
+    lock.write_text(json.dumps({"pid": pid, "host": socket.gethostname(), "started": 0}))
+    return lock
+
+
+def test_a_folder_locked_by_a_live_run_is_refused(tmp_path, capsys):
+    from rnnkit import cli
+
+    run = tmp_path / "run"
+    lock = _write_lock(run, os.getppid())  # a live process that is not this one
+    assert cli.main(_tiny_train(tmp_path, run)) == 1
+    assert f"in use by process {os.getppid()}" in capsys.readouterr().err
+    assert lock.exists() and not (run / checkpoint.CHECKPOINT_FILE).exists()
+
+
+def test_a_stale_lock_is_reported_taken_over_and_released(tmp_path, capsys):
+    from rnnkit import cli
+
+    run = tmp_path / "run"
+    dead = _dead_pid()
+    lock = _write_lock(run, dead)
+    assert cli.main(_tiny_train(tmp_path, run)) == 0
+    assert f"stale lock of process {dead}" in capsys.readouterr().out
+    assert not lock.exists() and checkpoint.read_checkpoint(run)["step"] == 2
+
+
+def test_a_new_run_into_a_finished_run_needs_overwrite(tmp_path, capsys):
+    from rnnkit import cli
+    from rnnkit.train.metrics import METRICS_FILE
+
+    run = tmp_path / "run"
+    assert cli.main(_tiny_train(tmp_path, run)) == 0
+    records = (run / METRICS_FILE).read_text()
+    assert cli.main(_tiny_train(tmp_path, run)) == 1
+    assert "--overwrite" in capsys.readouterr().err
+    assert (run / METRICS_FILE).read_text() == records  # the old history is untouched
+    assert cli.main(_tiny_train(tmp_path, run, "--overwrite")) == 0
+    assert len((run / METRICS_FILE).read_text().splitlines()) == len(records.splitlines())
