@@ -6,13 +6,12 @@ import copy
 from collections.abc import Sequence
 
 from torch import Tensor, nn
-from torch.nn import functional
 from torch.nn.utils.rnn import PackedSequence
 
 from rnnkit.cells import CELLS, Cell, State, make_cell
 from rnnkit.cells.base import check_positive_int, check_probability
 from rnnkit.nn.packing import repack, unpack
-from rnnkit.nn.stack import run_stack
+from rnnkit.nn.stack import run_stack, step_stack
 from rnnkit.strategies import Strategy, choose, make_strategy, strategy_name
 
 
@@ -153,22 +152,7 @@ class Recurrent(nn.Module):
             raise ValueError(
                 f"state must hold one state per layer ({len(self.cells)}), got {len(state)}"
             )
-        batch_size = inputs.shape[0]
-        new_states: list[State] = []
-        layer_inputs = inputs
-        for layer, cell in enumerate(self.cells):
-            if state is None:
-                cell.begin_sequence(batch_size, device=inputs.device, dtype=inputs.dtype)
-                cell_state = cell.initial_state(
-                    batch_size, device=inputs.device, dtype=inputs.dtype
-                )
-            else:
-                cell_state = state[layer]
-            layer_inputs, cell_state = cell.step(layer_inputs, cell_state)
-            new_states.append(cell_state)
-            if self.dropout > 0 and self.training and layer < len(self.cells) - 1:
-                layer_inputs = functional.dropout(layer_inputs, self.dropout, training=True)
-        return layer_inputs, tuple(new_states)
+        return step_stack(list(self.cells), inputs, state, self.dropout, self.training)
 
     def extra_repr(self) -> str:
         return (

@@ -72,3 +72,32 @@ def run_stack(
         if dropout > 0 and training and layer < num_layers - 1:
             layer_inputs = functional.dropout(layer_inputs, dropout, training=True)
     return layer_inputs, tuple(final_states)
+
+
+def step_stack(
+    cells: Sequence[Cell],
+    inputs: Tensor,
+    states: Sequence[State] | None,
+    dropout: float = 0.0,
+    training: bool = False,
+) -> tuple[Tensor, tuple[State, ...]]:
+    """One time step of a unidirectional stack: ``inputs (B, D)`` -> ``(B, O)`` and new states.
+
+    Equal to ``run_stack`` over a sequence one step at a time. ``states=None`` starts a
+    sequence: each cell draws its per-sequence masks (``begin_sequence``) and starts from its
+    initial state. No strategy and no validation over time: this is the decoding hot path.
+    """
+    batch_size = inputs.shape[0]
+    new_states: list[State] = []
+    layer_inputs = inputs
+    for layer, cell in enumerate(cells):
+        if states is None:
+            cell.begin_sequence(batch_size, device=inputs.device, dtype=inputs.dtype)
+            state = cell.initial_state(batch_size, device=inputs.device, dtype=inputs.dtype)
+        else:
+            state = states[layer]
+        layer_inputs, state = cell.step(layer_inputs, state)
+        new_states.append(state)
+        if dropout > 0 and training and layer < len(cells) - 1:
+            layer_inputs = functional.dropout(layer_inputs, dropout, training=True)
+    return layer_inputs, tuple(new_states)

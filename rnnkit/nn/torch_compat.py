@@ -20,7 +20,7 @@ from torch.nn.utils.rnn import PackedSequence
 
 from rnnkit.cells import Cell, ElmanCell, GRUCell, LSTMCell
 from rnnkit.nn.packing import repack, unpack
-from rnnkit.nn.stack import run_stack
+from rnnkit.nn.stack import run_stack, step_stack
 from rnnkit.strategies import choose, make_strategy
 
 
@@ -154,6 +154,40 @@ class TorchCompatibleRNN(nn.Module):
         if not batched:
             outputs = outputs.squeeze(0 if self.batch_first else 1)
         return outputs, hidden
+
+    def step(self, input: Tensor, hx=None):  # noqa: A002 (torch's name)
+        """One time step for decoding: ``input (B, D)`` (or unbatched ``(D,)``) and ``hx`` in
+        torch's shape ``(num_layers, B, H)`` (LSTM: ``(h, c)``; None for zeros) -> ``output
+        (B, O)`` (or ``(O,)``) and the new ``hx``, as ``forward`` returns them.
+
+        Equal to ``forward`` over a sequence one step at a time. Unidirectional layers only: a
+        reverse direction needs the future.
+        """
+        if self.bidirectional:
+            raise ValueError(
+                f"{self._name()}.step needs a unidirectional layer (bidirectional=False): "
+                "the reverse direction needs the inputs of later steps"
+            )
+        if not isinstance(input, Tensor) or input.dim() not in (1, 2):
+            got = f"{input.dim()}-D" if isinstance(input, Tensor) else type(input).__name__
+            raise ValueError(
+                f"{self._name()}.step: expected input of shape (B, {self.input_size}) or "
+                f"({self.input_size},), got {got}"
+            )
+        if input.shape[-1] != self.input_size:
+            raise RuntimeError(
+                f"input.size(-1) must be equal to input_size. Expected {self.input_size}, "
+                f"got {input.shape[-1]}"
+            )
+        batched = input.dim() == 2
+        inputs = input if batched else input.unsqueeze(0)
+        states = None if hx is None else self._states_from_torch(hx, inputs.shape[0], batched)
+        output, new_states = step_stack(
+            self._bound_cells(), inputs, states, self.dropout, self.training
+        )
+        return (output if batched else output.squeeze(0)), self._states_to_torch(
+            new_states, batched
+        )
 
     def _name(self) -> str:
         return "RNN" if self.mode.startswith("RNN") else self.mode
