@@ -7,8 +7,8 @@
     rnnkit eval RUN [--data PATH] [--split validation|train] [--json]
     rnnkit bench ...
 
-``--KEY=VALUE`` (or ``--KEY VALUE``) sets a dotted config key, ``--model.recurrent.hidden_size=512``;
-``--print-config`` lists every key with its value.
+``--KEY=VALUE`` (or ``--KEY VALUE``) sets a dotted config key,
+``--model.recurrent.hidden_size=512``; ``--print-config`` lists every key with its value.
 """
 
 from __future__ import annotations

@@ -86,6 +86,17 @@ def test_eval_prints_validation_loss(trained_run, capsys):
     assert "model at step 6" in output
 
 
+def test_eval_json_prints_one_object_with_the_task_and_its_metrics(trained_run, capsys):
+    run, text = trained_run
+    assert cli.main(["eval", str(run), "--data", str(text), "--json"]) == 0
+    captured = capsys.readouterr()
+    document = json.loads(captured.out)
+    assert (document["task"], document["step"], document["run"]) == ("charlm", 6, str(run))
+    assert {"loss", "bpc", "tokens"} <= set(document["metrics"])
+    assert document["split"] == f"validation of {text}"
+    assert captured.err.startswith("validation loss ")
+
+
 def test_print_config_shows_overrides_and_does_not_train(tmp_path, capsys):
     command = ["train", "charlm", "--print-config", "--model.recurrent.cell=gru",
                "--model.recurrent.hidden_size", "48"]

@@ -51,6 +51,12 @@ def test_train_then_eval_through_the_command_line(problem, tmp_path, capsys):
     expected = {"loss", "token_accuracy", "exact_accuracy", "beam_exact_accuracy"}
     assert set(metrics) == expected | {f"longer_{key}" for key in expected}
     assert all(0.0 <= metrics[key] <= 1.0 for key in metrics if "accuracy" in key)
+    assert cli.main(["eval", str(run), "--json"]) == 0
+    captured = capsys.readouterr()
+    document = json.loads(captured.out)  # exactly one JSON object on stdout
+    assert (document["task"], document["step"], document["split"]) == (problem, 3, "test")
+    assert document["metrics"] == pytest.approx(metrics)
+    assert "test set of 30 examples" in captured.err
 
 
 def test_resuming_after_a_crash_reproduces_the_uninterrupted_run(tmp_path, monkeypatch, capsys):
