@@ -1,5 +1,6 @@
-"""Explicit state: a sequence run whole equals the same sequence run in chunks with the state
-carried from one chunk to the next, and equals ``cell.step`` one step at a time."""
+"""Explicit state through a stacked layer: ``Recurrent`` run whole equals the same sequence run in
+chunks with the per-layer states carried, and equals each cell's ``step`` one step at a time.
+(The same for a single cell under every strategy is in ``tests/strategies/test_oracle.py``.)"""
 
 from __future__ import annotations
 
@@ -15,7 +16,6 @@ from conftest import (
 )
 
 from rnnkit.nn import Recurrent
-from rnnkit.strategies import STRATEGIES
 
 F64 = torch.float64
 CHUNKS = (5, 1, 13)
@@ -38,31 +38,6 @@ def run_in_chunks(run, inputs, state):
         outputs.append(chunk_outputs)
         start += size
     return torch.cat(outputs, 1), state
-
-
-@pytest.mark.parametrize(("config", "strategy"), strategy_cases(CELL_CONFIGS))
-@pytest.mark.parametrize("initial_state", [False, True], ids=["zero", "h0"])
-def test_cell_whole_equals_chunks_equals_steps(config, strategy, initial_state):
-    cell = build_cell(config, 3, 4, F64)
-    generator = torch.Generator().manual_seed(0)
-    inputs = torch.randn(2, STEPS, 3, dtype=F64, generator=generator)
-    state = random_state(cell, 2, generator) if initial_state else cell.initial_state(2)
-    run = STRATEGIES[strategy]
-
-    whole_outputs, whole_state = run(cell, inputs, state if initial_state else None)
-    chunk_outputs, chunk_state = run_in_chunks(
-        lambda chunk, carried: run(cell, chunk, carried), inputs, state
-    )
-    step_outputs = []
-    step_state = state
-    for step in range(STEPS):
-        output, step_state = cell.step(inputs[:, step], step_state)
-        step_outputs.append(output)
-
-    assert_close(chunk_outputs, whole_outputs, "chunked outputs", F64)
-    assert_states_close(chunk_state, whole_state, "chunked final state", F64)
-    assert_close(torch.stack(step_outputs, 1), whole_outputs, "stepped outputs", F64)
-    assert_states_close(step_state, whole_state, "stepped final state", F64)
 
 
 @pytest.mark.parametrize(
