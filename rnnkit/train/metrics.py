@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import sys
 import time
 from pathlib import Path
@@ -44,11 +45,32 @@ class MetricsLog:
         with open(self.path, "a", encoding="utf-8") as handle:
             handle.write(json.dumps(record) + "\n")
 
-    def truncate_after(self, step: int) -> None:
-        """Drop records past ``step`` (written after the checkpoint a run resumes from)."""
-        kept = [record for record in read_metrics(self.path) if record["step"] <= step]
-        with open(self.path, "w", encoding="utf-8") as handle:
+    def truncate_after(self, step: int) -> list[dict[str, Any]]:
+        """Drop records past ``step`` (written after the checkpoint a run resumes from) and a
+        torn last line (a kill inside an append); returns the records kept.
+
+        The file is replaced atomically (temporary file, fsync, rename): a kill inside the
+        rewrite leaves the old history or the new one, never a part of it."""
+        if not self.path.is_file():
+            return []
+        lines = self.path.read_text(encoding="utf-8").splitlines()
+        records = []
+        for number, line in enumerate(lines):
+            try:
+                records.append(json.loads(line))
+            except ValueError:
+                if number != len(lines) - 1:
+                    raise ValueError(f"{self.path}:{number + 1}: not a JSON record") from None
+        kept = [record for record in records if record["step"] <= step]
+        if len(kept) == len(lines):
+            return kept  # nothing to drop: leave the file as it is
+        temporary = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+        with open(temporary, "w", encoding="utf-8") as handle:
             handle.writelines(json.dumps(record) + "\n" for record in kept)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, self.path)
+        return kept
 
 
 def read_metrics(path: str | Path) -> list[dict[str, Any]]:

@@ -102,6 +102,7 @@ class Trainer:
         self.train_seconds = 0.0
         self.elapsed_offset = 0.0
         self.last_checkpoint_step: int | None = None
+        self.last_plotted_step: int | None = None
         self.last_evaluation: dict[str, float] = {}
         self.last_evaluation_step: int | None = None
         self.last_eval_seconds = 0.0
@@ -156,7 +157,8 @@ class Trainer:
             evaluation = self.last_evaluation
         else:
             evaluation = self.evaluate_and_checkpoint()
-        self.plot()
+        if self.step != self.last_plotted_step:
+            self.plot()
         return FitResult(self.step, reason, evaluation, self.train_seconds)
 
     def train_step(self) -> None:
@@ -228,9 +230,18 @@ class Trainer:
         self.elapsed_offset = float(document["clocks"]["elapsed_seconds"])
         self.meter.load_state(document["meter"])
         self.last_checkpoint_step = self.step
-        self.metrics.truncate_after(self.step)
+        kept = self.metrics.truncate_after(self.step)
+        # A finished run resumed with nothing left to do reuses its final evaluation instead of
+        # appending a duplicate record (and re-saving the same step).
+        final = [r for r in kept if r.get("kind") == "validation" and r["step"] == self.step]
+        if final:
+            clocks = ("kind", "step", "train_seconds", "elapsed_seconds")
+            self.last_evaluation = {k: v for k, v in final[-1].items() if k not in clocks}
+            self.last_evaluation_step = self.last_plotted_step = self.step
 
     def plot(self) -> None:
+        """Redraw loss.png from metrics.jsonl."""
+        self.last_plotted_step = self.step
         plot_losses(read_metrics(self.metrics.path), self.run_dir / PLOT_FILE, str(self.run_dir))
 
     def _evaluation_due(self) -> bool:

@@ -270,3 +270,36 @@ def test_a_new_run_into_a_finished_run_needs_overwrite(tmp_path, capsys):
     assert (run / METRICS_FILE).read_text() == records  # the old history is untouched
     assert cli.main(_tiny_train(tmp_path, run, "--overwrite")) == 0
     assert len((run / METRICS_FILE).read_text().splitlines()) == len(records.splitlines())
+
+
+def test_resuming_a_finished_run_changes_nothing(tmp_path):
+    from rnnkit import cli
+
+    run = tmp_path / "run"
+    assert cli.main(_tiny_train(tmp_path, run)) == 0
+    names = ("metrics.jsonl", "checkpoint.json", "loss.png")
+    before = {name: (run / name).read_bytes() for name in names}
+    assert cli.main(["train", "charlm", "--resume", str(run)]) == 0
+    assert {name: (run / name).read_bytes() for name in names} == before
+
+
+def test_metrics_rewrite_on_resume_is_atomic(tmp_path, monkeypatch):
+    from rnnkit.train.metrics import MetricsLog
+
+    log = MetricsLog(tmp_path)
+    for step in range(1, 6):
+        log.append({"kind": "train", "step": step, "loss": 1.0})
+    with open(log.path, "a", encoding="utf-8") as handle:
+        handle.write('{"kind": "train", "st')  # a kill -9 inside an append
+    original = log.path.read_text()
+
+    def killed(*arguments):  # a kill -9 just before the rename of the rewritten file
+        raise KeyboardInterrupt("killed")
+
+    monkeypatch.setattr(os, "replace", killed)
+    with pytest.raises(KeyboardInterrupt):
+        log.truncate_after(3)
+    assert log.path.read_text() == original  # the history is intact, not half-written
+    monkeypatch.undo()
+    assert [record["step"] for record in log.truncate_after(3)] == [1, 2, 3]
+    assert [json.loads(line)["step"] for line in log.path.read_text().splitlines()] == [1, 2, 3]
