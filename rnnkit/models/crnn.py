@@ -19,16 +19,20 @@ batch and divided by the number of target labels: nats per label).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor, nn
 
 from rnnkit.decoding.ctc import ctc_loss
-from rnnkit.models.recurrent_config import check_cell_and_strategy, check_range
-from rnnkit.nn import Recurrent
+from rnnkit.models.recurrent_config import RecurrentConfig, check_range
 
 BLANK = 0
+
+
+def default_recurrent() -> RecurrentConfig:
+    """The CRNN's reader: one bidirectional LSTM layer of 128 per direction."""
+    return RecurrentConfig(cell="lstm", hidden_size=128, bidirectional=True, dropout=0.2)
 
 
 @dataclass
@@ -43,21 +47,16 @@ class CRNNConfig:
     """The first this many blocks halve the height (max-pooling)."""
     halve_width: bool = False
     """The last pooling also halves the width (half as many time steps)."""
-    cell: str = "lstm"
-    """A registered cell name (``rnnkit.cells.CELLS``) for both directions."""
-    strategy: str = "auto"
-    """A registered strategy name (``rnnkit.strategies.STRATEGIES``)."""
-    hidden_size: int = 128
-    """Hidden size of each direction."""
-    num_layers: int = 1
-    """Bidirectional layers stacked."""
+    recurrent: RecurrentConfig = field(default_factory=default_recurrent)
+    """The recurrent reader over the columns: cell, strategy, sizes, its own options
+    (``--model.recurrent.cell=gru``); bidirectional by default (hidden size per direction)."""
     dropout: float = 0.2
-    """Dropout on the column features, between layers and before the output layer."""
+    """Dropout on the column features and before the output layer (``recurrent.dropout`` is
+    between layers)."""
 
     def __post_init__(self) -> None:
         """Name and range checks, so a bad value fails when the config is read, not mid-build."""
-        check_cell_and_strategy(self.cell, self.strategy)
-        for name in ("channels", "conv_layers", "hidden_size", "num_layers"):
+        for name in ("channels", "conv_layers"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)}")
         if not 0 <= self.height_poolings <= self.conv_layers:
@@ -93,15 +92,7 @@ class CRNN(nn.Module):
         self.features = nn.ModuleList(blocks)
         self.feature_size = config.channels * height
         self.dropout = nn.Dropout(config.dropout)
-        self.recurrent = Recurrent(
-            config.cell,
-            self.feature_size,
-            config.hidden_size,
-            num_layers=config.num_layers,
-            bidirectional=True,
-            dropout=config.dropout,
-            strategy=config.strategy,
-        )
+        self.recurrent = config.recurrent.build(self.feature_size)
         self.output = nn.Linear(self.recurrent.output_size, num_classes)
 
     def _halves_width(self, block: int) -> bool:

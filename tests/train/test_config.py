@@ -299,7 +299,8 @@ def test_cli_config_file_with_overrides_on_top(tmp_path, capsys):
         ("tsp", [("model.cell", "nope")], r"^model: unknown cell 'nope'"),
         ("digit-strings", [("model.height_poolings", "9")],
          r"^model: height_poolings must lie in \[0, conv_layers=\d+\], got 9$"),
-        ("digit-strings", [("model.strategy", "nope")], r"^model: unknown strategy 'nope'"),
+        ("digit-strings", [("model.recurrent.strategy", "nope")],
+         r"^model.recurrent: unknown strategy 'nope'"),
     ],
 )
 def test_every_model_config_checks_its_ranges_when_read(task, overrides, message):

@@ -15,7 +15,7 @@ from rnnkit.train.tasks.digit_strings_plots import choose_examples, digits_text
 
 TINY = [
     "--model.channels=4",
-    "--model.hidden_size=8",
+    "--model.recurrent.hidden_size=8",
     "--trainer.batch_size=4",
     "--data.validation_strings=12",
     "--data.test_strings=10",

@@ -157,8 +157,9 @@ class DigitStringsTask(supervised.NoCarriedTensors):
             f"digit images: {sizes} (disjoint pools); strings of "
             f"{self.config.data.min_digits}-{self.config.data.max_digits} digits, "
             f"{self.config.data.height} rows\nmodel: {self.model.num_parameters():,} parameters, "
-            f"{model.conv_layers} conv x {model.channels}, {model.num_layers} x bidirectional "
-            f"{model.cell} (hidden {model.hidden_size})\n"
+            f"{model.conv_layers} conv x {model.channels}, {model.recurrent.num_layers} x "
+            f"{'bidirectional ' if model.recurrent.bidirectional else ''}{model.recurrent.cell} "
+            f"(hidden {model.recurrent.hidden_size})\n"
             + self.model.recurrent.describe_strategy()
         )
 
