@@ -43,7 +43,7 @@ Strategies read only the capabilities a cell declares, all declared here with a 
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -64,7 +64,7 @@ class Cell(nn.Module):
     jacobian_block_size: int = 1
     native_kernel: str | None = None
     compiled_kernel: str | None = None  # name in the compiled-kernel registry, see docstring
-    state_type: type[NamedTuple]
+    state_type: type[Any]  # a NamedTuple class of (B, size) fields
     output_field: str | None = None  # y_t is this field of the new state (h for an LSTM)
 
     def __init__(self, input_size: int, hidden_size: int) -> None:

@@ -155,7 +155,10 @@ class GatedLinearAttentionCell(Cell):
         self, projected: Tensor, state: MatrixState, active: Tensor | None
     ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """``q, k, v, log alpha`` for all steps, each ``(B, heads, T, d)``."""
-        return tuple(heads_first(tensor, self.num_heads) for tensor in self.terms(projected))
+        query, key, value, log_decay = (
+            heads_first(tensor, self.num_heads) for tensor in self.terms(projected)
+        )
+        return query, key, value, log_decay
 
     def matrix_initial(self, state: MatrixState) -> Tensor:
         """The memory as ``(B, heads, d_k, d_v)``."""

@@ -44,7 +44,7 @@ class ParaLSTMState(NamedTuple):
     c: Tensor  # (B, H)
 
 
-def _initialize(cell: Cell, recurrent: list[Tensor], gates: int) -> None:
+def _initialize(cell: ParaGRUCell | ParaLSTMCell, recurrent: list[Tensor], gates: int) -> None:
     hidden, inputs = cell.hidden_size, cell.input_size
     with torch.no_grad():
         for weight in recurrent:
@@ -91,8 +91,8 @@ class ParaGRUCell(Cell):
     def reset_parameters(self) -> None:
         _initialize(self, [self.weight_hh], 3)
 
-    @property  # type: ignore[override]
-    def compiled_kernel(self) -> str | None:
+    @property
+    def compiled_kernel(self) -> str | None:  # type: ignore[override]  # a property here
         """The compiled kernel covers the diagonal form only, not heads."""
         return "paragru" if self.num_heads is None else None
 

@@ -8,7 +8,8 @@ through the kernel's packed-sequence form, which gives the same semantics as the
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from torch import _VF, Tensor
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
@@ -16,7 +17,7 @@ from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_
 from rnnkit.cells.base import Cell, State
 from rnnkit.strategies.validation import prepare
 
-KERNELS = {
+KERNELS: dict[str, Callable[..., Any]] = {
     "lstm": _VF.lstm,
     "gru": _VF.gru,
     "rnn_tanh": _VF.rnn_tanh,
@@ -46,6 +47,7 @@ def run(
     if reason is not None:
         raise StrategyUnsupportedError(f"strategy 'native' cannot run this cell: {reason}")
     state, lengths = prepare(cell, inputs, state, lengths)
+    assert cell.native_kernel is not None  # unsupported_reason checked it is in KERNELS
     kernel = KERNELS[cell.native_kernel]
     hidden = tuple(field.unsqueeze(0) for field in state)  # each (1, B, size)
     hidden = hidden if len(hidden) > 1 else hidden[0]
@@ -55,6 +57,8 @@ def run(
         result = kernel(inputs, hidden, weights, cell.bias, 1, 0.0, cell.training, False, True)
         return result[0], _state_from(cell, result[1:])
     packed = pack_padded_sequence(inputs, lengths.cpu(), batch_first=True, enforce_sorted=False)
+    # enforce_sorted=False: pack_padded_sequence always gives both permutations
+    assert packed.sorted_indices is not None and packed.unsorted_indices is not None
     sorted_hidden = _permute(hidden, packed.sorted_indices)
     result = kernel(
         packed.data,
