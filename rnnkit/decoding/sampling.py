@@ -49,7 +49,8 @@ def generate(
 ) -> Iterator[int]:
     """Yield ``length`` tokens after ``prompt (P,)``, one step at a time.
 
-    ``model`` maps ``tokens (B, T)`` and a state to ``logits (B, T, V)`` and a state (as
+    ``model`` maps ``tokens (B, T)`` and a state to ``logits (B, T, V)`` and a state, and its
+    ``step`` maps ``tokens (B,)`` and a state to ``logits (B, V)`` and a state (as
     ``rnnkit.models.LanguageModel``); it is put in evaluation mode.
     """
     if prompt.dim() != 1 or prompt.numel() == 0:
@@ -61,4 +62,5 @@ def generate(
     for _ in range(length):
         token = next_token(logits[:, -1], temperature, top_k, generator)  # (1,)
         yield int(token)
-        logits, state = model(token.view(1, 1), state)  # (1, 1, V)
+        logits, state = model.step(token, state)  # (1, V): one layer step, no forward
+        logits = logits.unsqueeze(1)  # (1, 1, V)

@@ -80,6 +80,15 @@ class LanguageModel(nn.Module):
         outputs, final_state = self.recurrent(embedded, state)  # (B, T, O)
         return self.head(self.dropout(outputs)), final_state
 
+    def step(
+        self, tokens: Tensor, state: Sequence[State] | None = None
+    ) -> tuple[Tensor, tuple[State, ...]]:
+        """One token per row for decoding: ``tokens (B,)`` -> ``logits (B, V)`` and the new
+        state; equal to ``forward`` on ``tokens (B, 1)`` (one ``Recurrent.step``)."""
+        embedded = self.dropout(self.embedding(tokens))  # (B, E)
+        outputs, new_state = self.recurrent.step(embedded, state)  # (B, O)
+        return self.head(self.dropout(outputs)), new_state
+
     def num_parameters(self) -> int:
         """Trainable parameters, shared ones counted once."""
         return sum(parameter.numel() for parameter in self.parameters() if parameter.requires_grad)

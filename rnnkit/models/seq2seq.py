@@ -272,8 +272,11 @@ class Seq2Seq(nn.Module):
             inputs = torch.cat([embedded, state.feed], dim=-1)
         else:
             inputs = embedded
-        outputs, recurrent = self.decoder(inputs.unsqueeze(1), state.recurrent)
-        output = outputs[:, 0]  # (N, O)
+        if self.training:  # a one-step forward draws fresh per-sequence masks (begin_sequence)
+            outputs, recurrent = self.decoder(inputs.unsqueeze(1), state.recurrent)
+            output = outputs[:, 0]  # (N, O)
+        else:  # decoding: one layer step, no strategy dispatch nor validation over time
+            output, recurrent = self.decoder.step(inputs, state.recurrent)  # (N, O)
         if self.uses_attention and not self.bahdanau:
             context, weights = self._attend(output, state)
         combined = output if context is None else torch.cat([output, context], dim=-1)

@@ -59,8 +59,11 @@ def test_steps_carry_the_state_like_a_full_forward(cell):
     assert tokens == expected.tolist()
 
 
-def test_the_prompt_is_read_once_then_one_token_per_step():
-    model, calls = small_model(), []
+def test_the_prompt_is_read_once_then_one_layer_step_per_token():
+    model, calls, steps = small_model(), [], []
     model.register_forward_pre_hook(lambda module, args: calls.append(args[0].shape[1]))
+    original_step = model.recurrent.step
+    model.recurrent.step = lambda *args: steps.append(args[0].shape) or original_step(*args)
     list(generate(model, torch.tensor([1, 2, 3, 4, 5]), 6, temperature=0.5, top_k=3))
-    assert calls == [5] + [1] * 6
+    assert calls == [5]  # the prompt, one whole forward; then no forward per token
+    assert len(steps) == 6  # one layer step per token yielded
