@@ -34,7 +34,7 @@ forward and reverse final states side by side, field by field.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import NamedTuple
 
 import torch
@@ -43,7 +43,7 @@ from torch.nn import functional
 
 from rnnkit.cells import State
 from rnnkit.models.attention import Attention
-from rnnkit.models.recurrent_config import check_cell_and_strategy
+from rnnkit.models.recurrent_config import RecurrentConfig
 from rnnkit.nn import Recurrent
 
 END_POSITION = 0
@@ -54,18 +54,12 @@ PADDING = -1
 class PointerNetworkConfig:
     """Sizes and options of a pointer network."""
 
-    cell: str = "lstm"
-    """A registered cell name (``rnnkit.cells.CELLS``), for the encoder and the decoder."""
-    strategy: str = "auto"
-    """A registered strategy name (``rnnkit.strategies.STRATEGIES``)."""
     embedding_size: int = 128
     """Features E of the embedding of an input element."""
-    hidden_size: int = 128
-    """Hidden size H of the encoder (the decoder's is H, or 2H with a bidirectional encoder)."""
-    num_layers: int = 1
-    """Layers of the encoder and of the decoder."""
-    bidirectional: bool = False
-    """Encode the inputs in both directions."""
+    recurrent: RecurrentConfig = field(default_factory=RecurrentConfig)
+    """The encoder: cell, strategy, sizes, direction, its own options
+    (``--model.recurrent.cell=gru``). The decoder is the same cell and layers, one direction,
+    with hidden size ``recurrent.hidden_size`` times the encoder's directions."""
     attention_size: int = 64
     """Hidden size of the additive attention that points (and of each glimpse)."""
     glimpses: int = 0
@@ -78,8 +72,7 @@ class PointerNetworkConfig:
 
     def __post_init__(self) -> None:
         """Name and range checks, so a bad value fails when the config is read, not mid-build."""
-        check_cell_and_strategy(self.cell, self.strategy)
-        for name in ("embedding_size", "hidden_size", "num_layers", "attention_size"):
+        for name in ("embedding_size", "attention_size"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name}: expected a positive int, got {value!r}")
@@ -117,23 +110,14 @@ class PointerNetwork(nn.Module):
         self.config = config
         self.input_size = input_size
         self.embedding = nn.Linear(input_size, config.embedding_size)
-        self.encoder = Recurrent(
-            config.cell,
-            config.embedding_size,
-            config.hidden_size,
-            num_layers=config.num_layers,
-            bidirectional=config.bidirectional,
-            strategy=config.strategy,
-        )
-        directions = 2 if config.bidirectional else 1
-        self.decoder = Recurrent(
-            config.cell,
-            config.embedding_size,
-            directions * config.hidden_size,
-            num_layers=config.num_layers,
-            strategy=config.strategy,
-        )
-        if config.bidirectional:
+        self.encoder = config.recurrent.build(config.embedding_size)
+        directions = 2 if config.recurrent.bidirectional else 1
+        decoder = replace(
+            config.recurrent, hidden_size=directions * config.recurrent.hidden_size,
+            bidirectional=False,
+        )  # fmt: skip
+        self.decoder = decoder.build(config.embedding_size)
+        if config.recurrent.bidirectional:
             _check_mergeable(self.encoder, self.decoder)
         key_size = self.encoder.output_size
         query_sizes = [self.decoder.output_size] + [key_size] * config.glimpses
@@ -161,7 +145,7 @@ class PointerNetwork(nn.Module):
         mask = (positions >= 1) & (positions <= lengths.to(inputs.device).unsqueeze(1))
         if self.config.end_position:
             mask[:, END_POSITION] = True
-        state = _merge_directions(final) if self.config.bidirectional else final
+        state = _merge_directions(final) if self.config.recurrent.bidirectional else final
         attentions = [*self.glimpses, self.attention]
         prepared = tuple(attention.prepare(keys) for attention in attentions)
         return PointerMemory(table, keys, prepared, mask, lengths, state)

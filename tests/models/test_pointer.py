@@ -13,13 +13,24 @@ from rnnkit.models.pointer import (
     indices_from_positions,
     positions_from_indices,
 )
+from rnnkit.models.recurrent_config import RecurrentConfig
 
 LENGTHS = torch.tensor([6, 3, 5, 1])
 
 
+RECURRENT_FIELDS = {"cell", "strategy", "num_layers", "bidirectional", "options"}
+
+
 def build(seed: int = 0, input_size: int = 2, **options) -> PointerNetwork:
+    """A small pointer network; ``cell``, ``strategy``, ... go to its RecurrentConfig."""
     torch.manual_seed(seed)
-    config = PointerNetworkConfig(embedding_size=6, hidden_size=8, attention_size=7, **options)
+    recurrent = {name: options.pop(name) for name in RECURRENT_FIELDS & set(options)}
+    config = PointerNetworkConfig(
+        embedding_size=6,
+        recurrent=RecurrentConfig(hidden_size=8, **recurrent),
+        attention_size=7,
+        **options,
+    )
     return PointerNetwork(config, input_size).double()
 
 
@@ -196,8 +207,15 @@ def test_errors_name_the_argument():
     with pytest.raises(ValueError, match="target_positions: expected an int64"):
         model(inputs, LENGTHS, ending.float())
     with pytest.raises(ValueError, match="bidirectional"):
-        PointerNetwork(PointerNetworkConfig(cell="mlstm", hidden_size=8, bidirectional=True), 2)
+        build(cell="mlstm", bidirectional=True)
     with pytest.raises(ValueError, match="glimpses: expected 0 or more"):
         PointerNetwork(PointerNetworkConfig(glimpses=-1), 2)
     with pytest.raises(ValueError, match="unknown cell"):
-        PointerNetwork(PointerNetworkConfig(cell="transformer"), 2)
+        build(cell="transformer")
+
+
+def test_cell_options_reach_the_encoder_and_the_decoder():
+    model = build(cell="gla", options={"num_heads": 2}, bidirectional=False)
+    assert [cell.num_heads for cell in model.encoder.cells + model.decoder.cells] == [2, 2]
+    assert model.decoder.hidden_size == 8
+    assert build(bidirectional=True).decoder.hidden_size == 16

@@ -296,7 +296,7 @@ def test_cli_config_file_with_overrides_on_top(tmp_path, capsys):
         ("reverse", [("model.dropout", "1.5")], r"^model: dropout: expected \[0, 1\), got 1.5$"),
         ("add", [("model.hidden_size", "7")], r"^model: hidden_size: a bidirectional encoder"),
         ("sort", [("model.glimpses", "-1")], r"^model: glimpses: expected 0 or more, got -1$"),
-        ("tsp", [("model.cell", "nope")], r"^model: unknown cell 'nope'"),
+        ("tsp", [("model.recurrent.cell", "nope")], r"^model.recurrent: unknown cell 'nope'"),
         ("digit-strings", [("model.height_poolings", "9")],
          r"^model: height_poolings must lie in \[0, conv_layers=\d+\], got 9$"),
         ("digit-strings", [("model.recurrent.strategy", "nope")],

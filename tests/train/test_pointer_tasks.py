@@ -11,6 +11,7 @@ import torch
 from rnnkit import cli
 from rnnkit.data.pointer_problems import SORT, draw_batch
 from rnnkit.models.pointer import PointerNetworkConfig
+from rnnkit.models.recurrent_config import RecurrentConfig
 from rnnkit.train.tasks import TASKS
 from rnnkit.train.tasks.pointer_tasks import (
     PointerTask,
@@ -21,7 +22,7 @@ from rnnkit.train.tasks.pointer_tasks import (
 
 TINY = [
     "--model.embedding_size=8",
-    "--model.hidden_size=12",
+    "--model.recurrent.hidden_size=12",
     "--model.attention_size=8",
     "--trainer.batch_size=8",
     "--data.validation_examples=12",
@@ -88,7 +89,8 @@ def test_refused_settings(tmp_path, capsys):
 
 
 def test_loss_is_nats_per_pointer_and_evaluation_parts_cover_the_batch():
-    config = SortConfig(model=PointerNetworkConfig(embedding_size=8, hidden_size=8))
+    model = PointerNetworkConfig(embedding_size=8, recurrent=RecurrentConfig(hidden_size=8))
+    config = SortConfig(model=model)
     config.data.validation_examples = 20
     config.trainer.batch_size = 6
     task = PointerTask(config, SORT)

@@ -183,9 +183,10 @@ class PointerTask(supervised.NoCarriedTensors):
             f"{self.problem.name}: n = {data.min_size}-{data.max_size} per problem, "
             f"{data.validation_examples} validation problems\n"
             f"model: pointer network, {self.model.num_parameters():,} parameters, "
-            f"{config.num_layers} x {config.cell} (hidden {config.hidden_size}"
-            f"{', bidirectional encoder' if config.bidirectional else ''}), additive attention "
-            f"{config.attention_size}, {config.glimpses} glimpses, mask chosen "
+            f"{config.recurrent.num_layers} x {config.recurrent.cell} (hidden "
+            f"{config.recurrent.hidden_size}"
+            f"{', bidirectional encoder' if config.recurrent.bidirectional else ''}), additive "
+            f"attention {config.attention_size}, {config.glimpses} glimpses, mask chosen "
             f"{config.mask_chosen}, end position {config.end_position}"
         )
 
