@@ -36,7 +36,7 @@ def make_terms(batch, steps, width, dtype, seed=0):
         a = magnitude
         b = torch.randn(batch, steps, width, generator=generator, dtype=dtype)
         initial = torch.randn(batch, width, generator=generator, dtype=dtype)
-    return a, b, initial
+    return a.to(dtype), b.to(dtype), initial.to(dtype)
 
 
 def hand_loop(a, b, initial, reverse):
@@ -178,6 +178,7 @@ def test_triton_kernel_in_interpreter_mode():
 @pytest.mark.parametrize("dtype", [torch.float32, torch.complex64], ids=["f32", "c64"])
 def test_triton_on_gpu(dtype):
     a, b, initial = (tensor.cuda() for tensor in make_terms(4, 300, 70, dtype))
+    assert b.dtype == dtype, f"the kernel must run in {dtype}, got {b.dtype}"
     expected = scan_loop(
         a.double() if not dtype.is_complex else a.to(torch.complex128),
         b.to(torch.complex128 if dtype.is_complex else torch.float64),
@@ -185,3 +186,60 @@ def test_triton_on_gpu(dtype):
     )
     got = diagonal_scan(a, b, initial, implementation="triton")
     torch.testing.assert_close(got, expected.to(dtype), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.complex64], ids=["f32", "c64"])
+def test_make_terms_gives_the_dtype_asked_for(dtype):
+    # the GPU test once compared complex128 results with complex64 ones through these terms
+    for name, tensor in zip(("a", "b", "initial"), make_terms(2, 3, 4, dtype), strict=True):
+        assert tensor.dtype == dtype, f"{name}: expected {dtype}, got {tensor.dtype}"
+
+
+@pytest.mark.parametrize("implementation", CPU_IMPLEMENTATIONS)
+def test_conjugate_views(implementation):
+    a, b, initial = (t.requires_grad_(True) for t in make_terms(2, 11, 5, torch.complex128))
+    got = diagonal_scan(a.conj(), b.conj(), initial.conj(), implementation=implementation)
+    expected = scan_loop(a.conj(), b.conj(), initial.conj())
+    torch.testing.assert_close(got, expected, msg=lambda m: f"outputs: {m}")
+    weights = torch.randn_like(expected)
+    grads = torch.autograd.grad((got * weights.conj()).real.sum(), (a, b, initial))
+    expected_grads = torch.autograd.grad((expected * weights.conj()).real.sum(), (a, b, initial))
+    for name, value, reference in zip(("a", "b", "initial"), grads, expected_grads, strict=True):
+        torch.testing.assert_close(value, reference, msg=lambda m, name=name: f"grad {name}: {m}")
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "f16"])
+@pytest.mark.parametrize("implementation", CPU_IMPLEMENTATIONS)
+def test_half_precision_computed_in_float32(implementation, dtype):
+    a64, b64, initial64 = make_terms(2, 40, 6, torch.float64)
+    a, b, initial = (t.to(dtype).requires_grad_(True) for t in (a64, b64, initial64))
+    got = diagonal_scan(a, b, initial, implementation=implementation)
+    assert got.dtype == dtype, f"outputs: expected {dtype}, got {got.dtype}"
+    leaves = [t.detach().double().requires_grad_(True) for t in (a, b, initial)]
+    expected = scan_loop(*leaves)
+    torch.testing.assert_close(got.double(), expected, rtol=2e-2, atol=5e-2)
+    weights = torch.randn(expected.shape, dtype=torch.float64)
+    grads = torch.autograd.grad((got.double() * weights).sum(), (a, b, initial))
+    expected_grads = torch.autograd.grad((expected * weights).sum(), leaves)
+    for name, value, reference in zip(("a", "b", "initial"), grads, expected_grads, strict=True):
+        assert value.dtype == dtype, f"grad {name}: expected {dtype}, got {value.dtype}"
+        torch.testing.assert_close(
+            value.double(),
+            reference,
+            rtol=3e-2,
+            atol=0.3,
+            msg=lambda m, name=name: f"grad {name}: {m}",
+        )
+
+
+def test_pararnn_kernels_found_by_declared_name():
+    # lookup once checked ``type(cell) is ParaGRUCell``: a subclass lost its kernel
+    from rnnkit.cells.pararnn import ParaGRUCell
+    from rnnkit.strategies.kernels import pararnn_cpu
+
+    class Renamed(ParaGRUCell):
+        pass
+
+    cpu = torch.device("cpu")
+    assert pararnn_cpu.lookup(Renamed(4, 6), cpu, torch.float32) is pararnn_cpu.KERNELS["paragru"]
+    assert pararnn_cpu.lookup(ParaGRUCell(4, 6, num_heads=3), cpu, torch.float32) is None

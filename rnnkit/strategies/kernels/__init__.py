@@ -27,8 +27,20 @@ from rnnkit.strategies.kernels.reference import scan_loop
 
 Scan = Callable[..., Tensor]
 
-_compiled_scan = differentiable(numba_cpu.scan_compiled_raw, numba_cpu.scan_compiled_backward)
+_compiled_float_scan = differentiable(
+    numba_cpu.scan_compiled_raw, numba_cpu.scan_compiled_backward
+)
+# Numba has no bfloat16 or float16: those are computed in float32 and cast back (the cast is
+# differentiable, so gradients come back in the input's dtype too).
+HALF_DTYPES = (torch.bfloat16, torch.float16)
 _warned: set[str] = set()
+
+
+def _compiled_scan(a: Tensor, b: Tensor, initial: Tensor | None = None, reverse: bool = False):
+    if b.dtype not in HALF_DTYPES:
+        return _compiled_float_scan(a, b, initial, reverse)
+    wide = None if initial is None else initial.float()
+    return _compiled_float_scan(a.float(), b.float(), wide, reverse).to(b.dtype)
 
 
 def _triton_scan(a: Tensor, b: Tensor, initial: Tensor | None = None, reverse: bool = False):
@@ -97,7 +109,10 @@ def diagonal_scan(
         raise RuntimeError(f"scan implementation {implementation!r} cannot run: {reason}")
     if b.dim() != 3:
         raise ValueError(f"b must have shape (batch, time, width), got {tuple(b.shape)}")
-    a = a.expand_as(b)
+    # conjugate and negative views: numpy and the kernels read memory as stored
+    a, b = a.resolve_conj().resolve_neg().expand_as(b), b.resolve_conj().resolve_neg()
+    if initial is not None:
+        initial = initial.resolve_conj().resolve_neg()
     if initial is not None and tuple(initial.shape) != (b.shape[0], b.shape[2]):
         raise ValueError(
             f"initial must have shape {(b.shape[0], b.shape[2])}, got {tuple(initial.shape)}"

@@ -141,7 +141,10 @@ def scan_compiled_backward(
     grad_b = torch.empty(h.shape, dtype=dtype)
     grad_a = torch.empty_like(grad_b)
     grad_initial = torch.empty(initial.shape, dtype=dtype)
-    arrays = [t.detach().to(dtype).contiguous().numpy() for t in (a, h, initial, grad_h)]
+    tensors = (a, h, initial, grad_h)
+    arrays = [
+        t.detach().to(dtype).resolve_conj().resolve_neg().contiguous().numpy() for t in tensors
+    ]
     _backward_kernel(*arrays, grad_a.numpy(), grad_b.numpy(), grad_initial.numpy(), reverse)
     return grad_a, grad_b, grad_initial
 

@@ -6,7 +6,9 @@ vector-Jacobian product the adjoint needs (gradients of the projected inputs, of
 states and of the recurrent weights). The equations are those of ``rnnkit.cells.pararnn``; the
 tests compare these kernels with the cells' own torch code. Numba, compiled on first use and
 cached on disk; ``lookup`` returns None where they do not apply (another cell, heads, not on the
-CPU, Numba missing), and the strategy then uses the cell's torch code.
+CPU, Numba missing), and the strategy then uses the cell's torch code. A cell asks for a kernel
+by name (``cell.compiled_kernel``) and hands it its weights by role (``cell.compiled_weights()``);
+the kernels know no cell class.
 """
 
 from __future__ import annotations
@@ -18,7 +20,6 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from rnnkit.cells.pararnn import ParaGRUCell, ParaLSTMCell
 from rnnkit.strategies.kernels import numba_cpu
 
 try:
@@ -44,11 +45,15 @@ def lookup(cell, device: torch.device, dtype: torch.dtype) -> FusedCell | None:
         return None
     if dtype not in (torch.float32, torch.float64):
         return None
-    if type(cell) is ParaGRUCell and cell.num_heads is None:
-        return FusedCell(_gru_linearize, _gru_vjp)
-    if type(cell) is ParaLSTMCell:
-        return FusedCell(_lstm_linearize, _lstm_vjp)
-    return None
+    return KERNELS.get(cell.compiled_kernel) if cell.compiled_kernel is not None else None
+
+
+def _by_parameter_name(cell, grads: dict[str, Tensor]) -> dict[str, Tensor]:
+    """``{role: grad}`` -> ``{parameter name: grad}``, matching the tensors of
+    ``compiled_weights()`` with the cell's parameters by identity."""
+    weights = cell.compiled_weights()
+    names = {id(parameter): name for name, parameter in cell.named_parameters()}
+    return {names[id(weights[role])]: grad for role, grad in grads.items()}
 
 
 def _arrays(*tensors: Tensor) -> list[np.ndarray]:
@@ -58,7 +63,9 @@ def _arrays(*tensors: Tensor) -> list[np.ndarray]:
 def _gru_linearize(cell, projected: Tensor, previous: Tensor) -> tuple[Tensor, Tensor]:
     next_states, jacobian = torch.empty_like(previous), torch.empty_like(previous)
     _gru_forward_kernel(
-        *_arrays(projected, previous, cell.weight_hh), next_states.numpy(), jacobian.numpy()
+        *_arrays(projected, previous, cell.compiled_weights()["recurrent"]),
+        next_states.numpy(),
+        jacobian.numpy(),
     )
     return next_states, jacobian
 
@@ -67,12 +74,12 @@ def _gru_vjp(cell, projected: Tensor, previous: Tensor, adjoint: Tensor):
     grad_projected, grad_previous = torch.empty_like(projected), torch.empty_like(previous)
     partial = torch.zeros(numba.get_num_threads(), 3, previous.shape[1], dtype=previous.dtype)
     _gru_backward_kernel(
-        *_arrays(projected, previous, cell.weight_hh, adjoint),
+        *_arrays(projected, previous, cell.compiled_weights()["recurrent"], adjoint),
         grad_projected.numpy(),
         grad_previous.numpy(),
         partial.numpy(),
     )
-    return grad_projected, grad_previous, {"weight_hh": partial.sum(0)}
+    return grad_projected, grad_previous, _by_parameter_name(cell, {"recurrent": partial.sum(0)})
 
 
 def _lstm_linearize(cell, projected: Tensor, previous: Tensor) -> tuple[Tensor, Tensor]:
@@ -80,7 +87,7 @@ def _lstm_linearize(cell, projected: Tensor, previous: Tensor) -> tuple[Tensor, 
     next_states = torch.empty_like(previous)
     jacobian = torch.empty(rows, 4 * hidden, dtype=previous.dtype)  # (N, H, 2, 2) flat
     _lstm_forward_kernel(
-        *_arrays(projected, previous, cell.weight_hh, cell.weight_peephole),
+        *_arrays(projected, previous, *_lstm_weights(cell)),
         next_states.numpy(),
         jacobian.numpy(),
     )
@@ -92,13 +99,25 @@ def _lstm_vjp(cell, projected: Tensor, previous: Tensor, adjoint: Tensor):
     hidden = cell.hidden_size
     partial = torch.zeros(numba.get_num_threads(), 5, hidden, dtype=previous.dtype)
     _lstm_backward_kernel(
-        *_arrays(projected, previous, cell.weight_hh, cell.weight_peephole, adjoint),
+        *_arrays(projected, previous, *_lstm_weights(cell), adjoint),
         grad_projected.numpy(),
         grad_previous.numpy(),
         partial.numpy(),
     )
     total = partial.sum(0)
-    return grad_projected, grad_previous, {"weight_hh": total[:3], "weight_peephole": total[3:]}
+    grads = {"recurrent": total[:3], "peephole": total[3:]}
+    return grad_projected, grad_previous, _by_parameter_name(cell, grads)
+
+
+def _lstm_weights(cell) -> tuple[Tensor, Tensor]:
+    weights = cell.compiled_weights()
+    return weights["recurrent"], weights["peephole"]
+
+
+KERNELS: dict[str, FusedCell] = {
+    "paragru": FusedCell(_gru_linearize, _gru_vjp),
+    "paralstm": FusedCell(_lstm_linearize, _lstm_vjp),
+}
 
 
 if numba is not None:
