@@ -17,6 +17,7 @@ are older tensor folders removed: an interruption at any point leaves the previo
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import random
@@ -32,6 +33,7 @@ from torch import Tensor, nn
 
 CHECKPOINT_FILE = "checkpoint.json"
 CHECKPOINT_FOLDER = "checkpoints"
+TENSOR_FILES = ("model.safetensors", "training.safetensors")
 FORMAT_VERSION = 1
 
 
@@ -55,17 +57,57 @@ def save_checkpoint(
         {key: value.detach().contiguous() for key, value in tensors.items()},
         str(temporary / "training.safetensors"),
     )
-    for file_name in ("model.safetensors", "training.safetensors"):
+    checksums = {}
+    for file_name in TENSOR_FILES:
         _fsync_path(temporary / file_name)
+        # Hashed as read back from disk: what a later load will see, not what we meant to write.
+        written = load_file(str(temporary / file_name))
+        checksums[file_name] = {key: tensor_checksum(value) for key, value in written.items()}
+    checksums["config"] = config_checksum(info.get("config"))
     final = folder / name
     os.replace(temporary, final)
     _fsync_path(folder)
-    document = {"format": FORMAT_VERSION, "step": step, "tensors": f"{CHECKPOINT_FOLDER}/{name}"}
+    document = {
+        "format": FORMAT_VERSION,
+        "step": step,
+        "tensors": f"{CHECKPOINT_FOLDER}/{name}",
+        "checksums": checksums,
+    }
     write_json_atomically(run_dir / CHECKPOINT_FILE, {**document, **info})
     for old in folder.iterdir():
         if old.name != name:
             shutil.rmtree(old, ignore_errors=True)
     return final
+
+
+def tensor_checksum(tensor: Tensor) -> str:
+    """sha256 of a tensor's bytes, dtype and shape."""
+    digest = hashlib.sha256(f"{tensor.dtype}{tuple(tensor.shape)}".encode())
+    digest.update(tensor.detach().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def config_checksum(config: Any) -> str:
+    """sha256 of a config dict as canonical JSON."""
+    return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()
+
+
+def _verified_tensors(path: Path, document: dict[str, Any]) -> dict[str, Tensor]:
+    """The tensors of ``path``, each checked against the checksum ``document`` stores for it
+    (checkpoints written before checksums existed are loaded unchecked)."""
+    tensors = load_file(str(path))
+    expected = document.get("checksums", {}).get(path.name)
+    if expected is None:
+        return tensors
+    if set(expected) != set(tensors):
+        missing = sorted(set(expected) ^ set(tensors))
+        raise CheckpointError(f"{path}: tensors differ from the checkpoint's list: {missing[:5]}")
+    for key, tensor in tensors.items():
+        if tensor_checksum(tensor) != expected[key]:
+            raise CheckpointError(
+                f"{path}: tensor {key!r} does not match its checksum (the file is damaged)"
+            )
+    return tensors
 
 
 def _fsync_path(path: Path) -> None:
@@ -108,6 +150,9 @@ def read_checkpoint(run_dir: str | Path) -> dict[str, Any]:
         raise CheckpointError(f"{path}: expected a JSON object, got {type(document).__name__}")
     if document.get("format") != FORMAT_VERSION:
         raise CheckpointError(f"{path}: unsupported checkpoint format {document.get('format')!r}")
+    expected = document.get("checksums", {}).get("config")
+    if expected is not None and config_checksum(document.get("config")) != expected:
+        raise CheckpointError(f"{path}: the config does not match its checksum (edited or damaged)")
     return document
 
 
@@ -115,7 +160,10 @@ def load_weights(run_dir: str | Path, document: dict[str, Any], model: nn.Module
     """Load the checkpoint's weights into ``model`` (its shapes must match)."""
     path = Path(run_dir) / str(document.get("tensors")) / "model.safetensors"
     try:
+        _verified_tensors(path, document)
         load_model(model, str(path))
+    except CheckpointError:
+        raise
     except Exception as error:  # safetensors and torch raise several unrelated types
         raise CheckpointError(f"{path}: cannot load the weights ({error})") from error
 
@@ -124,7 +172,9 @@ def load_training_tensors(run_dir: str | Path, document: dict[str, Any]) -> dict
     """The checkpoint's optimizer, carried-state and RNG tensors."""
     path = Path(run_dir) / str(document.get("tensors")) / "training.safetensors"
     try:
-        return load_file(str(path))
+        return _verified_tensors(path, document)
+    except CheckpointError:
+        raise
     except Exception as error:  # safetensors raises several unrelated types
         raise CheckpointError(f"{path}: cannot load the training state ({error})") from error
 

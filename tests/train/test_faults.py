@@ -303,3 +303,46 @@ def test_metrics_rewrite_on_resume_is_atomic(tmp_path, monkeypatch):
     monkeypatch.undo()
     assert [record["step"] for record in log.truncate_after(3)] == [1, 2, 3]
     assert [json.loads(line)["step"] for line in log.path.read_text().splitlines()] == [1, 2, 3]
+
+
+def _flip_last_byte(path: Path) -> None:
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 0xFF  # the last byte of the last tensor's data, inside the file's data section
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("file_name", ["model.safetensors", "training.safetensors"])
+def test_a_flipped_tensor_byte_fails_its_checksum(tmp_path, file_name):
+    model = nn.Linear(3, 2)
+    _save(tmp_path, 2, model)
+    document = checkpoint.read_checkpoint(tmp_path)
+    _flip_last_byte(tmp_path / document["tensors"] / file_name)
+    with pytest.raises(CheckpointError, match=rf"{file_name}: tensor '.+' does not match"):
+        checkpoint.load_weights(tmp_path, document, model)
+        checkpoint.load_training_tensors(tmp_path, document)
+
+
+def test_an_edited_config_fails_its_checksum(tmp_path):
+    checkpoint.save_checkpoint(tmp_path, 1, nn.Linear(3, 2), {}, {"config": {"seed": 0}})
+    path = tmp_path / checkpoint.CHECKPOINT_FILE
+    document = json.loads(path.read_text())
+    document["config"]["seed"] = 1
+    path.write_text(json.dumps(document))
+    with pytest.raises(CheckpointError, match="config does not match its checksum"):
+        checkpoint.read_checkpoint(tmp_path)
+
+
+@pytest.mark.parametrize("command", ["eval", "sample", "resume"])
+def test_the_cli_reports_a_damaged_checkpoint_without_a_traceback(tmp_path, capsys, command):
+    from rnnkit import cli
+
+    run = tmp_path / "run"
+    assert cli.main(_tiny_train(tmp_path, run)) == 0
+    capsys.readouterr()
+    document = checkpoint.read_checkpoint(run)
+    _flip_last_byte(run / document["tensors"] / "model.safetensors")
+    arguments = {"eval": ["eval", str(run)], "sample": ["sample", str(run), "--length", "3"],
+                 "resume": ["train", "charlm", "--resume", str(run), "--steps", "4"]}[command]
+    assert cli.main(arguments) == 1
+    error = capsys.readouterr().err
+    assert error.startswith("rnnkit: error:") and "does not match its checksum" in error, error
