@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import argparse
 
-from rnnkit.bench import layers, newton, scan
+from rnnkit.bench import layers, library, newton, scan
 from rnnkit.memory import keep_freed_memory
 
-BENCHMARKS = {"layers": layers, "scan": scan, "newton": newton}
+BENCHMARKS = {"layers": layers, "scan": scan, "newton": newton, "library": library}
 
 
 def main(argv: list[str]) -> int:
