@@ -2,9 +2,9 @@
 Bahdanau et al. 2015, https://arxiv.org/abs/1409.0473; Luong et al. 2015,
 https://arxiv.org/abs/1508.04025), over any registered cell.
 
-Encoder (bidirectional: hidden_size / 2 per direction, so its outputs have hidden_size features):
+Encoder (``encoder.hidden_size`` per direction; bidirectional outputs have twice that, K):
 
-    k_1..k_S, final = Encoder(dropout(E_src[x_1..x_S]), lengths)        k: (B, S, H)
+    k_1..k_S, final = Encoder(dropout(E_src[x_1..x_S]), lengths)        k: (B, S, K)
 
 Bridge: the encoder's final state (top layer, both directions, every field, side by side) maps to
 every field of every decoder layer's initial state, ``s_0 = tanh(W z + b)`` split by field.
@@ -28,7 +28,7 @@ and in both ``p(y_t | y_<t, x) = softmax(W_o dropout(h~_t) + b_o)``. Without att
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 import torch
@@ -37,30 +37,34 @@ from torch import Tensor, nn
 from rnnkit.cells import State
 from rnnkit.decoding.search import BeamSearchResult, Decoded, beam_search, greedy_search
 from rnnkit.models.attention import ATTENTION_KINDS, Attention
-from rnnkit.models.recurrent_config import check_cell_and_strategy, check_range
+from rnnkit.models.recurrent_config import RecurrentConfig, check_range
 from rnnkit.nn import Recurrent
 
 ATTENTION_STYLES = ("luong", "bahdanau")
+
+
+def default_encoder() -> RecurrentConfig:
+    """One bidirectional LSTM layer of 64 per direction (128 features per source token)."""
+    return RecurrentConfig(cell="lstm", hidden_size=64, bidirectional=True, dropout=0.1)
+
+
+def default_decoder() -> RecurrentConfig:
+    """One LSTM layer of 128."""
+    return RecurrentConfig(cell="lstm", hidden_size=128, dropout=0.1)
 
 
 @dataclass
 class Seq2SeqConfig:
     """Sizes and options of an encoder-decoder."""
 
-    cell: str = "lstm"
-    """A registered cell name (``rnnkit.cells.CELLS``), for the encoder and the decoder."""
-    strategy: str = "auto"
-    """A registered strategy name (``rnnkit.strategies.STRATEGIES``)."""
     embedding_size: int = 32
     """Features of the source and target token embeddings."""
-    hidden_size: int = 128
-    """Decoder hidden size, and features of the encoder outputs."""
-    encoder_layers: int = 1
-    """Recurrent layers of the encoder."""
-    decoder_layers: int = 1
-    """Recurrent layers of the decoder."""
-    bidirectional: bool = True
-    """Bidirectional encoder, hidden_size / 2 per direction (hidden_size must be even)."""
+    encoder: RecurrentConfig = field(default_factory=default_encoder)
+    """The encoder (``--model.encoder.cell=gru``, ``--model.encoder.options.num_heads=2``);
+    hidden size per direction, bidirectional by default."""
+    decoder: RecurrentConfig = field(default_factory=default_decoder)
+    """The decoder, one direction; its hidden size is also the attentional output's. The
+    bridge maps the encoder's final state to it whatever the two cells and sizes."""
     attention: str = "general"
     """additive, dot, general, concat (``rnnkit.models.attention``) or none."""
     attention_style: str = "luong"
@@ -72,11 +76,11 @@ class Seq2SeqConfig:
     bridge: bool = True
     """Map the encoder's final state to the decoder's initial state (else zeros)."""
     dropout: float = 0.1
-    """Dropout on the embeddings, between layers and before the output layer."""
+    """Dropout on the embeddings and before the output layer (``encoder.dropout`` and
+    ``decoder.dropout`` are between layers)."""
 
     def __post_init__(self) -> None:
         """Name and range checks, so a bad value fails when the config is read, not mid-build."""
-        check_cell_and_strategy(self.cell, self.strategy)
         if self.attention not in (*ATTENTION_KINDS, "none"):
             raise ValueError(
                 f"attention: expected one of {(*ATTENTION_KINDS, 'none')}, got {self.attention!r}"
@@ -85,15 +89,11 @@ class Seq2SeqConfig:
             raise ValueError(
                 f"attention_style: expected one of {ATTENTION_STYLES}, got {self.attention_style!r}"
             )
-        for name in ("embedding_size", "hidden_size", "encoder_layers", "decoder_layers"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name}: expected a positive int, got {value!r}")
-        if self.bidirectional and self.hidden_size % 2:
-            raise ValueError(
-                f"hidden_size: a bidirectional encoder needs an even size (half per direction), "
-                f"got {self.hidden_size}"
-            )
+        value = self.embedding_size
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"embedding_size: expected a positive int, got {value!r}")
+        if self.decoder.bidirectional:
+            raise ValueError("decoder.bidirectional: a decoder runs forwards only, got true")
         check_range("dropout", self.dropout, 0.0, 1.0)
 
 
@@ -154,22 +154,15 @@ class Seq2Seq(nn.Module):
         super().__init__()
         _check_config(config, source_vocabulary_size, target_vocabulary_size)
         self.config = config
-        hidden, embedding = config.hidden_size, config.embedding_size
+        hidden, embedding = config.decoder.hidden_size, config.embedding_size
         self.uses_attention = config.attention != "none"
         self.bahdanau = self.uses_attention and config.attention_style == "bahdanau"
         self.feeds_input = self.bahdanau or config.input_feeding
         self.source_embedding = nn.Embedding(source_vocabulary_size, embedding)
         self.target_embedding = nn.Embedding(target_vocabulary_size, embedding)
-        directions = 2 if config.bidirectional else 1
-        self.encoder = Recurrent(
-            config.cell, embedding, hidden // directions, config.encoder_layers,
-            dropout=config.dropout, bidirectional=config.bidirectional, strategy=config.strategy,
-        )  # fmt: skip
+        self.encoder = config.encoder.build(embedding)
         fed = self.encoder.output_size if self.bahdanau else hidden if self.feeds_input else 0
-        self.decoder = Recurrent(
-            config.cell, embedding + fed, hidden, config.decoder_layers,
-            dropout=config.dropout, strategy=config.strategy,
-        )  # fmt: skip
+        self.decoder = config.decoder.build(embedding + fed)
         output_size = self.decoder.output_size
         self.feed_size = output_size if self.bahdanau else hidden
         self.attention = (
@@ -297,11 +290,13 @@ class Seq2Seq(nn.Module):
 
     def describe(self) -> str:
         config = self.config
-        encoder = f"{'bidirectional ' if config.bidirectional else ''}{config.cell}"
+        encoder, decoder = config.encoder, config.decoder
+        direction = "bidirectional " if encoder.bidirectional else ""
         return (
-            f"model: {self.num_parameters():,} parameters, encoder {config.encoder_layers} x "
-            f"{encoder}, decoder {config.decoder_layers} x {config.cell} (hidden "
-            f"{config.hidden_size}), attention {config.attention} ({config.attention_style})"
+            f"model: {self.num_parameters():,} parameters, encoder {encoder.num_layers} x "
+            f"{direction}{encoder.cell} (hidden {encoder.hidden_size}), decoder "
+            f"{decoder.num_layers} x {decoder.cell} (hidden {decoder.hidden_size}), attention "
+            f"{config.attention} ({config.attention_style})"
         )
 
 

@@ -2,7 +2,7 @@
 
 Each component owns a dataclass of its defaults (``LanguageModelConfig``, ``TrainerConfig``,
 ...); an experiment composes them as fields of its own dataclass. Overrides name a field by its
-dotted path (``model.hidden_size=512``); unknown keys and values of the wrong type are errors
+dotted path (``model.embedding_size=512``); unknown keys and values of the wrong type are errors
 that name the key, the expected type and, for typos, the closest keys.
 
 Field types supported: ``int``, ``float``, ``str``, ``bool``, ``X | None`` of those, nested

@@ -6,6 +6,7 @@ import torch
 from conftest import assert_close
 
 from rnnkit.models.language_model import LanguageModel, LanguageModelConfig
+from rnnkit.models.recurrent_config import RecurrentConfig
 from rnnkit.models.seq2seq import Seq2Seq, Seq2SeqConfig
 from rnnkit.nn import Recurrent
 
@@ -38,7 +39,9 @@ def test_language_model_step_equals_forward():
 
 def test_seq2seq_beam_search_by_step_equals_by_forward():
     torch.manual_seed(0)
-    model = Seq2Seq(Seq2SeqConfig(hidden_size=16, dropout=0.0), 9, 9).to(F64).eval()
+    encoder = RecurrentConfig(hidden_size=8, bidirectional=True)
+    config = Seq2SeqConfig(encoder=encoder, decoder=RecurrentConfig(hidden_size=16), dropout=0.0)
+    model = Seq2Seq(config, 9, 9).to(F64).eval()
     source = torch.randint(3, 9, (4, 7))
     lengths = torch.tensor([7, 5, 6, 3])
     by_step = model.beam_search(source, lengths, 1, 2, 9, beam_width=3)

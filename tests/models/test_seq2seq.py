@@ -7,14 +7,29 @@ import torch
 from conftest import assert_close
 
 from rnnkit.models.attention import ATTENTION_KINDS
+from rnnkit.models.recurrent_config import RecurrentConfig
 from rnnkit.models.seq2seq import Seq2Seq, Seq2SeqConfig
 
 SOURCE_VOCABULARY, TARGET_VOCABULARY = 7, 9
 
 
-def build(seed: int = 0, **options) -> Seq2Seq:
+def build(
+    seed: int = 0,
+    cell: str = "lstm",
+    bidirectional: bool = True,
+    encoder_layers: int = 1,
+    decoder_layers: int = 1,
+    **options,
+) -> Seq2Seq:
+    """Decoder hidden 8; the encoder 8 over its directions (4 each when bidirectional)."""
     torch.manual_seed(seed)
-    config = Seq2SeqConfig(**{"hidden_size": 8, "embedding_size": 6, "dropout": 0.0, **options})
+    encoder = RecurrentConfig(
+        cell=cell, hidden_size=8 // (2 if bidirectional else 1), num_layers=encoder_layers,
+        bidirectional=bidirectional,
+    )  # fmt: skip
+    decoder = RecurrentConfig(cell=cell, hidden_size=8, num_layers=decoder_layers)
+    settings = {"embedding_size": 6, "dropout": 0.0, "encoder": encoder, "decoder": decoder}
+    config = Seq2SeqConfig(**{**settings, **options})
     return Seq2Seq(config, SOURCE_VOCABULARY, TARGET_VOCABULARY).double().eval()
 
 
@@ -141,7 +156,10 @@ def test_training_mode_uses_dropout_and_gradients_reach_every_parameter():
     [
         ({"attention": "luong"}, "attention: expected one of"),
         ({"attention_style": "global"}, "attention_style: expected one of"),
-        ({"hidden_size": 7, "bidirectional": True}, "hidden_size: a bidirectional encoder"),
+        (
+            {"decoder": RecurrentConfig(bidirectional=True)},
+            "decoder.bidirectional: a decoder runs forwards only",
+        ),
         ({"embedding_size": 0}, "embedding_size: expected a positive int"),
         ({"cell": "transformer"}, "transformer"),
     ],
@@ -162,3 +180,14 @@ def test_bad_inputs_raise():
         model(source, lengths[:3], target_input)
     with pytest.raises(ValueError, match="target_input: expected"):
         model(source, lengths, target_input[:2])
+
+
+def test_encoder_and_decoder_may_differ_in_cell_size_and_options():
+    encoder = RecurrentConfig(cell="gla", hidden_size=6, options={"num_heads": 2})
+    decoder = RecurrentConfig(cell="gru", hidden_size=10)
+    config = Seq2SeqConfig(embedding_size=6, encoder=encoder, decoder=decoder, dropout=0.0)
+    model = Seq2Seq(config, SOURCE_VOCABULARY, TARGET_VOCABULARY).double()
+    assert model.encoder.cells[0].num_heads == 2 and model.decoder.hidden_size == 10
+    source, lengths, target_input = padded_batch()
+    logits = model(source, lengths, target_input).logits
+    assert logits.shape == (*target_input.shape, TARGET_VOCABULARY)

@@ -291,10 +291,15 @@ def test_cli_config_file_with_overrides_on_top(tmp_path, capsys):
 @pytest.mark.parametrize(
     "task, overrides, message",
     [
-        ("reverse", [("model.encoder_layers", "0")],
-         r"^model: encoder_layers: expected a positive int, got 0$"),
+        ("reverse", [("model.encoder.num_layers", "0")],
+         r"^model.encoder: num_layers must be positive, got 0$"),
+        ("reverse", [("model.decoder.bidirectional", "true")],
+         r"^model: decoder.bidirectional: a decoder runs forwards only, got true$"),
+        ("reverse", [("model.encoder.options.heads", "2")],
+         r"^model.encoder: option 'heads' is not taken by the cell 'lstm'; its options: "),
         ("reverse", [("model.dropout", "1.5")], r"^model: dropout: expected \[0, 1\), got 1.5$"),
-        ("add", [("model.hidden_size", "7")], r"^model: hidden_size: a bidirectional encoder"),
+        ("add", [("model.embedding_size", "0")],
+         r"^model: embedding_size: expected a positive int, got 0$"),
         ("sort", [("model.glimpses", "-1")], r"^model: glimpses: expected 0 or more, got -1$"),
         ("tsp", [("model.recurrent.cell", "nope")], r"^model.recurrent: unknown cell 'nope'"),
         ("digit-strings", [("model.height_poolings", "9")],

@@ -15,7 +15,8 @@ from rnnkit.train.tasks.seq2seq_tasks import exact_matches
 from rnnkit.train.trainer import Trainer
 
 TINY = [
-    "--model.hidden_size=16",
+    "--model.decoder.hidden_size=16",
+    "--model.encoder.hidden_size=8",
     "--model.embedding_size=8",
     "--trainer.batch_size=8",
     "--data.validation_size=40",
