@@ -19,6 +19,7 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence
 
 from rnnkit.cells import Cell, ElmanCell, GRUCell, LSTMCell
+from rnnkit.nn.packed_native import run_packed, runs_natively
 from rnnkit.nn.packing import repack, unpack
 from rnnkit.nn.stack import run_stack, step_stack
 from rnnkit.strategies import choose, make_strategy
@@ -116,6 +117,8 @@ class TorchCompatibleRNN(nn.Module):
     def forward(self, input: Tensor | PackedSequence, hx=None):  # noqa: A002 (torch's name)
         packed = input if isinstance(input, PackedSequence) else None
         batched = True
+        if packed is not None and runs_natively(self._bound_cells(), self.strategy):
+            return self._forward_packed_natively(packed, hx)
         if packed is not None:
             inputs, lengths = unpack(packed)
         else:
@@ -154,6 +157,21 @@ class TorchCompatibleRNN(nn.Module):
         if not batched:
             outputs = outputs.squeeze(0 if self.batch_first else 1)
         return outputs, hidden
+
+    def _forward_packed_natively(self, packed: PackedSequence, hx):
+        """The whole stack in one fused-kernel call on the packed data, as torch.nn runs it."""
+        if packed.data.shape[-1] != self.input_size:
+            raise RuntimeError(
+                f"input.size(-1) must be equal to input_size. Expected {self.input_size}, "
+                f"got {packed.data.shape[-1]}"
+            )
+        cells = self._bound_cells()
+        if hx is not None:  # torch's shape checks and messages
+            self._states_from_torch(hx, int(packed.batch_sizes[0]), batched=True)
+            hx = tuple(hx) if self.mode == "LSTM" else hx
+        weights = [self._parameters[name] for name in self._flat_weights_names]
+        layout = (self.num_layers, self.bidirectional, self.dropout, self.training)
+        return run_packed(cells, weights, packed, hx, layout)
 
     def step(self, input: Tensor, hx=None):  # noqa: A002 (torch's name)
         """One time step for decoding: ``input (B, D)`` (or unbatched ``(D,)``) and ``hx`` in
