@@ -38,7 +38,8 @@ def check_inputs(cell: Cell, inputs: Tensor, finite: bool = True) -> None:
         raise TypeError(f"inputs must have the cell's dtype {parameter.dtype}, got {inputs.dtype}")
     if not inputs.is_floating_point() and not inputs.is_complex():
         raise TypeError(f"inputs must be floating point, got {inputs.dtype}")
-    if finite and not torch.isfinite(inputs).all():
+    # meta tensors have no values to check (shapes and dtypes are checked above)
+    if finite and not inputs.is_meta and not torch.isfinite(inputs).all():
         raise ValueError("inputs contain NaN or infinite values")
 
 
@@ -61,7 +62,7 @@ def check_state(cell: Cell, state: State, batch_size: int, inputs: Tensor | None
             got = tuple(field.shape) if isinstance(field, Tensor) else type(field).__name__
             raise ValueError(f"state.{name} must have shape {expected}, got {got}")
         # A NaN in a given state would spread silently through every later step.
-        if not torch.isfinite(field).all():
+        if not field.is_meta and not torch.isfinite(field).all():
             raise ValueError(f"state.{name} contains NaN or infinite values")
     if inputs is not None:
         reference = cell.initial_state(1, device=inputs.device, dtype=inputs.dtype)
@@ -82,6 +83,8 @@ def check_lengths(lengths: Tensor | Sequence[int], batch_size: int, steps: int) 
         )
     if lengths.is_floating_point() or lengths.is_complex() or lengths.dtype == torch.bool:
         raise TypeError(f"lengths must be integers, got {lengths.dtype}")
+    if lengths.is_meta:  # no values to check
+        return lengths.to(torch.int64)
     smallest, largest = int(lengths.min()), int(lengths.max())
     if smallest < 1:
         raise ValueError(f"lengths must be at least 1, got a length of {smallest}")
