@@ -222,9 +222,16 @@ RESUMABLE_CHANGES = (
     "trainer.threads",
     "data.path",
     "sample.",
+    "optimizer.learning_rate",
+    "optimizer.min_learning_rate_ratio",
+    "optimizer.warmup_steps",
+    "optimizer.clip_norm",
+    "optimizer.gradient_noise",
 )
 """Keys a resumed run may change: when to stop, log and evaluate, where the text is (the
-vocabulary must still cover it), and the final sample."""
+vocabulary must still cover it), the final sample, and the learning rate, its schedule and
+gradient clipping (recomputed every step; the betas and weight decay live in the optimizer
+state and stay)."""
 
 
 def check_resumable(saved, resolved) -> None:
@@ -233,11 +240,13 @@ def check_resumable(saved, resolved) -> None:
     changed = [key for key in after if after[key] != before.get(key)]
     refused = [key for key in changed if not key.startswith(RESUMABLE_CHANGES)]
     if refused:
+        allowed = [key + "*" if key.endswith(".") else key for key in RESUMABLE_CHANGES]
         raise ConfigError(
             f"cannot change {', '.join(refused)} when resuming; a resumed run may change only "
-            "when it stops, logs and evaluates (--steps, --time-budget, --trainer.*interval*), "
-            "--data and --sample.*"
+            f"{', '.join(allowed)}"
         )
+    for key in changed:
+        print(f"resuming with {key} changed: {before.get(key)!r} -> {after[key]!r}")
 
 
 def run_train(options: argparse.Namespace, extra: list[str]) -> int:

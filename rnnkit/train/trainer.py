@@ -195,6 +195,9 @@ class Trainer:
         evaluation = self.task.evaluate()
         self.last_eval_seconds = self.train_seconds
         self.last_evaluation, self.last_evaluation_step = evaluation, self.step
+        not_finite = {k: v for k, v in evaluation.items() if not math.isfinite(float(v))}
+        if not_finite:  # a checkpoint is kept as good only when its losses are finite
+            self._diverged(f"the validation {not_finite} is not finite", self.step)
         self.metrics.append({"kind": "validation", **self._clocks(), **evaluation})
         self.progress.write(f"step {self.step} | validation " + format_evaluation(evaluation))
         self.save()
@@ -298,15 +301,19 @@ class Trainer:
             return self.elapsed_offset
         return time.monotonic() - self.started
 
-    def _diverged(self, what: str) -> None:
-        kept = (
-            f"the last good checkpoint (step {self.last_checkpoint_step}) is kept in {self.run_dir}"
-            if self.last_checkpoint_step is not None
-            else "no checkpoint had been written yet"
-        )
+    def _diverged(self, what: str, step: int | None = None) -> None:
+        """Stop; the last checkpoint (finite losses and weights) is the last good one."""
+        if self.last_checkpoint_step is None:
+            raise TrainingDiverged(
+                f"training stopped at step {step or self.step + 1}: {what}; no checkpoint had "
+                "been written yet. Try a lower --optimizer.learning_rate or --optimizer.clip_norm."
+            )
+        lower = self.optimizer_config.learning_rate / 10
         raise TrainingDiverged(
-            f"training stopped at step {self.step + 1}: {what}; {kept}. "
-            "Try a lower --optimizer.learning_rate or gradient clipping (--optimizer.clip_norm)."
+            f"training stopped at step {step or self.step + 1}: {what}; the last good "
+            f"checkpoint (step {self.last_checkpoint_step}) is kept in {self.run_dir}. Continue "
+            f"from it with a lower learning rate: rnnkit train {self.info.get('task')} "
+            f"--resume {self.run_dir} --optimizer.learning_rate={lower:g}"
         )
 
     def _install_interrupt_handler(self) -> dict:

@@ -346,3 +346,36 @@ def test_the_cli_reports_a_damaged_checkpoint_without_a_traceback(tmp_path, caps
     assert cli.main(arguments) == 1
     error = capsys.readouterr().err
     assert error.startswith("rnnkit: error:") and "does not match its checksum" in error, error
+
+
+def test_a_non_finite_validation_loss_is_never_kept_as_good(tmp_path, capsys, monkeypatch):
+    from rnnkit import cli
+    from rnnkit.train.tasks import charlm
+
+    original = charlm.CharLMTask.evaluate
+    calls = []
+
+    def evaluate(self):
+        calls.append(1)
+        return original(self) if len(calls) == 1 else {"loss": float("inf")}
+
+    monkeypatch.setattr(charlm.CharLMTask, "evaluate", evaluate)
+    run = tmp_path / "run"
+    assert cli.main(_tiny_train(tmp_path, run, "--steps", "4", "--trainer.eval_interval=2")) == 1
+    error = capsys.readouterr().err
+    assert "last good checkpoint (step 2)" in error and "--optimizer.learning_rate=" in error
+    assert checkpoint.read_checkpoint(run)["step"] == 2
+
+
+def test_resume_may_change_the_learning_rate_and_says_so(tmp_path, capsys):
+    from rnnkit import cli
+
+    run = tmp_path / "run"
+    assert cli.main(_tiny_train(tmp_path, run)) == 0
+    capsys.readouterr()
+    resume = ["train", "charlm", "--resume", str(run), "--steps", "3"]
+    assert cli.main([*resume, "--optimizer.beta1=0.5"]) == 1
+    error = capsys.readouterr().err
+    assert "optimizer.beta1" in error and "optimizer.learning_rate" in error
+    assert cli.main([*resume, "--optimizer.learning_rate=0.001"]) == 0
+    assert "optimizer.learning_rate changed: 0.006 -> 0.001" in capsys.readouterr().out
