@@ -243,3 +243,27 @@ def test_pararnn_kernels_found_by_declared_name():
     cpu = torch.device("cpu")
     assert pararnn_cpu.lookup(Renamed(4, 6), cpu, torch.float32) is pararnn_cpu.KERNELS["paragru"]
     assert pararnn_cpu.lookup(ParaGRUCell(4, 6, num_heads=3), cpu, torch.float32) is None
+
+
+def test_workspace_reuses_only_buffers_nobody_holds():
+    from rnnkit.strategies.kernels.workspace import Workspace
+
+    workspace = Workspace(slots=2)
+    first = workspace.take("out", (3, 4), torch.float32)
+    second = workspace.take("out", (3, 4), torch.float32)
+    assert first.data_ptr() != second.data_ptr(), "a held buffer was handed out twice"
+    address = first.data_ptr()
+    del first
+    again = workspace.take("out", (3, 4), torch.float32)
+    assert again.data_ptr() == address, "a free buffer was not reused"
+    held_by_numpy = again.numpy()
+    assert workspace.take("out", (3, 4), torch.float32).data_ptr() != held_by_numpy.ctypes.data
+
+
+def test_compiled_scan_outputs_survive_later_calls():
+    a, b, initial = make_terms(2, 9, 4, torch.float32)
+    kept = diagonal_scan(a, b, initial, implementation="compiled")
+    expected = kept.clone()
+    for _ in range(3):
+        diagonal_scan(a, b * 2, initial, implementation="compiled")
+    torch.testing.assert_close(kept, expected, msg=lambda m: f"kept outputs overwritten: {m}")

@@ -14,7 +14,12 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from rnnkit.strategies.kernels.workspace import Workspace
+
 CACHE_LINE_FLOATS = 16
+
+# outputs reused across calls once nobody holds them (see workspace.py for why and how)
+WORKSPACE = Workspace()
 
 PARALLEL_MIN_ELEMENTS = 1 << 18  # below this, waking the thread team costs more than it saves
 
@@ -119,7 +124,7 @@ def scan_compiled_raw(
     if initial is None:
         initial = torch.zeros_like(b[:, 0])
     initial = initial.detach().to(b.dtype).contiguous()
-    output = torch.empty_like(b) if out is None else out
+    output = WORKSPACE.take("states", tuple(b.shape), b.dtype) if out is None else out
     if not output.is_contiguous() or output.shape != b.shape or output.dtype != b.dtype:
         raise ValueError(f"out must be a contiguous {b.dtype} tensor of shape {tuple(b.shape)}")
     arrays = (a.numpy(), b.numpy(), initial.numpy(), output.numpy(), reverse)
@@ -138,8 +143,8 @@ def scan_compiled_backward(
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Gradients of a, b and the initial state in one compiled pass (see ``autograd.py``)."""
     dtype = torch.promote_types(torch.promote_types(a.dtype, h.dtype), grad_h.dtype)
-    grad_b = torch.empty(h.shape, dtype=dtype)
-    grad_a = torch.empty_like(grad_b)
+    grad_b = WORKSPACE.take("d b", tuple(h.shape), dtype)
+    grad_a = WORKSPACE.take("d a", tuple(h.shape), dtype)
     grad_initial = torch.empty(initial.shape, dtype=dtype)
     tensors = (a, h, initial, grad_h)
     arrays = [

@@ -21,6 +21,7 @@ import torch
 from torch import Tensor
 
 from rnnkit.strategies.kernels import numba_cpu
+from rnnkit.strategies.kernels.workspace import Workspace
 
 try:
     import numba
@@ -29,6 +30,15 @@ try:
     from numba.extending import intrinsic, overload
 except ImportError:  # pragma: no cover - numba_cpu.available() reports it
     numba = None
+
+
+# outputs reused across calls once nobody holds them (see workspace.py for why and how)
+WORKSPACE = Workspace()
+
+
+def _output(role: str, like: Tensor, width: int | None = None) -> Tensor:
+    shape = (like.shape[0], like.shape[1] if width is None else width)
+    return WORKSPACE.take(role, shape, like.dtype)
 
 
 class FusedCell(NamedTuple):
@@ -61,7 +71,7 @@ def _arrays(*tensors: Tensor) -> list[np.ndarray]:
 
 
 def _gru_linearize(cell, projected: Tensor, previous: Tensor) -> tuple[Tensor, Tensor]:
-    next_states, jacobian = torch.empty_like(previous), torch.empty_like(previous)
+    next_states, jacobian = _output("next", previous), _output("jacobian", previous)
     _gru_forward_kernel(
         *_arrays(projected, previous, cell.compiled_weights()["recurrent"]),
         next_states.numpy(),
@@ -71,7 +81,7 @@ def _gru_linearize(cell, projected: Tensor, previous: Tensor) -> tuple[Tensor, T
 
 
 def _gru_vjp(cell, projected: Tensor, previous: Tensor, adjoint: Tensor):
-    grad_projected, grad_previous = torch.empty_like(projected), torch.empty_like(previous)
+    grad_projected, grad_previous = _output("d projected", projected), _output("d prev", previous)
     partial = torch.zeros(numba.get_num_threads(), 3, previous.shape[1], dtype=previous.dtype)
     _gru_backward_kernel(
         *_arrays(projected, previous, cell.compiled_weights()["recurrent"], adjoint),
@@ -84,8 +94,8 @@ def _gru_vjp(cell, projected: Tensor, previous: Tensor, adjoint: Tensor):
 
 def _lstm_linearize(cell, projected: Tensor, previous: Tensor) -> tuple[Tensor, Tensor]:
     rows, hidden = previous.shape[0], cell.hidden_size
-    next_states = torch.empty_like(previous)
-    jacobian = torch.empty(rows, 4 * hidden, dtype=previous.dtype)  # (N, H, 2, 2) flat
+    next_states = _output("next", previous)
+    jacobian = _output("jacobian", previous, 4 * hidden)  # (N, H, 2, 2) flat
     _lstm_forward_kernel(
         *_arrays(projected, previous, *_lstm_weights(cell)),
         next_states.numpy(),
@@ -95,7 +105,7 @@ def _lstm_linearize(cell, projected: Tensor, previous: Tensor) -> tuple[Tensor, 
 
 
 def _lstm_vjp(cell, projected: Tensor, previous: Tensor, adjoint: Tensor):
-    grad_projected, grad_previous = torch.empty_like(projected), torch.empty_like(previous)
+    grad_projected, grad_previous = _output("d projected", projected), _output("d prev", previous)
     hidden = cell.hidden_size
     partial = torch.zeros(numba.get_num_threads(), 5, hidden, dtype=previous.dtype)
     _lstm_backward_kernel(
