@@ -6,6 +6,7 @@ A run folder holds ``config.json`` (the resolved config), ``checkpoint.json`` an
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import sys
 import time
@@ -53,6 +54,7 @@ def train(
     process as it was."""
     stream = stream or sys.stdout
     previous_threads = torch.get_num_threads()
+    previous_numba_threads = _numba_threads()
     created = not run_dir.exists()
     run_dir.mkdir(parents=True, exist_ok=True)
     try:
@@ -62,8 +64,25 @@ def train(
             return _train(definition, config, run_dir, document, stream)
     finally:
         torch.set_num_threads(previous_threads)
+        numba = sys.modules.get("numba")
+        if numba is not None:  # imported before or during the run: leave it as it was
+            _set_numba_threads(previous_numba_threads or numba.config.NUMBA_NUM_THREADS)
         if created and not any(run_dir.iterdir()):  # refused before writing (bad data): no trace
             run_dir.rmdir()
+
+
+def _numba_threads() -> int | None:
+    """Numba's thread count (None without numba), read only when numba is already imported:
+    reading it otherwise would import numba and start its thread pool for nothing."""
+    numba = sys.modules.get("numba")
+    return None if numba is None else int(numba.get_num_threads())
+
+
+def _set_numba_threads(threads: int) -> None:
+    import numba
+
+    # set_num_threads refuses more than the pool it started with (NUMBA_NUM_THREADS).
+    numba.set_num_threads(max(1, min(threads, numba.config.NUMBA_NUM_THREADS)))
 
 
 RUN_FILES = (checkpoints.CHECKPOINT_FILE, METRICS_FILE, PLOT_FILE, CONFIG_FILE)
@@ -94,6 +113,9 @@ def _train(
 ) -> FitResult:
     if config.trainer.threads:
         torch.set_num_threads(config.trainer.threads)
+        # Compiled kernels run on Numba's pool: bound it by the same setting.
+        with contextlib.suppress(ImportError):
+            _set_numba_threads(config.trainer.threads)
     if document is None:
         checkpoints.seed_everything(config.seed)
     task = definition.build(config, None if document is None else document["metadata"])

@@ -379,3 +379,21 @@ def test_resume_may_change_the_learning_rate_and_says_so(tmp_path, capsys):
     assert "optimizer.beta1" in error and "optimizer.learning_rate" in error
     assert cli.main([*resume, "--optimizer.learning_rate=0.001"]) == 0
     assert "optimizer.learning_rate changed: 0.006 -> 0.001" in capsys.readouterr().out
+
+
+def test_training_bounds_and_restores_numba_threads(tmp_path, monkeypatch):
+    numba = pytest.importorskip("numba")
+    from rnnkit import cli
+    from rnnkit.train import run as runs
+
+    before = numba.get_num_threads()
+    seen = []
+    original = runs.Trainer.fit
+
+    def fit(self):
+        seen.append(numba.get_num_threads())
+        return original(self)
+
+    monkeypatch.setattr(runs.Trainer, "fit", fit)
+    assert cli.main(_tiny_train(tmp_path, tmp_path / "run", "--trainer.threads=1")) == 0
+    assert seen == [1] and numba.get_num_threads() == before
