@@ -150,7 +150,7 @@ def scan_compiled_backward(
     arrays = [
         t.detach().to(dtype).resolve_conj().resolve_neg().contiguous().numpy() for t in tensors
     ]
-    _backward_kernel(*arrays, grad_a.numpy(), grad_b.numpy(), grad_initial.numpy(), reverse)
+    _backward_kernel(*arrays, grad_a.numpy(), grad_b.numpy(), grad_initial.numpy(), reverse)  # type: ignore[call-arg]
     return grad_a, grad_b, grad_initial
 
 

@@ -25,11 +25,11 @@ from rnnkit.strategies.kernels.workspace import Workspace
 
 try:
     import numba
-    from llvmlite import ir as llvm_ir
+    from llvmlite import ir as llvm_ir  # type: ignore[import-untyped]
     from numba import prange
     from numba.extending import intrinsic, overload
 except ImportError:  # pragma: no cover - numba_cpu.available() reports it
-    numba = None
+    numba = None  # type: ignore[assignment]
 
 
 # outputs reused across calls once nobody holds them (see workspace.py for why and how)
@@ -72,7 +72,7 @@ def _arrays(*tensors: Tensor) -> list[np.ndarray]:
 
 def _gru_linearize(cell, projected: Tensor, previous: Tensor) -> tuple[Tensor, Tensor]:
     next_states, jacobian = _output("next", previous), _output("jacobian", previous)
-    _gru_forward_kernel(
+    _gru_forward_kernel(  # type: ignore[call-arg]  # numba's Dispatcher stub
         *_arrays(projected, previous, cell.compiled_weights()["recurrent"]),
         next_states.numpy(),
         jacobian.numpy(),
@@ -83,7 +83,7 @@ def _gru_linearize(cell, projected: Tensor, previous: Tensor) -> tuple[Tensor, T
 def _gru_vjp(cell, projected: Tensor, previous: Tensor, adjoint: Tensor):
     grad_projected, grad_previous = _output("d projected", projected), _output("d prev", previous)
     partial = torch.zeros(numba.get_num_threads(), 3, previous.shape[1], dtype=previous.dtype)
-    _gru_backward_kernel(
+    _gru_backward_kernel(  # type: ignore[call-arg]  # numba's Dispatcher stub
         *_arrays(projected, previous, cell.compiled_weights()["recurrent"], adjoint),
         grad_projected.numpy(),
         grad_previous.numpy(),
@@ -96,7 +96,7 @@ def _lstm_linearize(cell, projected: Tensor, previous: Tensor) -> tuple[Tensor, 
     rows, hidden = previous.shape[0], cell.hidden_size
     next_states = _output("next", previous)
     jacobian = _output("jacobian", previous, 4 * hidden)  # (N, H, 2, 2) flat
-    _lstm_forward_kernel(
+    _lstm_forward_kernel(  # type: ignore[call-arg]  # numba's Dispatcher stub
         *_arrays(projected, previous, *_lstm_weights(cell)),
         next_states.numpy(),
         jacobian.numpy(),
@@ -108,7 +108,7 @@ def _lstm_vjp(cell, projected: Tensor, previous: Tensor, adjoint: Tensor):
     grad_projected, grad_previous = _output("d projected", projected), _output("d prev", previous)
     hidden = cell.hidden_size
     partial = torch.zeros(numba.get_num_threads(), 5, hidden, dtype=previous.dtype)
-    _lstm_backward_kernel(
+    _lstm_backward_kernel(  # type: ignore[call-arg]  # numba's Dispatcher stub
         *_arrays(projected, previous, *_lstm_weights(cell), adjoint),
         grad_projected.numpy(),
         grad_previous.numpy(),
