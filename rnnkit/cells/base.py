@@ -32,6 +32,10 @@ Strategies read only the capabilities a cell declares, all declared here with a 
 - ``output_field``: the field of the new state that ``y_t`` is, when it is one (time-parallel
   strategies then read outputs off the solved states);
 - ``begin_sequence``: draws the per-sequence random quantities of recurrent regularization;
+  a cell takes regularization by setting ``regularization`` (``rnnkit.cells.regularization``,
+  DropConnect on its ``weight_hh``) and calling ``regularized_inputs`` in ``project_inputs``,
+  ``regularized_recurrence`` and ``zoneout`` in ``recur``; the default ``begin_sequence``,
+  ``native_unsupported_reason`` and ``time_parallel_unsupported_reason`` then account for it;
 - ``time_parallel_unsupported_reason()``: why the cell cannot be evaluated for all steps at once
   now (for example zoneout or recurrent dropout in training), or None;
 - for the Newton strategy, ``jacobian_structure`` (``"diagonal"``, ``"block"`` with
@@ -43,10 +47,13 @@ Strategies read only the capabilities a cell declares, all declared here with a 
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
+
+if TYPE_CHECKING:  # regularization.py imports this module
+    from rnnkit.cells.regularization import Regularization, SequenceNoise
 
 State = Any  # a NamedTuple of (B, size) tensors
 
@@ -66,6 +73,8 @@ class Cell(nn.Module):
     compiled_kernel: str | None = None  # name in the compiled-kernel registry, see docstring
     state_type: type[Any]  # a NamedTuple class of (B, size) fields
     output_field: str | None = None  # y_t is this field of the new state (h for an LSTM)
+    regularization: Regularization | None = None  # recurrent dropout, DropConnect, zoneout
+    noise: SequenceNoise | None = None  # drawn by begin_sequence for one sequence
 
     def __init__(self, input_size: int, hidden_size: int) -> None:
         super().__init__()
@@ -116,10 +125,49 @@ class Cell(nn.Module):
         return self.recur(self.project_inputs(inputs), state)
 
     def begin_sequence(self, batch_size: int, *, device: torch.device, dtype: torch.dtype) -> None:
-        """Draw what stays fixed over one sequence (dropout masks); a no-op by default.
+        """Draw what stays fixed over one sequence (dropout masks); a no-op without them.
 
         Every strategy calls this once per run, before ``project_inputs``.
         """
+        regularization = self.regularization
+        if regularization is None or not self.training or not regularization.uses_sequence_noise:
+            self.noise = None
+            return
+        weight = self.weight_hh  # a Parameter, or a plain tensor under torch.func
+        assert isinstance(weight, Tensor), "a regularized cell keeps W_hh in weight_hh"
+        self.noise = regularization.draw(
+            batch_size, self.input_size, self.output_size, weight, device, dtype
+        )
+
+    def _sequence_noise(self, batch_size: int) -> SequenceNoise | None:
+        if self.regularization is None:
+            return None
+        return self.regularization.noise_for(self.noise, self.training, batch_size)
+
+    def regularized_inputs(self, inputs: Tensor) -> Tensor:
+        """Inputs ``(B, D)`` or ``(B, T, D)`` with the sequence's input dropout mask."""
+        noise = self._sequence_noise(inputs.shape[0])
+        if self.regularization is None:
+            return inputs
+        return self.regularization.apply_input_mask(inputs, noise)
+
+    def regularized_recurrence(
+        self, recurrent_input: Tensor, weight: Tensor
+    ) -> tuple[Tensor, Tensor]:
+        """The recurrent input ``(B, R)`` with its dropout mask and W_hh after DropConnect."""
+        noise = self._sequence_noise(recurrent_input.shape[0])
+        if self.regularization is None:
+            return recurrent_input, weight
+        return (
+            self.regularization.apply_hidden_mask(recurrent_input, noise),
+            self.regularization.recurrent_weight(weight, noise),
+        )
+
+    def zoneout(self, previous: State, candidate: State) -> State:
+        """The new state after zoneout (the candidate itself without regularization)."""
+        if self.regularization is None:
+            return candidate
+        return self.regularization.apply_zoneout(previous, candidate, self.training)
 
     def flatten_state(self, state: State) -> Tensor:
         """The state as one ``(N, S)`` tensor (fields side by side); inverse of unflatten_state."""
@@ -131,7 +179,9 @@ class Cell(nn.Module):
 
     def time_parallel_unsupported_reason(self) -> str | None:
         """Why ``recur`` cannot be evaluated for all steps at once as one batch, or None."""
-        return None
+        if self.regularization is None:
+            return None
+        return self.regularization.time_parallel_unsupported_reason(self.training)
 
     def native_weights(self) -> list[Tensor]:
         """Weights in the order torch's fused kernel takes them."""
@@ -145,7 +195,9 @@ class Cell(nn.Module):
         """Why the fused kernel cannot run this cell as configured, or None when it can."""
         if self.native_kernel is None:
             return f"cell {type(self).__name__} has no torch fused kernel"
-        return None
+        if self.regularization is None:
+            return None
+        return self.regularization.native_unsupported_reason(self.training)
 
     def state_jacobian(self, projected: Tensor, state: State) -> Tensor:
         """d s_t / d s_{t-1} in the layout ``jacobian_structure`` names (module docstring)."""

@@ -17,7 +17,7 @@ from torch.nn import functional
 
 from rnnkit.cells.base import Cell, uniform_init
 from rnnkit.cells.gru import HiddenState
-from rnnkit.cells.regularization import Regularization, batch_size_of, draw_sequence_noise
+from rnnkit.cells.regularization import Regularization
 
 NONLINEARITIES = {"tanh": torch.tanh, "relu": torch.relu}
 
@@ -27,6 +27,7 @@ class ElmanCell(Cell):
 
     state_type = HiddenState
     output_field = "h"
+    regularization: Regularization  # always set: the base Cell applies it
 
     def __init__(
         self,
@@ -49,7 +50,6 @@ class ElmanCell(Cell):
         self.nonlinearity = nonlinearity
         self.native_kernel = f"rnn_{nonlinearity}"
         self.regularization = Regularization(input_dropout, hidden_dropout, weight_dropout, zoneout)
-        self.noise = None
         self.weight_ih = nn.Parameter(torch.empty(hidden_size, input_size))
         self.weight_hh = nn.Parameter(torch.empty(hidden_size, hidden_size))
         self.bias_ih = nn.Parameter(torch.empty(hidden_size)) if bias else None
@@ -59,25 +59,19 @@ class ElmanCell(Cell):
     def reset_parameters(self) -> None:
         uniform_init(self, self.hidden_size)
 
-    def begin_sequence(self, batch_size: int, *, device: torch.device, dtype: torch.dtype) -> None:
-        self.noise = draw_sequence_noise(self, batch_size, device, dtype)
-
     def project_inputs(self, inputs: Tensor) -> Tensor:
         """``(..., D) -> (..., H)``: W_ih x + b_ih + b_hh (both biases, constant in time)."""
-        noise = self.regularization.noise_for(self.noise, self.training, batch_size_of(inputs))
-        inputs = self.regularization.apply_input_mask(inputs, noise)
+        inputs = self.regularized_inputs(inputs)
         bias = None if self.bias_ih is None else self.bias_ih + self.bias_hh
         return functional.linear(inputs, self.weight_ih, bias)
 
     def recur(self, projected: Tensor, state: HiddenState) -> tuple[Tensor, HiddenState]:
         """``projected (B, H)``, state ``(h (B, H),)`` -> ``h_t``, new state."""
         (h,) = state
-        noise = self.regularization.noise_for(self.noise, self.training, h.shape[0])
-        recurrent_input = self.regularization.apply_hidden_mask(h, noise)
-        weight_hh = self.regularization.recurrent_weight(self.weight_hh, noise)
+        recurrent_input, weight_hh = self.regularized_recurrence(h, self.weight_hh)
         pre_activation = torch.addmm(projected, recurrent_input, weight_hh.t())  # (B, H)
         h_new = NONLINEARITIES[self.nonlinearity](pre_activation)
-        new_state = self.regularization.apply_zoneout(state, HiddenState(h_new), self.training)
+        new_state = self.zoneout(state, HiddenState(h_new))
         return new_state.h, new_state
 
     def native_weights(self) -> list[Tensor]:
@@ -85,12 +79,6 @@ class ElmanCell(Cell):
         if self.bias:
             weights += [self.bias_ih, self.bias_hh]
         return weights
-
-    def native_unsupported_reason(self) -> str | None:
-        return self.regularization.native_unsupported_reason(self.training)
-
-    def time_parallel_unsupported_reason(self) -> str | None:
-        return self.regularization.time_parallel_unsupported_reason(self.training)
 
     def extra_repr(self) -> str:
         options = [super().extra_repr(), f"nonlinearity={self.nonlinearity!r}"]

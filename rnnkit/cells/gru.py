@@ -22,7 +22,7 @@ from torch import Tensor, nn
 from torch.nn import functional
 
 from rnnkit.cells.base import Cell, uniform_init
-from rnnkit.cells.regularization import Regularization, batch_size_of, draw_sequence_noise
+from rnnkit.cells.regularization import Regularization
 
 
 class HiddenState(NamedTuple):
@@ -35,6 +35,7 @@ class GRUCell(Cell):
     native_kernel = "gru"
     state_type = HiddenState
     output_field = "h"
+    regularization: Regularization  # always set: the base Cell applies it
 
     def __init__(
         self,
@@ -50,7 +51,6 @@ class GRUCell(Cell):
         super().__init__(input_size, hidden_size)
         self.bias = bias
         self.regularization = Regularization(input_dropout, hidden_dropout, weight_dropout, zoneout)
-        self.noise = None
         self.weight_ih = nn.Parameter(torch.empty(3 * hidden_size, input_size))
         self.weight_hh = nn.Parameter(torch.empty(3 * hidden_size, hidden_size))
         self.bias_ih = nn.Parameter(torch.empty(3 * hidden_size)) if bias else None
@@ -60,27 +60,21 @@ class GRUCell(Cell):
     def reset_parameters(self) -> None:
         uniform_init(self, self.hidden_size)
 
-    def begin_sequence(self, batch_size: int, *, device: torch.device, dtype: torch.dtype) -> None:
-        self.noise = draw_sequence_noise(self, batch_size, device, dtype)
-
     def project_inputs(self, inputs: Tensor) -> Tensor:
         """``(..., D) -> (..., 3H)``: W_ih x + b_ih."""
-        noise = self.regularization.noise_for(self.noise, self.training, batch_size_of(inputs))
-        inputs = self.regularization.apply_input_mask(inputs, noise)
+        inputs = self.regularized_inputs(inputs)
         return functional.linear(inputs, self.weight_ih, self.bias_ih)
 
     def recur(self, projected: Tensor, state: HiddenState) -> tuple[Tensor, HiddenState]:
         """``projected (B, 3H)``, state ``(h (B, H),)`` -> ``h_t``, new state."""
         (h,) = state
-        noise = self.regularization.noise_for(self.noise, self.training, h.shape[0])
-        recurrent_input = self.regularization.apply_hidden_mask(h, noise)
-        weight_hh = self.regularization.recurrent_weight(self.weight_hh, noise)
+        recurrent_input, weight_hh = self.regularized_recurrence(h, self.weight_hh)
         recurrent = functional.linear(recurrent_input, weight_hh, self.bias_hh)  # (B, 3H)
         gates = 2 * self.hidden_size
         reset, update = torch.sigmoid(projected[:, :gates] + recurrent[:, :gates]).chunk(2, 1)
         candidate = torch.tanh(torch.addcmul(projected[:, gates:], reset, recurrent[:, gates:]))
         h_new = torch.lerp(candidate, h, update)  # (1 - z) * n + z * h
-        new_state = self.regularization.apply_zoneout(state, HiddenState(h_new), self.training)
+        new_state = self.zoneout(state, HiddenState(h_new))
         return new_state.h, new_state
 
     def native_weights(self) -> list[Tensor]:
@@ -88,12 +82,6 @@ class GRUCell(Cell):
         if self.bias:
             weights += [self.bias_ih, self.bias_hh]
         return weights
-
-    def native_unsupported_reason(self) -> str | None:
-        return self.regularization.native_unsupported_reason(self.training)
-
-    def time_parallel_unsupported_reason(self) -> str | None:
-        return self.regularization.time_parallel_unsupported_reason(self.training)
 
     def extra_repr(self) -> str:
         options = [super().extra_repr()] + ([] if self.bias else ["bias=False"])

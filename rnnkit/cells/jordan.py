@@ -22,7 +22,7 @@ from torch import Tensor, nn
 from torch.nn import functional
 
 from rnnkit.cells.base import Cell, check_positive_int, uniform_init
-from rnnkit.cells.regularization import Regularization, batch_size_of, draw_sequence_noise
+from rnnkit.cells.regularization import Regularization
 
 
 class OutputState(NamedTuple):
@@ -34,6 +34,7 @@ class JordanCell(Cell):
 
     state_type = OutputState
     output_field = "y"
+    regularization: Regularization  # always set: the base Cell applies it
 
     def __init__(
         self,
@@ -53,7 +54,6 @@ class JordanCell(Cell):
         self.bias = bias
         self.jordan_output_size = output_size or hidden_size
         self.regularization = Regularization(input_dropout, hidden_dropout, weight_dropout, zoneout)
-        self.noise = None
         self.weight_ih = nn.Parameter(torch.empty(hidden_size, input_size))
         self.weight_hh = nn.Parameter(torch.empty(hidden_size, self.jordan_output_size))
         self.bias_ih = nn.Parameter(torch.empty(hidden_size)) if bias else None
@@ -72,29 +72,20 @@ class JordanCell(Cell):
     def state_sizes(self) -> tuple[int, ...]:
         return (self.jordan_output_size,)
 
-    def begin_sequence(self, batch_size: int, *, device: torch.device, dtype: torch.dtype) -> None:
-        self.noise = draw_sequence_noise(self, batch_size, device, dtype)
-
     def project_inputs(self, inputs: Tensor) -> Tensor:
         """``(..., D) -> (..., H)``: W_ih x + b_ih + b_hh (both biases, constant in time)."""
-        noise = self.regularization.noise_for(self.noise, self.training, batch_size_of(inputs))
-        inputs = self.regularization.apply_input_mask(inputs, noise)
+        inputs = self.regularized_inputs(inputs)
         bias = None if self.bias_ih is None else self.bias_ih + self.bias_hh
         return functional.linear(inputs, self.weight_ih, bias)
 
     def recur(self, projected: Tensor, state: OutputState) -> tuple[Tensor, OutputState]:
         """``projected (B, H)``, state ``(y (B, O),)`` -> ``y_t``, new state."""
         (y,) = state
-        noise = self.regularization.noise_for(self.noise, self.training, y.shape[0])
-        recurrent_input = self.regularization.apply_hidden_mask(y, noise)
-        weight_hh = self.regularization.recurrent_weight(self.weight_hh, noise)
+        recurrent_input, weight_hh = self.regularized_recurrence(y, self.weight_hh)
         hidden = torch.tanh(torch.addmm(projected, recurrent_input, weight_hh.t()))  # (B, H)
         y_new = torch.tanh(functional.linear(hidden, self.weight_ho, self.bias_ho))
-        new_state = self.regularization.apply_zoneout(state, OutputState(y_new), self.training)
+        new_state = self.zoneout(state, OutputState(y_new))
         return new_state.y, new_state
-
-    def time_parallel_unsupported_reason(self) -> str | None:
-        return self.regularization.time_parallel_unsupported_reason(self.training)
 
     def extra_repr(self) -> str:
         options = [super().extra_repr(), f"output_size={self.jordan_output_size}"]

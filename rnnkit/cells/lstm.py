@@ -32,7 +32,7 @@ from torch import Tensor, nn
 from torch.nn import functional
 
 from rnnkit.cells.base import Cell, check_positive_int, uniform_init
-from rnnkit.cells.regularization import Regularization, batch_size_of, draw_sequence_noise
+from rnnkit.cells.regularization import Regularization
 
 
 class LSTMState(NamedTuple):
@@ -46,6 +46,7 @@ class LSTMCell(Cell):
     native_kernel = "lstm"
     state_type = LSTMState
     output_field = "h"
+    regularization: Regularization  # always set: the base Cell applies it
 
     def __init__(
         self,
@@ -78,7 +79,6 @@ class LSTMCell(Cell):
         self.layer_norm = layer_norm
         self.forget_bias = forget_bias
         self.regularization = Regularization(input_dropout, hidden_dropout, weight_dropout, zoneout)
-        self.noise = None
         gates = 4 * hidden_size
         recurrent_size = proj_size or hidden_size
         self.weight_ih = nn.Parameter(torch.empty(gates, input_size))
@@ -114,16 +114,12 @@ class LSTMCell(Cell):
     def state_sizes(self) -> tuple[int, ...]:
         return (self.proj_size or self.hidden_size, self.hidden_size)
 
-    def begin_sequence(self, batch_size: int, *, device: torch.device, dtype: torch.dtype) -> None:
-        self.noise = draw_sequence_noise(self, batch_size, device, dtype)
-
     def project_inputs(self, inputs: Tensor) -> Tensor:
         """``(..., D) -> (..., 4H)``: W_ih x + b_ih + b_hh (LN(W_ih x) + ... with layer_norm).
 
         Both biases are constant in time, so they are added here rather than at every step.
         """
-        noise = self.regularization.noise_for(self.noise, self.training, batch_size_of(inputs))
-        inputs = self.regularization.apply_input_mask(inputs, noise)
+        inputs = self.regularized_inputs(inputs)
         if self.layer_norm:
             projected = self.norm_input(functional.linear(inputs, self.weight_ih))
             return projected if self.bias_ih is None else projected + (self.bias_ih + self.bias_hh)
@@ -133,9 +129,7 @@ class LSTMCell(Cell):
     def recur(self, projected: Tensor, state: LSTMState) -> tuple[Tensor, LSTMState]:
         """``projected (B, 4H)``, state ``(h (B, R), c (B, H))`` -> ``h_t``, new state."""
         h, c = state
-        noise = self.regularization.noise_for(self.noise, self.training, h.shape[0])
-        recurrent_input = self.regularization.apply_hidden_mask(h, noise)
-        weight_hh = self.regularization.recurrent_weight(self.weight_hh, noise)
+        recurrent_input, weight_hh = self.regularized_recurrence(h, self.weight_hh)
         if self.layer_norm:
             gates = projected + self.norm_hidden(functional.linear(recurrent_input, weight_hh))
         else:
@@ -153,7 +147,7 @@ class LSTMCell(Cell):
         h_new = torch.sigmoid(output_pre) * torch.tanh(cell_out)
         if self.weight_hr is not None:
             h_new = functional.linear(h_new, self.weight_hr)
-        new_state = self.regularization.apply_zoneout(state, LSTMState(h_new, c_new), self.training)
+        new_state = self.zoneout(state, LSTMState(h_new, c_new))
         return new_state.h, new_state
 
     def native_weights(self) -> list[Tensor]:
@@ -169,10 +163,7 @@ class LSTMCell(Cell):
             return "peephole connections are not supported by torch's fused LSTM kernel"
         if self.layer_norm:
             return "layer normalization is not supported by torch's fused LSTM kernel"
-        return self.regularization.native_unsupported_reason(self.training)
-
-    def time_parallel_unsupported_reason(self) -> str | None:
-        return self.regularization.time_parallel_unsupported_reason(self.training)
+        return super().native_unsupported_reason()
 
     def extra_repr(self) -> str:
         options = [super().extra_repr()]

@@ -152,21 +152,3 @@ class Regularization:
     def extra_repr(self) -> str:
         settings = [f"{name}={value}" for name, value in vars(self).items() if value > 0]
         return ", ".join(settings)
-
-
-def draw_sequence_noise(
-    cell, batch_size: int, device: torch.device, dtype: torch.dtype
-) -> SequenceNoise | None:
-    """``begin_sequence`` of a classic cell: W_hh in ``weight_hh``, recurrent input of
-    ``output_size`` features, settings in ``cell.regularization``."""
-    regularization: Regularization = cell.regularization
-    if not cell.training or not regularization.uses_sequence_noise:
-        return None
-    return regularization.draw(
-        batch_size, cell.input_size, cell.output_size, cell.weight_hh, device, dtype
-    )
-
-
-def batch_size_of(inputs: Tensor) -> int:
-    """Batch size of inputs shaped ``(B, D)`` or ``(B, T, D)``."""
-    return inputs.shape[0]
