@@ -100,7 +100,17 @@ def test_step_passes_gradcheck(config, options, training):
     gradcheck_module(StepOnce(cell), inputs, random_state(cell, 2, generator))
 
 
-@pytest.mark.parametrize("config", list(CELL_CONFIGS))
+# gradcheck through the layer-norm LSTMs takes 100-130 s each under load: marked slow.
+SLOW_GRADCHECK = {"lstm_layernorm", "lstm_peephole_layernorm"}
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        pytest.param(config, marks=[pytest.mark.slow] if config in SLOW_GRADCHECK else [])
+        for config in CELL_CONFIGS
+    ],
+)
 def test_sequential_run_with_lengths_passes_gradcheck(config):
     cell = build_cell(config, 2, 3, F64)
     generator = torch.Generator().manual_seed(1)
