@@ -6,14 +6,11 @@ A run folder holds ``config.json`` (the resolved config), ``checkpoint.json`` an
 
 from __future__ import annotations
 
-import contextlib
 import shutil
 import sys
 import time
 from pathlib import Path
 from typing import Any, TextIO
-
-import torch
 
 from rnnkit.train import checkpoint as checkpoints
 from rnnkit.train.config import to_dict
@@ -22,6 +19,7 @@ from rnnkit.train.metrics import METRICS_FILE, Progress
 from rnnkit.train.plots import PLOT_FILE
 from rnnkit.train.task import FitResult
 from rnnkit.train.tasks.definition import TaskDefinition
+from rnnkit.train.threads import set_threads, threads_restored
 from rnnkit.train.trainer import Trainer
 
 CONFIG_FILE = "config.json"
@@ -53,36 +51,16 @@ def train(
     run's files first. torch's thread count is restored on return: a library call leaves the
     process as it was."""
     stream = stream or sys.stdout
-    previous_threads = torch.get_num_threads()
-    previous_numba_threads = _numba_threads()
     created = not run_dir.exists()
     run_dir.mkdir(parents=True, exist_ok=True)
     try:
-        with RunLock(run_dir, stream):
+        with threads_restored(), RunLock(run_dir, stream):
             if document is None:
                 _clear_previous_run(run_dir, overwrite)
             return _train(definition, config, run_dir, document, stream)
     finally:
-        torch.set_num_threads(previous_threads)
-        numba = sys.modules.get("numba")
-        if numba is not None:  # imported before or during the run: leave it as it was
-            _set_numba_threads(previous_numba_threads or numba.config.NUMBA_NUM_THREADS)
         if created and not any(run_dir.iterdir()):  # refused before writing (bad data): no trace
             run_dir.rmdir()
-
-
-def _numba_threads() -> int | None:
-    """Numba's thread count (None without numba), read only when numba is already imported:
-    reading it otherwise would import numba and start its thread pool for nothing."""
-    numba = sys.modules.get("numba")
-    return None if numba is None else int(numba.get_num_threads())
-
-
-def _set_numba_threads(threads: int) -> None:
-    import numba
-
-    # set_num_threads refuses more than the pool it started with (NUMBA_NUM_THREADS).
-    numba.set_num_threads(max(1, min(threads, numba.config.NUMBA_NUM_THREADS)))
 
 
 RUN_FILES = (checkpoints.CHECKPOINT_FILE, METRICS_FILE, PLOT_FILE, CONFIG_FILE)
@@ -111,11 +89,7 @@ def _train(
     document: dict[str, Any] | None,
     stream: TextIO,
 ) -> FitResult:
-    if config.trainer.threads:
-        torch.set_num_threads(config.trainer.threads)
-        # Compiled kernels run on Numba's pool: bound it by the same setting.
-        with contextlib.suppress(ImportError):
-            _set_numba_threads(config.trainer.threads)
+    set_threads(config.trainer.threads)  # torch's and Numba's (the compiled kernels') threads
     if document is None:
         checkpoints.seed_everything(config.seed)
     task = definition.build(config, None if document is None else document["metadata"])

@@ -12,7 +12,7 @@ from rnnkit import cli
 from rnnkit.data.pointer_problems import SORT, draw_batch
 from rnnkit.models.pointer import PointerNetworkConfig
 from rnnkit.models.recurrent_config import RecurrentConfig
-from rnnkit.train.tasks import TASKS
+from rnnkit.train.tasks import TASKS, pointer_tasks
 from rnnkit.train.tasks.pointer_tasks import (
     PointerTask,
     SortConfig,
@@ -104,3 +104,27 @@ def test_loss_is_nats_per_pointer_and_evaluation_parts_cover_the_batch():
     assert all(part.inputs.shape[1] == int(part.lengths.max()) for part in parts)
     evaluation = task.evaluate()
     assert set(evaluation) == {"loss", "accuracy", "position_accuracy"}
+
+
+def test_eval_restores_torch_threads(tmp_path, capsys):
+    """``rnnkit eval`` runs with the run's ``trainer.threads`` and then puts torch's back."""
+    run = tmp_path / "run"
+    before = torch.get_num_threads()
+    wanted = 1 if before != 1 else 2
+    command = ["train", "sort", "--steps", "1", "--run-dir", str(run), *TINY]
+    assert cli.main([*command, f"--trainer.threads={wanted}"]) == 0
+    torch.set_num_threads(before)
+    seen = []
+    original = pointer_tasks.evaluate_batch
+
+    def spy(*arguments, **keywords):
+        seen.append(torch.get_num_threads())
+        return original(*arguments, **keywords)
+
+    pointer_tasks.evaluate_batch = spy
+    try:
+        assert cli.main(["eval", str(run)]) == 0
+    finally:
+        pointer_tasks.evaluate_batch = original
+    assert seen and set(seen) == {wanted}
+    assert torch.get_num_threads() == before

@@ -48,6 +48,7 @@ from rnnkit.train.tasks.digit_strings_plots import (
     digits_text,
     plot_predictions,
 )
+from rnnkit.train.threads import restoring_threads
 from rnnkit.train.trainer import TrainerConfig
 
 NAME = "digit-strings"
@@ -289,6 +290,9 @@ def report(task: DigitStringsTask, result: FitResult, stream: TextIO, run_dir: P
     plot_predictions(images, greedy.references, greedy.hypotheses, chosen, run_dir / PLOT_FILE)
 
 
+
+
+@restoring_threads
 def evaluate_run(run_dir: Path, stream: TextIO) -> dict[str, float]:
     """Test metrics of a trained run with greedy, beam and beam + n-gram decoding."""
     config, task, step = supervised.load_run(run_dir, NAME, DigitStringsTaskConfig, build)

@@ -53,6 +53,7 @@ from rnnkit.train.task import FitResult
 from rnnkit.train.tasks import supervised
 from rnnkit.train.tasks.definition import TaskDefinition
 from rnnkit.train.tasks.pointer_plots import PREDICTION_FILE, plot_prediction
+from rnnkit.train.threads import restoring_threads
 from rnnkit.train.trainer import TrainerConfig
 
 EVALUATION_BATCH = 250
@@ -284,6 +285,9 @@ def report(task: PointerTask, result: FitResult, stream: TextIO, run_dir: Path) 
     stream.write(f"a validation problem (n = {len(example.inputs[0])}) drawn in {path}\n")
 
 
+
+
+@restoring_threads
 def evaluate_run(
     problem: PointerProblem,
     config_type: type,

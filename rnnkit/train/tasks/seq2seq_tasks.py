@@ -45,6 +45,7 @@ from rnnkit.train.tasks.supervised import (
     fixed_generator,
     load_run,
 )
+from rnnkit.train.threads import restoring_threads
 from rnnkit.train.trainer import TrainerConfig
 
 EVALUATION_BATCH = 500
@@ -343,6 +344,7 @@ def format_test(config: ReverseConfig | AddConfig, metrics: dict[str, float], st
 def evaluation_runner(problem: str, config_type: type):
     """The ``evaluate_run(run_dir, stream)`` of ``problem``."""
 
+    @restoring_threads
     def evaluate_run(run_dir: str | Path, stream: TextIO) -> dict[str, float]:
         config, task, step = load_run(run_dir, problem, config_type, builder(problem))
         data = config.data

@@ -17,6 +17,7 @@ from torch import Tensor
 
 from rnnkit.train import checkpoint as checkpoints
 from rnnkit.train.config import from_dict
+from rnnkit.train.threads import set_threads
 
 VALIDATION_STREAM = 1
 TEST_STREAM = 2
@@ -50,15 +51,15 @@ def load_run(
     build: Callable[[Any, dict[str, Any] | None], Any],
 ) -> tuple[Any, Any, int]:
     """``(config, task, step)`` of a trained run of task ``name``: weights loaded, eval mode,
-    torch's threads set as the run trained (``trainer.threads``, when not 0)."""
+    torch's and Numba's threads set as the run trained (``trainer.threads``, when not 0); each
+    task's ``evaluate_run`` is decorated with ``restoring_threads`` so they are put back."""
     document = checkpoints.read_checkpoint(run_dir)
     if document.get("task") != name:
         raise checkpoints.CheckpointError(
             f"{run_dir}: a {document.get('task')!r} run, not a {name!r} one"
         )
     config = from_dict(config_type, document["config"])
-    if config.trainer.threads:
-        torch.set_num_threads(config.trainer.threads)
+    set_threads(config.trainer.threads)  # callers run inside threads_restored
     task = build(config, document["metadata"])
     checkpoints.load_weights(run_dir, document, task.model)
     task.model.eval()
