@@ -10,6 +10,7 @@ import math
 import pytest
 import torch
 from conftest import assert_all_close, assert_close, assert_states_close
+from oracle_table import ORACLE_TABLE
 from torch import nn
 from torch.nn import functional
 
@@ -18,16 +19,12 @@ from rnnkit.strategies import STRATEGIES
 
 F64, F32 = torch.float64, torch.float32
 SCANS = ["scan", "scan:loop", "scan:chunked", "scan:compiled"]
+# this file's entries of the one oracle table
 CONFIGS: dict[str, tuple[str, dict]] = {
-    "lru": ("lru", {}),
-    "lru_ring_nobias": ("lru", {"bias": False, "r_min": 0.5, "r_max": 0.99, "max_phase": 0.3}),
-    "s4d_lin": ("s4d", {}),
-    "s4d_inv_nobias": ("s4d", {"initialization": "inv", "bias": False}),
-    "selective_ssm": ("selective_ssm", {"state_size": 3}),
-    "selective_ssm_k2": (
-        "selective_ssm",
-        {"state_size": 2, "conv_size": 2, "dt_rank": 2, "bias": False, "projection_bias": True},
-    ),
+    key: ORACLE_TABLE[key]
+    for key in (
+        "lru", "lru_ring_nobias", "s4d_lin", "s4d_inv_nobias", "selective_ssm", "selective_ssm_k2"
+    )
 }
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 from conftest import assert_close
+from oracle_table import ORACLE_TABLE
 from torch import nn
 from torch.func import functional_call
 from torch.nn import functional
@@ -16,14 +17,12 @@ from rnnkit.cells.mlstm import running_stabilizer
 from rnnkit.strategies import STRATEGIES, StrategyUnsupportedError
 
 F64 = torch.float64
+# this file's entries of the one oracle table
 CONFIGS: dict[str, tuple[str, dict]] = {
-    "gla": ("gla", {"num_heads": 2}),
-    "gla_plain": ("gla", {"output_projection": False, "bias": False}),
-    "mlstm": ("mlstm", {"num_heads": 2}),
-    "mlstm_expforget": ("mlstm", {"forget_activation": "exp"}),
-    "deltanet": ("deltanet", {"num_heads": 2}),
-    "deltanet_plain": ("deltanet", {"feature_map": "identity", "output_projection": False}),
-    "aaren": ("aaren", {"num_heads": 2}),
+    key: ORACLE_TABLE[key]
+    for key in (
+        "gla", "gla_plain", "mlstm", "mlstm_expforget", "deltanet", "deltanet_plain", "aaren"
+    )
 }
 
 
