@@ -256,6 +256,34 @@ def stacked_cases() -> list:
     ]
 
 
+def check_stacked(config: str, layers: dict, strategy: str, tolerance: dict) -> None:
+    """``layers[strategy]`` equals ``layers["sequential"]`` over the same inputs ``(3, 11, 3)``,
+    lengths and random initial states: outputs, final states and the gradients of the inputs,
+    every initial-state field and every parameter, within ``tolerance``."""
+    generator = torch.Generator().manual_seed(2)
+    inputs = torch.randn(3, 11, 3, dtype=F64, generator=generator).requires_grad_()
+    lengths = torch.tensor([5, 11, 1])
+    states = tuple(
+        random_oracle_state(config, cell, 3, generator) for cell in layers["sequential"].cells
+    )
+    results = {}
+    for strategy_name, layer in layers.items():
+        outputs, finals = layer(inputs, states, lengths)
+        loss = loss_of(outputs, [field for final in finals for field in final])
+        wrt = [inputs, *(field for state in states for field in state), *layer.parameters()]
+        results[strategy_name] = (outputs, finals, torch.autograd.grad(loss, wrt))
+    expected, actual = results["sequential"], results[strategy]
+    check_close(actual[0], expected[0], "outputs", tolerance)
+    for index, (got_state, want_state) in enumerate(zip(actual[1], expected[1], strict=True)):
+        for field, got, want in zip(want_state._fields, got_state, want_state, strict=True):
+            check_close(got, want, f"final state[{index}].{field}", tolerance)
+    names = ["grad of inputs"]
+    names += [f"grad of initial state[{i}].{f}" for i, s in enumerate(states) for f in s._fields]
+    names += [f"grad of {name}" for name, _ in layers["sequential"].named_parameters()]
+    for name, got, want in zip(names, actual[2], expected[2], strict=True):
+        check_close(got, want, name, tolerance)
+
+
 @pytest.mark.parametrize(("config", "strategy"), stacked_cases())
 def test_stacked_bidirectional_recurrent_matches_sequential(config, strategy):
     """Two bidirectional layers of ``rnnkit.nn.Recurrent`` with lengths and initial states."""
@@ -271,26 +299,4 @@ def test_stacked_bidirectional_recurrent_matches_sequential(config, strategy):
         for parameter in layers["sequential"].parameters():
             parameter.add_(0.1 * torch.randn_like(parameter))
     layers[strategy].load_state_dict(layers["sequential"].state_dict())
-    generator = torch.Generator().manual_seed(2)
-    inputs = torch.randn(3, 11, 3, dtype=F64, generator=generator).requires_grad_()
-    lengths = torch.tensor([5, 11, 1])
-    states = tuple(
-        random_oracle_state(config, cell, 3, generator) for cell in layers["sequential"].cells
-    )
-    results = {}
-    for strategy_name, layer in layers.items():
-        outputs, finals = layer(inputs, states, lengths)
-        loss = loss_of(outputs, [field for final in finals for field in final])
-        wrt = [inputs, *(field for state in states for field in state), *layer.parameters()]
-        results[strategy_name] = (outputs, finals, torch.autograd.grad(loss, wrt))
-    expected, actual = results["sequential"], results[strategy]
-    tolerance = TOLERANCES[("exact", F64)]
-    check_close(actual[0], expected[0], "outputs", tolerance)
-    for index, (got_state, want_state) in enumerate(zip(actual[1], expected[1], strict=True)):
-        for field, got, want in zip(want_state._fields, got_state, want_state, strict=True):
-            check_close(got, want, f"final state[{index}].{field}", tolerance)
-    names = ["grad of inputs"]
-    names += [f"grad of initial state[{i}].{f}" for i, s in enumerate(states) for f in s._fields]
-    names += [f"grad of {name}" for name, _ in layers["sequential"].named_parameters()]
-    for name, got, want in zip(names, actual[2], expected[2], strict=True):
-        check_close(got, want, name, tolerance)
+    check_stacked(config, layers, strategy, TOLERANCES[("exact", F64)])

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from oracle_table import ORACLE_TABLE, random_oracle_state
-from test_oracle import ACCEPTING, QUASI_MAX_ITERATIONS, TOLERANCES, check_close, loss_of
+from oracle_table import ORACLE_TABLE
+from test_oracle import ACCEPTING, QUASI_MAX_ITERATIONS, TOLERANCES, check_stacked
 
 from rnnkit.nn import Recurrent
 
@@ -55,18 +55,7 @@ def build_layers(config: str, strategy: str) -> dict[str, Recurrent]:
 @pytest.mark.parametrize(("config", "strategy"), newton_layer_cases())
 def test_stacked_newton_converges_and_matches_sequential(config, strategy):
     layers = build_layers(config, strategy)
-    generator = torch.Generator().manual_seed(2)
-    inputs = torch.randn(3, 11, 3, dtype=F64, generator=generator).requires_grad_()
-    lengths = torch.tensor([5, 11, 1])
-    states = tuple(
-        random_oracle_state(config, cell, 3, generator) for cell in layers["sequential"].cells
-    )
-    results = {}
-    for strategy_name, layer in layers.items():
-        outputs, finals = layer(inputs, states, lengths)
-        loss = loss_of(outputs, [field for final in finals for field in final])
-        wrt = [inputs, *(field for state in states for field in state), *layer.parameters()]
-        results[strategy_name] = (outputs, finals, torch.autograd.grad(loss, wrt))
+    check_stacked(config, layers, strategy, TOLERANCES[("newton", F64)])
 
     reports = layers[strategy].strategy_reports()
     assert len(reports) == len(layers[strategy].cells) == 4
@@ -74,14 +63,3 @@ def test_stacked_newton_converges_and_matches_sequential(config, strategy):
         assert cell_reports, f"cell {index}: {strategy} recorded no report"
         for report in cell_reports:
             assert report.converged and report.fallback_from is None, f"cell {index}: {report}"
-    expected, actual = results["sequential"], results[strategy]
-    tolerance = TOLERANCES[("newton", F64)]
-    check_close(actual[0], expected[0], "outputs", tolerance)
-    for index, (got_state, want_state) in enumerate(zip(actual[1], expected[1], strict=True)):
-        for field, got, want in zip(want_state._fields, got_state, want_state, strict=True):
-            check_close(got, want, f"final state[{index}].{field}", tolerance)
-    names = ["grad of inputs"]
-    names += [f"grad of initial state[{i}].{f}" for i, s in enumerate(states) for f in s._fields]
-    names += [f"grad of {name}" for name, _ in layers["sequential"].named_parameters()]
-    for name, got, want in zip(names, actual[2], expected[2], strict=True):
-        check_close(got, want, name, tolerance)
