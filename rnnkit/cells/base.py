@@ -282,6 +282,16 @@ def check_probability(name: str, value: object) -> None:
         raise ValueError(f"{name} must be a probability in [0, 1), got {value!r}")
 
 
+def summed_bias(bias_ih: Tensor | None, bias_hh: Tensor | None) -> Tensor | None:
+    """``b_ih + b_hh`` (both constant in time, so added once to the projected inputs), or None.
+
+    A cell built with ``bias=False`` has neither; one built with biases has both.
+    """
+    if bias_ih is None or bias_hh is None:
+        return None
+    return bias_ih + bias_hh
+
+
 def uniform_init(module: nn.Module, hidden_size: int) -> None:
     """torch.nn's RNN initialization: every parameter from U(-1/sqrt(H), 1/sqrt(H))."""
     bound = 1.0 / hidden_size**0.5

@@ -15,7 +15,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional
 
-from rnnkit.cells.base import Cell, uniform_init
+from rnnkit.cells.base import Cell, summed_bias, uniform_init
 from rnnkit.cells.gru import HiddenState
 from rnnkit.cells.regularization import Regularization
 
@@ -62,8 +62,7 @@ class ElmanCell(Cell):
     def project_inputs(self, inputs: Tensor) -> Tensor:
         """``(..., D) -> (..., H)``: W_ih x + b_ih + b_hh (both biases, constant in time)."""
         inputs = self.regularized_inputs(inputs)
-        bias = None if self.bias_ih is None else self.bias_ih + self.bias_hh
-        return functional.linear(inputs, self.weight_ih, bias)
+        return functional.linear(inputs, self.weight_ih, summed_bias(self.bias_ih, self.bias_hh))
 
     def recur(self, projected: Tensor, state: HiddenState) -> tuple[Tensor, HiddenState]:
         """``projected (B, H)``, state ``(h (B, H),)`` -> ``h_t``, new state."""
@@ -75,8 +74,8 @@ class ElmanCell(Cell):
         return new_state.h, new_state
 
     def native_weights(self) -> list[Tensor]:
-        weights = [self.weight_ih, self.weight_hh]
-        if self.bias:
+        weights: list[Tensor] = [self.weight_ih, self.weight_hh]
+        if self.bias_ih is not None and self.bias_hh is not None:
             weights += [self.bias_ih, self.bias_hh]
         return weights
 

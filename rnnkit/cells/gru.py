@@ -78,8 +78,8 @@ class GRUCell(Cell):
         return new_state.h, new_state
 
     def native_weights(self) -> list[Tensor]:
-        weights = [self.weight_ih, self.weight_hh]
-        if self.bias:
+        weights: list[Tensor] = [self.weight_ih, self.weight_hh]
+        if self.bias_ih is not None and self.bias_hh is not None:
             weights += [self.bias_ih, self.bias_hh]
         return weights
 

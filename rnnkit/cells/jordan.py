@@ -21,7 +21,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional
 
-from rnnkit.cells.base import Cell, check_positive_int, uniform_init
+from rnnkit.cells.base import Cell, check_positive_int, summed_bias, uniform_init
 from rnnkit.cells.regularization import Regularization
 
 
@@ -75,8 +75,7 @@ class JordanCell(Cell):
     def project_inputs(self, inputs: Tensor) -> Tensor:
         """``(..., D) -> (..., H)``: W_ih x + b_ih + b_hh (both biases, constant in time)."""
         inputs = self.regularized_inputs(inputs)
-        bias = None if self.bias_ih is None else self.bias_ih + self.bias_hh
-        return functional.linear(inputs, self.weight_ih, bias)
+        return functional.linear(inputs, self.weight_ih, summed_bias(self.bias_ih, self.bias_hh))
 
     def recur(self, projected: Tensor, state: OutputState) -> tuple[Tensor, OutputState]:
         """``projected (B, H)``, state ``(y (B, O),)`` -> ``y_t``, new state."""

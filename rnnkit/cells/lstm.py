@@ -31,7 +31,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional
 
-from rnnkit.cells.base import Cell, check_positive_int, uniform_init
+from rnnkit.cells.base import Cell, check_positive_int, summed_bias, uniform_init
 from rnnkit.cells.regularization import Regularization
 
 
@@ -99,6 +99,8 @@ class LSTMCell(Cell):
     def reset_parameters(self) -> None:
         uniform_init(self, self.hidden_size)
         if self.forget_bias is not None:
+            # __init__ refuses forget_bias without bias=True
+            assert self.bias_ih is not None and self.bias_hh is not None
             forget = slice(self.hidden_size, 2 * self.hidden_size)
             with torch.no_grad():
                 self.bias_ih[forget] = self.forget_bias
@@ -120,10 +122,10 @@ class LSTMCell(Cell):
         Both biases are constant in time, so they are added here rather than at every step.
         """
         inputs = self.regularized_inputs(inputs)
+        bias = summed_bias(self.bias_ih, self.bias_hh)
         if self.layer_norm:
             projected = self.norm_input(functional.linear(inputs, self.weight_ih))
-            return projected if self.bias_ih is None else projected + (self.bias_ih + self.bias_hh)
-        bias = None if self.bias_ih is None else self.bias_ih + self.bias_hh
+            return projected if bias is None else projected + bias
         return functional.linear(inputs, self.weight_ih, bias)
 
     def recur(self, projected: Tensor, state: LSTMState) -> tuple[Tensor, LSTMState]:
@@ -151,8 +153,8 @@ class LSTMCell(Cell):
         return new_state.h, new_state
 
     def native_weights(self) -> list[Tensor]:
-        weights = [self.weight_ih, self.weight_hh]
-        if self.bias:
+        weights: list[Tensor] = [self.weight_ih, self.weight_hh]
+        if self.bias_ih is not None and self.bias_hh is not None:
             weights += [self.bias_ih, self.bias_hh]
         if self.weight_hr is not None:
             weights.append(self.weight_hr)

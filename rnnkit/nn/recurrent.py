@@ -78,7 +78,15 @@ class Recurrent(nn.Module):
     @property
     def output_size(self) -> int:
         """Features of the outputs: directions times the last layer's output size."""
-        return self.num_directions * self.cells[-1].output_size
+        return self.num_directions * self._cell_list()[-1].output_size
+
+    def _cell_list(self) -> list[Cell]:
+        """``self.cells`` as ``[layer0, layer0_reverse, layer1, ...]``, typed as cells."""
+        cells: list[Cell] = []
+        for cell in self.cells:
+            assert isinstance(cell, Cell)  # _build_cells builds nothing else
+            cells.append(cell)
+        return cells
 
     def strategy_reports(self) -> list[list]:
         """Each cell's strategy reports (``NewtonReport``s; empty for strategies without)."""
@@ -87,7 +95,7 @@ class Recurrent(nn.Module):
     def describe_strategy(self) -> str:
         """Which strategy runs each cell now, and why (``auto`` depends on the cell and mode)."""
         lines = []
-        for index, cell in enumerate(self.cells):
+        for index, cell in enumerate(self._cell_list()):
             layer, direction = divmod(index, self.num_directions)
             where = f"layer {layer}" + (" reverse" if direction else "")
             if self.strategy == "auto":
@@ -106,21 +114,23 @@ class Recurrent(nn.Module):
         """``inputs (B, T, D)`` (or ``(T, B, D)``, or a PackedSequence) -> outputs
         ``(B, T, directions * O)`` and the final states."""
         packed = inputs if isinstance(inputs, PackedSequence) else None
-        if packed is not None:
+        if isinstance(inputs, PackedSequence):
             if lengths is not None:
                 raise ValueError("lengths must be None when inputs is a PackedSequence")
-            inputs, lengths = unpack(packed)
+            padded, lengths = unpack(inputs)
         elif not self.batch_first and isinstance(inputs, Tensor):
-            inputs = inputs.transpose(0, 1)
+            padded = inputs.transpose(0, 1)
+        else:
+            padded = inputs
         if state is not None and len(state) != len(self.cells):
             raise ValueError(
                 f"state must hold one state per layer and direction ({len(self.cells)}), "
                 f"got {len(state)}"
             )
         outputs, final_states = run_stack(
-            list(self.cells),
+            self._cell_list(),
             self.num_directions,
-            inputs,
+            padded,
             state,
             lengths,
             self.strategies,
@@ -128,6 +138,7 @@ class Recurrent(nn.Module):
             self.training,
         )
         if packed is not None:
+            assert isinstance(lengths, Tensor)  # from unpack(inputs)
             return repack(outputs, lengths, packed), final_states
         if not self.batch_first:
             outputs = outputs.transpose(0, 1)
@@ -152,7 +163,7 @@ class Recurrent(nn.Module):
             raise ValueError(
                 f"state must hold one state per layer ({len(self.cells)}), got {len(state)}"
             )
-        return step_stack(list(self.cells), inputs, state, self.dropout, self.training)
+        return step_stack(self._cell_list(), inputs, state, self.dropout, self.training)
 
     def extra_repr(self) -> str:
         return (
@@ -182,14 +193,15 @@ def _build_cells(
                 f"expected input_size={input_size}, hidden_size={hidden_size}"
             )
         return [cell]
+    cell_options = {"bias": bias, **options}  # every registered cell takes bias
     if isinstance(cell, str):
 
         def factory(size: int) -> Cell:
-            return make_cell(cell, size, hidden_size, bias=bias, **options)
+            return make_cell(cell, size, hidden_size, **cell_options)
     elif isinstance(cell, type) and issubclass(cell, Cell):
 
         def factory(size: int) -> Cell:
-            return cell(size, hidden_size, bias=bias, **options)
+            return cell(size, hidden_size, **cell_options)
     else:
         raise TypeError(
             f"cell must be a name in {sorted(CELLS)}, a Cell class or a Cell instance, "

@@ -17,6 +17,8 @@ from rnnkit.cells import LSTMCell as LSTMCellMath
 class TorchCompatibleCell(nn.Module):
     """Shared body: owns the cell's parameters under torch's names and steps it once."""
 
+    _cell: Cell  # kept in __dict__, not a submodule: the parameters are this module's
+
     def __init__(self, cell: Cell, name: str, device=None, dtype=None) -> None:
         super().__init__()
         cell.to(device=device, dtype=dtype)

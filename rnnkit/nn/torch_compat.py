@@ -151,6 +151,7 @@ class TorchCompatibleRNN(nn.Module):
         )
         hidden = self._states_to_torch(final_states, batched)
         if packed is not None:
+            assert lengths is not None  # from unpack(packed)
             return repack(outputs, lengths, packed), hidden
         if not self.batch_first:
             outputs = outputs.transpose(0, 1)
@@ -169,9 +170,14 @@ class TorchCompatibleRNN(nn.Module):
         if hx is not None:  # torch's shape checks and messages
             self._states_from_torch(hx, int(packed.batch_sizes[0]), batched=True)
             hx = tuple(hx) if self.mode == "LSTM" else hx
-        weights = [self._parameters[name] for name in self._flat_weights_names]
+        weights = [self._flat_weight(name) for name in self._flat_weights_names]
         layout = (self.num_layers, self.bidirectional, self.dropout, self.training)
         return run_packed(cells, weights, packed, hx, layout)
+
+    def _flat_weight(self, name: str) -> Tensor:
+        weight = self._parameters[name]
+        assert weight is not None  # registered from a cell's parameters in __init__
+        return weight
 
     def step(self, input: Tensor, hx=None):  # noqa: A002 (torch's name)
         """One time step for decoding: ``input (B, D)`` (or unbatched ``(D,)``) and ``hx`` in
