@@ -19,6 +19,7 @@ def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="rnnkit bench", description=__doc__)
     subparsers = parser.add_subparsers(dest="benchmark", required=True)
     for name, module in BENCHMARKS.items():
+        assert module.__doc__, f"benchmark {name}: its module docstring is its help"
         module.add_arguments(subparsers.add_parser(name, help=module.__doc__.splitlines()[0]))
     arguments = parser.parse_args(argv)
     print(f"allocator: {keep_freed_memory()}")

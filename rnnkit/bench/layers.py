@@ -76,7 +76,12 @@ def _measure(
         layers.append(("layer-norm sequential", layer_norm))
     forward = median_seconds([_forward(layer, inputs) for _, layer in layers], repeats)
     training = median_seconds([_forward_backward(layer, inputs) for _, layer in layers], repeats)
-    return [(name, *times) for (name, _), *times in zip(layers, forward, training, strict=True)]
+    return [
+        (name, forward_seconds, training_seconds)
+        for (name, _), forward_seconds, training_seconds in zip(
+            layers, forward, training, strict=True
+        )
+    ]
 
 
 def _forward(layer: nn.Module, inputs: torch.Tensor) -> Callable[[], object]:

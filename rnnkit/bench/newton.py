@@ -56,10 +56,11 @@ def run(arguments: argparse.Namespace) -> int:
 def _row(cell: str, hidden: int, steps: int, arguments: argparse.Namespace) -> None:
     torch.manual_seed(0)
     inputs = torch.randn(arguments.batch, steps, hidden, requires_grad=True)
-    layers = {"newton": Recurrent(cell, hidden, hidden, strategy="newton")}
+    newton = Recurrent(cell, hidden, hidden, strategy="newton")
+    layers: dict[str, nn.Module] = {"newton": newton}
     if steps <= arguments.skip_sequential_above:
         layers["sequential"] = Recurrent(cell, hidden, hidden, strategy="sequential")
-        layers["sequential"].load_state_dict(layers["newton"].state_dict())
+        layers["sequential"].load_state_dict(newton.state_dict())
     layers["nn.GRU"] = nn.GRU(hidden, hidden, batch_first=True)
     layers["nn.LSTM"] = nn.LSTM(hidden, hidden, batch_first=True)
     times = dict(
@@ -71,7 +72,7 @@ def _row(cell: str, hidden: int, steps: int, arguments: argparse.Namespace) -> N
             strict=True,
         )
     )
-    report = layers["newton"].strategies[0].reports[-1]
+    report = newton.strategy_reports()[0][-1]
     sequential = times.get("sequential", float("nan"))
     print(
         f"{cell:<10} {hidden:>4} {steps:>7} {sequential:>11.3f} {times['newton']:>8.3f} "

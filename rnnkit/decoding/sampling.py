@@ -9,9 +9,10 @@ temperature 0 is greedy decoding (argmax).
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any, Protocol
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 
 def next_token(
@@ -38,9 +39,25 @@ def next_token(
     return torch.multinomial(probabilities, 1, generator=generator).squeeze(-1)
 
 
+class SteppingModel(Protocol):
+    """What ``generate`` samples from, as ``rnnkit.models.LanguageModel`` provides it."""
+
+    def __call__(self, tokens: Tensor) -> tuple[Tensor, Any]:
+        """``tokens (B, T)`` -> ``logits (B, T, V)`` and the state after them."""
+        ...
+
+    def step(self, tokens: Tensor, state: Any) -> tuple[Tensor, Any]:
+        """``tokens (B,)`` and a state -> ``logits (B, V)`` and the new state."""
+        ...
+
+    def eval(self) -> Any:
+        """Put the model in evaluation mode."""
+        ...
+
+
 @torch.no_grad()
 def generate(
-    model: nn.Module,
+    model: SteppingModel,
     prompt: Tensor,
     length: int,
     temperature: float = 1.0,

@@ -221,6 +221,7 @@ class PointerNetwork(nn.Module):
         """Glimpses, then log-probabilities of pointing: queries ``(B, Q)`` or ``(B, L, Q)``,
         ``available`` ``(B, N+1)`` or ``(B, L, N+1)``."""
         for glimpse, prepared in zip(self.glimpses, memory.prepared, strict=False):
+            assert isinstance(glimpse, Attention)  # self.glimpses holds only attentions
             scores = glimpse.scores(queries, prepared, memory.mask)
             weights = torch.softmax(scores.masked_fill(~available, float("-inf")), -1)
             queries = torch.einsum("b...s,bso->b...o", weights, memory.keys)  # (B, [L,] O)
@@ -315,11 +316,12 @@ def _merge_directions(states: tuple[State, ...]) -> tuple[State, ...]:
 
 
 def _check_mergeable(encoder: Recurrent, decoder: Recurrent) -> None:
-    encoder_sizes = tuple(2 * size for size in encoder.cells[0].state_sizes())
-    decoder_sizes = tuple(decoder.cells[0].state_sizes())
+    encoder_cell, decoder_cell = encoder.layer_cells()[0], decoder.layer_cells()[0]
+    encoder_sizes = tuple(2 * size for size in encoder_cell.state_sizes())
+    decoder_sizes = tuple(decoder_cell.state_sizes())
     if encoder_sizes != decoder_sizes:
         raise ValueError(
-            f"bidirectional: the {type(encoder.cells[0]).__name__} state cannot be handed to the "
+            f"bidirectional: the {type(encoder_cell).__name__} state cannot be handed to the "
             f"decoder side by side (fields {encoder_sizes} vs {decoder_sizes}); use "
             "bidirectional=False with this cell"
         )

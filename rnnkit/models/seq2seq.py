@@ -34,7 +34,7 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor, nn
 
-from rnnkit.cells import State
+from rnnkit.cells import Cell, State
 from rnnkit.decoding.search import BeamSearchResult, Decoded, beam_search, greedy_search
 from rnnkit.models.attention import ATTENTION_KINDS, Attention
 from rnnkit.models.recurrent_config import RecurrentConfig, check_range
@@ -121,8 +121,8 @@ class Bridge(nn.Module):
 
     def __init__(self, encoder: Recurrent, decoder: Recurrent, feed_size: int) -> None:
         super().__init__()
-        top = list(encoder.cells)[-encoder.num_directions :]
-        self.layouts = [_layout(cell) for cell in decoder.cells]
+        top = encoder.layer_cells()[-encoder.num_directions :]
+        self.layouts = [_layout(cell) for cell in decoder.layer_cells()]
         input_size = sum(_width(layout) for layout in map(_layout, top))
         output_size = sum(_width(layout) for layout in self.layouts) + feed_size
         self.feed_size = feed_size
@@ -191,7 +191,7 @@ class Seq2Seq(nn.Module):
         feed = keys.new_zeros(batch, self.feed_size)
         if self.bridge is None:
             recurrent = tuple(
-                cell.initial_state(batch, device=keys.device) for cell in self.decoder.cells
+                cell.initial_state(batch, device=keys.device) for cell in self.decoder.layer_cells()
             )
         else:
             recurrent, bridged_feed = self.bridge(final_states, self.encoder.num_directions)
@@ -215,11 +215,13 @@ class Seq2Seq(nn.Module):
         if not self.feeds_input:
             attentional, weights = self._all_steps(embedded, state)
             return Seq2SeqOutput(self.output(self.dropout(attentional)), weights)
-        outputs, step_weights = [], []
+        outputs: list[Tensor] = []
+        step_weights: list[Tensor] = []
         for t in range(embedded.shape[1]):
-            attentional, weights, state = self._step(embedded[:, t], state)
+            attentional, step_weight, state = self._step(embedded[:, t], state)
             outputs.append(attentional)
-            step_weights.append(weights)
+            if step_weight is not None:  # None without attention
+                step_weights.append(step_weight)
         weights = None if self.attention is None else torch.stack(step_weights, dim=1)
         logits = self.output(self.dropout(torch.stack(outputs, dim=1)))  # (B, L, V)
         return Seq2SeqOutput(logits, weights)
@@ -286,6 +288,7 @@ class Seq2Seq(nn.Module):
         return torch.tanh(self.combine(torch.cat([outputs, context], dim=-1))), weights
 
     def _attend(self, query: Tensor, state: DecoderState) -> tuple[Tensor, Tensor]:
+        assert self.attention is not None  # called only when uses_attention
         return self.attention(query, state.keys, state.mask, prepared=state.prepared)
 
     def describe(self) -> str:
@@ -300,7 +303,7 @@ class Seq2Seq(nn.Module):
         )
 
 
-def _layout(cell) -> tuple[type, list[tuple[tuple[int, ...], bool]]]:
+def _layout(cell: Cell) -> tuple[type, list[tuple[tuple[int, ...], bool]]]:
     """A cell's state type and, per field, its feature shape and whether it is complex."""
     template = cell.initial_state(1)
     return type(template), [(tuple(field.shape[1:]), field.is_complex()) for field in template]

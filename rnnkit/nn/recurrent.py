@@ -78,10 +78,10 @@ class Recurrent(nn.Module):
     @property
     def output_size(self) -> int:
         """Features of the outputs: directions times the last layer's output size."""
-        return self.num_directions * self._cell_list()[-1].output_size
+        return self.num_directions * self.layer_cells()[-1].output_size
 
-    def _cell_list(self) -> list[Cell]:
-        """``self.cells`` as ``[layer0, layer0_reverse, layer1, ...]``, typed as cells."""
+    def layer_cells(self) -> list[Cell]:
+        """The cells of ``self.cells``, ordered ``[layer0, layer0_reverse, layer1, ...]``."""
         cells: list[Cell] = []
         for cell in self.cells:
             assert isinstance(cell, Cell)  # _build_cells builds nothing else
@@ -95,7 +95,7 @@ class Recurrent(nn.Module):
     def describe_strategy(self) -> str:
         """Which strategy runs each cell now, and why (``auto`` depends on the cell and mode)."""
         lines = []
-        for index, cell in enumerate(self._cell_list()):
+        for index, cell in enumerate(self.layer_cells()):
             layer, direction = divmod(index, self.num_directions)
             where = f"layer {layer}" + (" reverse" if direction else "")
             if self.strategy == "auto":
@@ -128,7 +128,7 @@ class Recurrent(nn.Module):
                 f"got {len(state)}"
             )
         outputs, final_states = run_stack(
-            self._cell_list(),
+            self.layer_cells(),
             self.num_directions,
             padded,
             state,
@@ -163,7 +163,7 @@ class Recurrent(nn.Module):
             raise ValueError(
                 f"state must hold one state per layer ({len(self.cells)}), got {len(state)}"
             )
-        return step_stack(self._cell_list(), inputs, state, self.dropout, self.training)
+        return step_stack(self.layer_cells(), inputs, state, self.dropout, self.training)
 
     def extra_repr(self) -> str:
         return (
