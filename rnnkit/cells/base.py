@@ -26,9 +26,11 @@ Strategies read only the capabilities a cell declares, all declared here with a 
 - ``native_kernel``: the name of the torch fused kernel that computes exactly this cell
   (``"lstm"``, ``"gru"``, ``"rnn_tanh"``, ``"rnn_relu"``) with ``native_weights()`` and
   ``native_unsupported_reason()`` saying why it cannot be used in the current configuration;
-- ``compiled_kernel``: the name of a compiled kernel (``"paragru"``, ``"paralstm"``) that
-  computes exactly this cell from ``compiled_weights()`` (a dict of tensors by role, such as
-  ``{"recurrent": ..., "peephole": ...}``), or None;
+- ``compiled_kernel``: the name of a compiled kernel that computes exactly this cell from
+  ``compiled_weights()`` (a dict of tensors by role, such as ``{"recurrent": ...,
+  "peephole": ...}``), or None: Newton's ``"paragru"``, ``"paralstm"``
+  (``kernels/pararnn_cpu.py``), the scan's ``"mingru_g"``, ``"minlstm_g"``, ...
+  (``kernels/gated_scan_cpu.py``);
 - ``output_field``: the field of the new state that ``y_t`` is, when it is one (time-parallel
   strategies then read outputs off the solved states);
 - ``begin_sequence``: draws the per-sequence random quantities of recurrent regularization;

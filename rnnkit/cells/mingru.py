@@ -48,6 +48,7 @@ class MinimalCell(Cell):
     state_type = HiddenState
     output_field = "h"
     gates = 1
+    kernel_family = ""  # the compiled scan's name is f"{kernel_family}_{candidate_activation}"
 
     def __init__(
         self,
@@ -76,6 +77,15 @@ class MinimalCell(Cell):
         if self.bias_ih is not None:
             bound = 1 / math.sqrt(self.input_size)
             nn.init.uniform_(self.bias_ih, -bound, bound)
+
+    @property
+    def compiled_kernel(self) -> str | None:  # type: ignore[override]  # a property here
+        """The compiled scan of this cell and activation (``kernels/gated_scan_cpu.py``)."""
+        return f"{self.kernel_family}_{self.candidate_activation}"
+
+    def compiled_weights(self) -> dict[str, Tensor]:
+        """None: the compiled scan reads only the projected inputs."""
+        return {}
 
     def project_inputs(self, inputs: Tensor) -> Tensor:
         """``(..., D) -> (..., kH)``: all gates and the candidate pre-activations."""
@@ -115,6 +125,7 @@ class MinGRUCell(MinimalCell):
     """minGRU: ``weight_ih`` rows are (z, h~)."""
 
     gates = 1
+    kernel_family = "mingru"
 
     def coefficients(self, projected: Tensor) -> tuple[Tensor, Tensor]:
         update = torch.sigmoid(projected[..., : self.hidden_size])
@@ -125,6 +136,7 @@ class MinLSTMCell(MinimalCell):
     """minLSTM: ``weight_ih`` rows are (f, i, h~)."""
 
     gates = 2
+    kernel_family = "minlstm"
 
     def coefficients(self, projected: Tensor) -> tuple[Tensor, Tensor]:
         forget_pre, input_pre = projected[..., : 2 * self.hidden_size].chunk(2, -1)

@@ -13,7 +13,10 @@ complex), with
   state)``, time-parallel.
 
 With ``lengths``, padded steps get ``a = 1, b = 0`` so the state stops changing at each
-sequence's end, and padded outputs are zero, as in the sequential reference.
+sequence's end, and padded outputs are zero, as in the sequential reference. A cell whose
+``compiled_kernel`` names a compiled scan of ``kernels/gated_scan_cpu.py`` (minGRU, minLSTM)
+runs it instead of ``scan_terms`` and the diagonal scan under ``scan`` and ``scan:compiled``,
+on the CPU in float32 and float64: the same recurrence in one pass each way.
 
 The matrix-state forms (runners in ``linear_forms.py``, which also gives their padding rules
 and implementation names) pass ``active (B, T)``, True at steps within each sequence's length
@@ -52,7 +55,7 @@ import torch
 from torch import Tensor
 
 from rnnkit.cells.base import Cell, State
-from rnnkit.strategies.kernels import diagonal_scan, unavailable_reason
+from rnnkit.strategies.kernels import diagonal_scan, gated_scan_cpu, unavailable_reason
 from rnnkit.strategies.linear_forms import run_delta, run_matrix, run_softmax_prefix
 from rnnkit.strategies.native import StrategyUnsupportedError
 from rnnkit.strategies.validation import length_mask, prepare
@@ -69,13 +72,20 @@ def run_diagonal(
         if reason is not None:
             raise StrategyUnsupportedError(f"strategy 'scan:{implementation}' cannot run: {reason}")
     projected = cell.project_inputs(inputs)  # (B, T, P)
-    a, b = cell.scan_terms(projected, state)
     active = None
     if lengths is not None:
         active = time_mask(lengths, inputs.shape[1], inputs.device)  # (B, T, 1)
-        a = torch.where(active, a, torch.ones((), dtype=a.dtype, device=a.device))
-        b = torch.where(active, b, torch.zeros((), dtype=b.dtype, device=b.device))
-    hidden = diagonal_scan(a, b, cell.scan_initial(state), implementation=implementation)
+    fused = None
+    if implementation in ("auto", "compiled"):
+        fused = gated_scan_cpu.lookup(cell.compiled_kernel, projected.device, projected.dtype)
+    if fused is not None:
+        hidden = fused(projected, cell.scan_initial(state), lengths)
+    else:
+        a, b = cell.scan_terms(projected, state)
+        if active is not None:
+            a = torch.where(active, a, torch.ones((), dtype=a.dtype, device=a.device))
+            b = torch.where(active, b, torch.zeros((), dtype=b.dtype, device=b.device))
+        hidden = diagonal_scan(a, b, cell.scan_initial(state), implementation=implementation)
     outputs, final_state = cell.scan_readout(projected, hidden, state, lengths)
     if active is not None:
         outputs = torch.where(active, outputs, torch.zeros((), dtype=outputs.dtype))

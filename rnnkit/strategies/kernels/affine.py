@@ -24,7 +24,7 @@ from torch import Tensor
 try:
     import numba
 except ImportError:  # pragma: no cover - depends on the environment
-    numba = None
+    numba = None  # type: ignore[assignment]
 
 
 def affine_scan_loop(
@@ -66,7 +66,7 @@ def affine_scan_chunked(
     jacobian_chunks = jacobians.reshape(batch, chunks, chunk, size, size)
     offset_chunks = offsets.reshape(batch, chunks, chunk, size)
     local = torch.zeros_like(offset_chunks[:, :, 0])  # (B, K, S)
-    product = None
+    product: Tensor | None = None
     locals_, products = [], []
     for jacobian_c, offset_c in zip(
         jacobian_chunks.unbind(2), offset_chunks.unbind(2), strict=True
@@ -77,6 +77,7 @@ def affine_scan_chunked(
         products.append(product)
     carry = torch.zeros_like(offsets[:, 0]) if initial is None else initial  # (B, S)
     carries = []
+    assert product is not None  # the chunk loop ran at least once (chunk >= 1)
     for product_k, local_k in zip(product.unbind(1), local.unbind(1), strict=True):
         carries.append(carry)
         carry = torch.matmul(product_k, carry.unsqueeze(-1)).squeeze(-1) + local_k
@@ -97,7 +98,7 @@ def affine_scan_blocks(
     initial = torch.zeros_like(offsets[:, 0]) if initial is None else initial
     output = torch.empty_like(offsets)
     arrays = (t.detach().contiguous().numpy() for t in (jacobians, offsets, initial))
-    _blocks_kernel(*arrays, output.numpy(), reverse)
+    _blocks_kernel(*arrays, output.numpy(), reverse)  # type: ignore[call-arg]  # numba's stub
     return output
 
 

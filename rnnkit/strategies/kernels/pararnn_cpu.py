@@ -25,9 +25,10 @@ from rnnkit.strategies.kernels.workspace import Workspace
 
 try:
     import numba
-    from llvmlite import ir as llvm_ir  # type: ignore[import-untyped]
     from numba import prange
-    from numba.extending import intrinsic, overload
+
+    from rnnkit.strategies.kernels.compiled_math import sigmoid as _sigmoid
+    from rnnkit.strategies.kernels.compiled_math import tanh as _tanh
 except ImportError:  # pragma: no cover - numba_cpu.available() reports it
     numba = None  # type: ignore[assignment]
 
@@ -131,47 +132,6 @@ KERNELS: dict[str, FusedCell] = {
 
 
 if numba is not None:
-
-    @intrinsic
-    def _bits_to_float32(typing_context, bits):  # pragma: no cover - compiled
-        def codegen(context, builder, signature, arguments):
-            return builder.bitcast(arguments[0], llvm_ir.FloatType())
-
-        return numba.types.float32(numba.types.int32), codegen
-
-    @numba.njit(inline="always", fastmath=True)
-    def _exp32(value):  # pragma: no cover - compiled
-        # exp(x) = 2^k exp(r), |r| <= ln2 / 2: a degree-6 polynomial (relative error < 3e-7)
-        # and the exponent written into the float's bits, so the loops vectorize
-        value = min(max(value, np.float32(-87.0)), np.float32(88.0))
-        k = np.floor(value * np.float32(1.4426950408889634) + np.float32(0.5))
-        r = value - k * np.float32(0.693145751953125) - k * np.float32(1.428606765330187e-06)
-        p = np.float32(1 / 720) * r + np.float32(1 / 120)
-        p = (
-            (((p * r + np.float32(1 / 24)) * r + np.float32(1 / 6)) * r + np.float32(0.5)) * r
-            + np.float32(1.0)
-        ) * r + np.float32(1.0)
-        return p * _bits_to_float32((np.int32(k) + np.int32(127)) << np.int32(23))
-
-    def _exp(value):  # pragma: no cover - replaced by the overload below
-        raise NotImplementedError
-
-    @overload(_exp, inline="always")
-    def _exp_overload(value):  # pragma: no cover - compiled
-        if value == numba.types.float32:
-            return lambda value: _exp32(value)
-        return lambda value: np.exp(value)
-
-    @numba.njit(inline="always")
-    def _sigmoid(value, one):  # pragma: no cover - compiled
-        return one / (one + _exp(-value))
-
-    @numba.njit(inline="always")
-    def _tanh(value, one):  # pragma: no cover - compiled
-        # through exp: libm's scalar tanh measured 5x slower than exp here
-        decay = _exp(-(one + one) * abs(value))
-        magnitude = (one - decay) / (one + decay)
-        return magnitude if value >= 0 else -magnitude
 
     @numba.njit(parallel=True, cache=True, boundscheck=False, fastmath=True)
     def _gru_forward_kernel(projected, previous, weight, next_states, jacobian):  # pragma: no cover
