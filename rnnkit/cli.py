@@ -19,6 +19,7 @@ import math
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 from rnnkit.data import CorpusError
 from rnnkit.memory import keep_freed_memory
@@ -187,7 +188,7 @@ def resolve_config(options: argparse.Namespace, extra: list[str]):
         document = read_checkpoint(options.resume)
         if document.get("task") != definition.name:
             raise CheckpointError(f"{options.resume} is a {document.get('task')!r} run")
-        config = from_dict(definition.config_type, document["config"])
+        config: Any = from_dict(definition.config_type, document["config"])  # the task's own
     elif options.config is not None:
         config = load_file(definition.config_type, options.config)
     else:

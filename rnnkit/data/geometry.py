@@ -122,7 +122,7 @@ def tour_length(points: np.ndarray, tour: Sequence[int]) -> float:
     return float(np.linalg.norm(vertices - np.roll(vertices, -1, axis=0), axis=1).sum())
 
 
-def canonical_tour(tour: Sequence[int]) -> list[int]:
+def canonical_tour(tour: Sequence[int] | np.ndarray) -> list[int]:
     """The same cycle starting at city 0, in the direction whose second city is smaller."""
     tour = [int(city) for city in tour]
     if 0 not in tour:

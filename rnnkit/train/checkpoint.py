@@ -57,7 +57,7 @@ def save_checkpoint(
         {key: value.detach().contiguous() for key, value in tensors.items()},
         str(temporary / "training.safetensors"),
     )
-    checksums = {}
+    checksums: dict[str, dict[str, str] | str] = {}
     for file_name in TENSOR_FILES:
         _fsync_path(temporary / file_name)
         # Hashed as read back from disk: what a later load will see, not what we meant to write.
@@ -208,7 +208,9 @@ def restore_optimizer(
 def capture_rng() -> tuple[dict[str, Any], dict[str, Tensor]]:
     """The Python, NumPy (JSON) and torch (tensor) random number generator states."""
     version, internal, gauss = random.getstate()
-    kind, keys, position, has_gauss, cached = numpy.random.get_state()
+    state = numpy.random.get_state(legacy=True)
+    assert isinstance(state, tuple)  # the legacy form of the global MT19937 generator
+    kind, keys, position, has_gauss, cached = state
     document = {
         "python": [version, list(internal), gauss],
         "numpy": [kind, keys.tolist(), position, has_gauss, cached],

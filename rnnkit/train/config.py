@@ -20,9 +20,12 @@ import re
 import types
 import typing
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-Config = TypeVar("Config")
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
+Config = TypeVar("Config", bound="DataclassInstance")
 
 TRUE_WORDS = ("true", "yes", "on", "1")
 FALSE_WORDS = ("false", "no", "off", "0")
@@ -161,7 +164,9 @@ def config_keys(config_type: type, prefix: str = "") -> list[str]:
     return keys
 
 
-def _locate(config_type: type, data: dict, key: str) -> tuple[type, dict, str]:
+def _locate(
+    config_type: type[DataclassInstance], data: dict, key: str
+) -> tuple[type, dict, str]:
     """The dataclass type and dict that own the last part of the dotted ``key``."""
     parts = key.split(".")
     owner_type, owner_data = config_type, data
@@ -177,7 +182,7 @@ def _locate(config_type: type, data: dict, key: str) -> tuple[type, dict, str]:
         if _is_mapping(hint) and depth == len(parts) - 2:
             # The mapping's own owner checks the entry name (it knows which names are taken).
             return hint, owner_data[part], parts[-1]
-        if not dataclasses.is_dataclass(hint):
+        if not (isinstance(hint, type) and dataclasses.is_dataclass(hint)):
             raise ConfigError(
                 f"unknown config key {key!r}: {'.'.join(parts[: depth + 1])!r} "
                 "is a value, not a group"
@@ -187,7 +192,7 @@ def _locate(config_type: type, data: dict, key: str) -> tuple[type, dict, str]:
 
 
 def _check_value(path: str, value: Any, hint: Any) -> Any:
-    if dataclasses.is_dataclass(hint):
+    if isinstance(hint, type) and dataclasses.is_dataclass(hint):
         return from_dict(hint, value, path + ".")
     if _is_mapping(hint):
         if not isinstance(value, dict) or not all(isinstance(name, str) for name in value):

@@ -126,7 +126,10 @@ class TrainingMeter:
         return [self.loss_sum, self.steps, self.items, self.seconds]
 
     def load_state(self, state: list[float]) -> None:
-        self.loss_sum, self.steps, self.items, self.seconds = state
+        """Restore what ``state`` returned (read back from the checkpoint's JSON)."""
+        loss_sum, steps, items, seconds = state
+        self.loss_sum, self.seconds = float(loss_sum), float(seconds)
+        self.steps, self.items = int(steps), int(items)
 
 
 def format_duration(seconds: float) -> str:

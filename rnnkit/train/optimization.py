@@ -66,7 +66,8 @@ def build_optimizer(model: nn.Module, config: OptimizerConfig) -> torch.optim.Ad
         if isinstance(module, nn.Embedding)
         for parameter in module.parameters()
     }
-    decayed, not_decayed = [], []
+    decayed: list[nn.Parameter] = []
+    not_decayed: list[nn.Parameter] = []
     for parameter in model.parameters():
         if not parameter.requires_grad:
             continue
@@ -116,7 +117,8 @@ def clip_gradients(parameters: Iterable[nn.Parameter], clip_norm: float) -> floa
     parameters = [parameter for parameter in parameters if parameter.grad is not None]
     if clip_norm > 0:
         return float(nn.utils.clip_grad_norm_(parameters, clip_norm))
-    norms = torch.stack([parameter.grad.detach().norm() for parameter in parameters])
+    gradients = [parameter.grad for parameter in parameters if parameter.grad is not None]
+    norms = torch.stack([gradient.detach().norm() for gradient in gradients])
     return float(norms.norm())
 
 

@@ -11,8 +11,11 @@ from torch import Tensor, nn
 class TrainingTask(Protocol):
     """What a task gives the trainer."""
 
-    model: nn.Module
     unit: str  # what a loss is averaged over, for throughput ("char")
+
+    @property
+    def model(self) -> nn.Module:
+        """The model trained (read-only here, so a task may hold a subclass of nn.Module)."""
 
     def train_loss(self, step: int) -> tuple[Tensor, int]:
         """Mean loss of the batch of ``step`` (with its graph) and the number of items in it."""

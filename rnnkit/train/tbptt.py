@@ -82,7 +82,7 @@ class TruncatedBPTT:
 
     def load_state_tensors(self, tensors: dict[str, Tensor]) -> None:
         """Restore the state saved by ``state_tensors``."""
-        cells = self.model.recurrent.cells
+        cells = self.model.recurrent.layer_cells()
         if not any(key.startswith("carry.") for key in tensors):
             self.state = None
             return

@@ -64,4 +64,6 @@ def _set_numba_threads(threads: int) -> None:
     import numba
 
     # set_num_threads refuses more than the pool it started with (NUMBA_NUM_THREADS).
-    numba.set_num_threads(max(1, min(threads, numba.config.NUMBA_NUM_THREADS)))
+    # numba.config sets its attributes from the environment at import, unseen by mypy.
+    pool = numba.config.NUMBA_NUM_THREADS  # type: ignore[attr-defined]
+    numba.set_num_threads(max(1, min(threads, pool)))

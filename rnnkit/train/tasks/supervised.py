@@ -58,7 +58,7 @@ def load_run(
         raise checkpoints.CheckpointError(
             f"{run_dir}: a {document.get('task')!r} run, not a {name!r} one"
         )
-    config = from_dict(config_type, document["config"])
+    config: Any = from_dict(config_type, document["config"])  # the task's own config dataclass
     set_threads(config.trainer.threads)  # callers run inside threads_restored
     task = build(config, document["metadata"])
     checkpoints.load_weights(run_dir, document, task.model)
