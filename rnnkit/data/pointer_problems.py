@@ -57,6 +57,7 @@ from rnnkit.data.geometry import (
     smallest_index_first,
     tour_length,
 )
+from rnnkit.strategies.validation import length_mask
 
 
 class PointerBatch(NamedTuple):
@@ -101,7 +102,9 @@ def draw_batch(
     lengths = torch.randint(min_size, max_size + 1, (batch_size,), generator=generator)
     inputs = torch.rand(batch_size, max_size, problem.features, generator=generator)
     inputs = inputs[:, : int(lengths.max())]
-    inputs *= (torch.arange(inputs.shape[1]) < lengths.unsqueeze(1)).unsqueeze(-1)
+    real = length_mask(lengths, inputs.shape[1])  # (B, N)
+    assert real is not None  # lengths is a tensor
+    inputs *= real.unsqueeze(-1)  # padding elements are zeros
     targets = problem.targets(inputs.double().numpy(), lengths.numpy())
     return PointerBatch(inputs, lengths, pad_indices(targets))
 

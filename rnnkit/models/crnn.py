@@ -26,6 +26,7 @@ from torch import Tensor, nn
 
 from rnnkit.decoding.ctc import ctc_loss
 from rnnkit.models.recurrent_config import RecurrentConfig, check_range
+from rnnkit.strategies.validation import length_mask
 
 BLANK = 0
 
@@ -117,8 +118,9 @@ class CRNN(nn.Module):
             features = block(features)
             if self._halves_width(index):
                 lengths = lengths // 2
-            positions = torch.arange(features.shape[-1])
-            mask = (positions < lengths.unsqueeze(1)).to(features.device, features.dtype)
+            columns = length_mask(lengths, features.shape[-1])  # (B, T) on the CPU
+            assert columns is not None  # lengths is a tensor
+            mask = columns.to(features.device, features.dtype)
             features = features * mask[:, None, None, :]  # (B, K, H', T)
         return features.flatten(1, 2).transpose(1, 2), lengths
 

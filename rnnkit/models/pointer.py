@@ -45,6 +45,7 @@ from rnnkit.cells import State
 from rnnkit.models.attention import Attention
 from rnnkit.models.recurrent_config import RecurrentConfig
 from rnnkit.nn import Recurrent
+from rnnkit.strategies.validation import check_lengths, length_mask
 
 END_POSITION = 0
 PADDING = -1
@@ -141,8 +142,9 @@ class PointerNetwork(nn.Module):
         outputs, final = self.encoder(embedded, lengths=lengths)  # (B, N, O)
         keys = torch.cat([self.end.expand(batch_size, 1, -1), outputs], 1)  # (B, N+1, O)
         table = torch.cat([self.start.expand(batch_size, 1, -1), embedded], 1)  # (B, N+1, E)
-        positions = torch.arange(size + 1, device=inputs.device).unsqueeze(0)  # (1, N+1)
-        mask = (positions >= 1) & (positions <= lengths.to(inputs.device).unsqueeze(1))
+        elements = length_mask(lengths, size, inputs.device)  # (B, N)
+        assert elements is not None  # lengths is checked, not None
+        mask = functional.pad(elements, (1, 0), value=False)  # (B, N+1): slot 0 is the end
         if self.config.end_position:
             mask[:, END_POSITION] = True
         state = _merge_directions(final) if self.config.recurrent.bidirectional else final
@@ -237,18 +239,11 @@ class PointerNetwork(nn.Module):
         batch_size, size, _ = inputs.shape
         if lengths is None:
             return torch.full((batch_size,), size, dtype=torch.long)
-        on_cpu = lengths.device.type == "cpu"
-        if lengths.shape != (batch_size,) or lengths.dtype != torch.long or not on_cpu:
+        if lengths.dtype != torch.long or lengths.device.type != "cpu":
             raise ValueError(
-                f"lengths: expected a CPU int64 tensor of shape ({batch_size},), got "
-                f"{lengths.dtype} of shape {tuple(lengths.shape)} on {lengths.device}"
+                f"lengths must be a CPU int64 tensor, got {lengths.dtype} on {lengths.device}"
             )
-        if bool((lengths < 1).any()) or bool((lengths > size).any()):
-            raise ValueError(
-                f"lengths: expected values in 1..{size}, got {int(lengths.min())}.."
-                f"{int(lengths.max())}"
-            )
-        return lengths
+        return check_lengths(lengths, batch_size, size)
 
     def _check_targets(self, targets: Tensor, memory: PointerMemory) -> Tensor:
         batch_size = memory.mask.shape[0]

@@ -39,6 +39,7 @@ from rnnkit.decoding.search import BeamSearchResult, Decoded, beam_search, greed
 from rnnkit.models.attention import ATTENTION_KINDS, Attention
 from rnnkit.models.recurrent_config import RecurrentConfig, check_range
 from rnnkit.nn import Recurrent
+from rnnkit.strategies.validation import check_lengths, length_mask
 
 ATTENTION_STYLES = ("luong", "bahdanau")
 
@@ -185,8 +186,8 @@ class Seq2Seq(nn.Module):
         source_lengths = _check_source(source, source_lengths)
         embedded = self.dropout(self.source_embedding(source))  # (B, S, E)
         keys, final_states = self.encoder(embedded, lengths=source_lengths)  # (B, S, H)
-        positions = torch.arange(source.shape[1], device=source.device)
-        mask = positions.unsqueeze(0) < source_lengths.to(source.device).unsqueeze(1)  # (B, S)
+        mask = length_mask(source_lengths, source.shape[1], source.device)  # (B, S)
+        assert mask is not None  # source_lengths is checked, not None
         batch = source.shape[0]
         feed = keys.new_zeros(batch, self.feed_size)
         if self.bridge is None:
@@ -335,16 +336,12 @@ def _check_source(source: Tensor, source_lengths: Any) -> Tensor:
             f"{tuple(source.shape)}"
         )
     lengths = torch.as_tensor(source_lengths)
-    if lengths.shape != (source.shape[0],) or lengths.dtype != torch.long:
-        raise ValueError(
-            f"source_lengths: expected int64 ({source.shape[0]},), got {lengths.dtype} "
-            f"{tuple(lengths.shape)}"
-        )
-    if bool((lengths < 1).any()) or bool((lengths > source.shape[1]).any()):
-        raise ValueError(
-            f"source_lengths: expected values in 1..{source.shape[1]}, got {lengths.tolist()}"
-        )
-    return lengths.cpu()
+    if lengths.dtype != torch.long:
+        raise ValueError(f"source_lengths must be int64, got {lengths.dtype}")
+    try:
+        return check_lengths(lengths, source.shape[0], source.shape[1]).cpu()
+    except ValueError as error:  # the check names its own argument; say which one it is here
+        raise ValueError(f"source_lengths: {error}") from None
 
 
 def _check_config(config: Seq2SeqConfig, source_size: int, target_size: int) -> None:

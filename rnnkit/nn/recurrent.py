@@ -116,7 +116,10 @@ class Recurrent(nn.Module):
         packed = inputs if isinstance(inputs, PackedSequence) else None
         if isinstance(inputs, PackedSequence):
             if lengths is not None:
-                raise ValueError("lengths must be None when inputs is a PackedSequence")
+                raise ValueError(
+                    "lengths must be None when inputs is a PackedSequence (it carries its "
+                    f"own), got {type(lengths).__name__}"
+                )
             padded, lengths = unpack(inputs)
         elif not self.batch_first and isinstance(inputs, Tensor):
             padded = inputs.transpose(0, 1)

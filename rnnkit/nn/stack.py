@@ -15,7 +15,7 @@ from torch.nn import functional
 
 from rnnkit.cells.base import Cell, State
 from rnnkit.strategies import Strategy
-from rnnkit.strategies.validation import check_inputs, check_lengths
+from rnnkit.strategies.validation import check_inputs, check_lengths, length_mask
 
 
 def reverse_padded(inputs: Tensor, lengths: Tensor | None) -> Tensor:
@@ -23,9 +23,11 @@ def reverse_padded(inputs: Tensor, lengths: Tensor | None) -> Tensor:
     if lengths is None:
         return inputs.flip(1)
     steps = inputs.shape[1]
+    active = length_mask(lengths, steps, inputs.device)  # (B, T)
+    assert active is not None  # lengths is not None
     time = torch.arange(steps, device=inputs.device).unsqueeze(0)  # (1, T)
     lengths = lengths.to(inputs.device).unsqueeze(1)  # (B, 1)
-    index = torch.where(time < lengths, lengths - 1 - time, time)  # (B, T)
+    index = torch.where(active, lengths - 1 - time, time)  # (B, T)
     return inputs.gather(1, index.unsqueeze(-1).expand_as(inputs))
 
 

@@ -193,10 +193,16 @@ def test_errors_name_the_argument():
     inputs = inputs_for(LENGTHS)
     with pytest.raises(ValueError, match="inputs: expected"):
         model.decode(inputs[..., :1])
-    with pytest.raises(ValueError, match="lengths: expected a CPU int64"):
+    with pytest.raises(ValueError, match="lengths must be a CPU int64 tensor, got torch.int32"):
         model.decode(inputs, LENGTHS.int())
-    with pytest.raises(ValueError, match="lengths: expected values in 1..6"):
+    with pytest.raises(
+        ValueError, match="lengths must not exceed the 6 time steps of inputs, got a length of 7"
+    ):
         model.decode(inputs, torch.tensor([7, 1, 1, 1]))
+    with pytest.raises(ValueError, match="lengths must be at least 1, got a length of 0"):
+        model.decode(inputs, torch.tensor([6, 0, 1, 1]))
+    with pytest.raises(ValueError, match=r"lengths must have one entry per sequence, shape \(4,\)"):
+        model.decode(inputs, LENGTHS[:3])
     pointing_at_padding = random_targets(LENGTHS, end_position=False)
     pointing_at_padding[1, 0] = 5  # example 1 has 3 elements
     with pytest.raises(ValueError, match="target_positions"):

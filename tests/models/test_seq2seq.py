@@ -174,10 +174,16 @@ def test_bad_inputs_raise():
     source, lengths, target_input = padded_batch()
     with pytest.raises(ValueError, match="source: expected int64 tokens"):
         model(source.double(), lengths, target_input)
-    with pytest.raises(ValueError, match=r"source_lengths: expected values in 1\.\.5"):
-        model(source, torch.tensor([5, 2, 6, 1]), target_input)
-    with pytest.raises(ValueError, match=r"source_lengths: expected int64 \(4,\)"):
-        model(source, lengths[:3], target_input)
+    bad_lengths = {
+        "lengths must not exceed the 5 time steps of inputs, got a length of 6": [5, 2, 6, 1],
+        "lengths must be at least 1, got a length of 0": [5, 2, 0, 1],
+        r"lengths must have one entry per sequence, shape \(4,\), got shape \(3,\)": [5, 2, 1],
+    }
+    for message, bad in bad_lengths.items():
+        with pytest.raises(ValueError, match=f"source_lengths: {message}"):
+            model(source, torch.tensor(bad), target_input)
+    with pytest.raises(ValueError, match=r"source_lengths must be int64, got torch.float32"):
+        model(source, lengths.float(), target_input)
     with pytest.raises(ValueError, match="target_input: expected"):
         model(source, lengths, target_input[:2])
 
