@@ -156,7 +156,19 @@ class NewtonStrategy:
         strength, best = 0.0, float("inf")  # Levenberg-Marquardt lambda, best residual
         iterations, residual = 0, float("inf")
         diagonal_only = self.jacobian == "diagonal"
+        # one compiled pass for linearization, offsets and residual where the kernel has one
+        # and nothing else changes them (no padding, no damping)
+        iterate = None if fused is None or active is not None or self.damping else fused.iterate
         while True:
+            if iterate is not None:
+                next_states, diagonal, offsets, residual = _iterate(
+                    iterate, cell, projected, states, initial
+                )
+                if residual <= tolerance or iterations == self.max_iterations:
+                    break
+                states = linear.solve(diagonal, offsets, initial)
+                iterations += 1
+                continue
             previous = linear.shift(states, initial)
             next_states, jacobian = _linearize(cell, projected, previous, active, fused)
             residual = float((states - next_states).abs().max())
@@ -174,13 +186,16 @@ class NewtonStrategy:
                 jacobian, offsets = _levenberg_marquardt(jacobian, offsets, states, strength)
             states = linear.solve(jacobian, offsets, initial)
             iterations += 1
+        if iterate is not None and not bool(torch.isfinite(next_states).all()):
+            residual = float("nan")  # the compiled residual may hide a NaN (fastmath)
         converged = residual <= tolerance
         report = NewtonReport(
             type(cell).__name__, projected.shape[1], iterations, residual, converged, None
         )
         if not converged:
             errors = (states - next_states).abs().flatten(2).amax(dim=(0, 2))  # (T,)
-            report.fallback_from = int(torch.nonzero(errors > tolerance)[0])
+            # not <=: a NaN error is a step to recompute too
+            report.fallback_from = int(torch.nonzero(~(errors <= tolerance))[0])
             states = _finish_sequentially(
                 cell, projected, initial, states, active, report.fallback_from
             )
@@ -257,6 +272,23 @@ def _linearize(cell, projected, previous, active, fused) -> tuple[Tensor, linear
         next_states = torch.where(active, next_states, previous)
         jacobian = linear.identity_where_inactive(jacobian, active)
     return next_states, jacobian
+
+
+def _iterate(
+    iterate, cell, projected, states, initial
+) -> tuple[Tensor, linear.Jacobian, Tensor, float]:
+    """``_linearize`` at ``shift(states)``, the offsets and the residual in one compiled pass."""
+    batch, steps = states.shape[:2]
+    next_states, values, offsets, residual = iterate(
+        cell, projected.flatten(0, 1), states.flatten(0, 1), initial, steps
+    )
+    jacobian = linear.Jacobian("diagonal", values.unflatten(0, (batch, steps)))
+    return (
+        next_states.unflatten(0, (batch, steps)),
+        jacobian,
+        offsets.unflatten(0, (batch, steps)),
+        residual,
+    )
 
 
 def _autograd_vjp(cell, projected, previous, adjoint, active):

@@ -268,3 +268,60 @@ def test_float32_compiled_kernels_stay_close_to_the_reference(name):
         expected, _ = layers["sequential"](inputs)
         got, _ = layers["newton"](inputs)
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_compiled_iteration_equals_the_torch_code():
+    """``iterate``: f and J at ``shift(states)``, the offsets and the residual in one pass."""
+    from rnnkit.strategies.kernels import pararnn_cpu
+    from rnnkit.strategies.newton_linear import evaluate, jacobian, multiply, shift
+
+    torch.manual_seed(9)
+    cell = rnnkit.make_cell("paragru", 3, 5).double()
+    fused = pararnn_cpu.lookup(cell, torch.device("cpu"), torch.float64)
+    assert fused is not None and fused.iterate is not None
+    batch, steps = 3, 11
+    projected = cell.project_inputs(torch.randn(batch, steps, 3, dtype=torch.float64)).detach()
+    states = torch.randn(batch, steps, 5, dtype=torch.float64)
+    initial = torch.randn(batch, 5, dtype=torch.float64)
+    next_states, values, offsets, residual = fused.iterate(
+        cell, projected.flatten(0, 1), states.flatten(0, 1), initial, steps
+    )
+    previous = shift(states, initial)
+    expected_next = evaluate(cell, projected, previous)[1]
+    expected_jacobian = jacobian(cell, projected, previous, False)
+    expected_offsets = expected_next - multiply(expected_jacobian, previous)
+    torch.testing.assert_close(next_states.unflatten(0, (batch, steps)), expected_next)
+    torch.testing.assert_close(values.unflatten(0, (batch, steps)), expected_jacobian.values)
+    torch.testing.assert_close(offsets.unflatten(0, (batch, steps)), expected_offsets)
+    assert residual == pytest.approx(
+        float((states - expected_next).abs().max().detach()), rel=1e-12
+    )
+
+
+def test_compiled_iteration_is_what_newton_runs_without_lengths(monkeypatch):
+    from rnnkit.strategies import newton
+
+    calls = []
+    original = newton._iterate
+    monkeypatch.setattr(newton, "_iterate", lambda *a: calls.append(1) or original(*a))
+    cell, inputs, state = make_case("paragru", {}, 2, 40)
+    compare("newton", cell, inputs, state, None)
+    assert calls, "the compiled Newton iteration did not run"
+    calls.clear()
+    compare("newton", cell, inputs, state, [40, 17])
+    assert not calls, "with lengths the padded path must run"
+
+
+@pytest.mark.parametrize("lengths", [None, [30, 12]], ids=["whole", "lengths"])
+def test_non_finite_states_are_not_reported_converged(lengths):
+    # a NaN weight makes every state NaN; the compiled residual must not call that converged
+    strategy = NewtonStrategy(max_iterations=3)
+    cell, inputs, state = make_case("paragru", {}, 2, 30)
+    with torch.no_grad():
+        cell.weight_hh[0, 1] = float("nan")
+    with pytest.warns(RuntimeWarning, match="did not converge"):
+        outputs, _ = strategy(cell, inputs, state, lengths)
+    report = strategy.reports[-1]
+    assert not report.converged and report.fallback_from == 0
+    expected, _ = STRATEGIES["sequential"](cell, inputs, state, lengths)
+    assert torch.equal(outputs.isnan(), expected.isnan())

@@ -27,9 +27,7 @@ from rnnkit.strategies.kernels.reference import scan_loop
 
 Scan = Callable[..., Tensor]
 
-_compiled_float_scan = differentiable(
-    numba_cpu.scan_compiled_raw, numba_cpu.scan_compiled_backward
-)
+_compiled_float_scan = differentiable(numba_cpu.scan_compiled_raw, numba_cpu.scan_compiled_backward)
 # Numba has no bfloat16 or float16: those are computed in float32 and cast back (the cast is
 # differentiable, so gradients come back in the input's dtype too).
 HALF_DTYPES = (torch.bfloat16, torch.float16)
