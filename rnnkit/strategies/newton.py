@@ -46,7 +46,7 @@ from rnnkit.strategies import newton_linear as linear
 from rnnkit.strategies.kernels import pararnn_cpu
 from rnnkit.strategies.native import StrategyUnsupportedError
 from rnnkit.strategies.scan import time_mask
-from rnnkit.strategies.validation import prepare
+from rnnkit.strategies.validation import all_finite, prepare
 
 
 @dataclass
@@ -186,7 +186,7 @@ class NewtonStrategy:
                 jacobian, offsets = _levenberg_marquardt(jacobian, offsets, states, strength)
             states = linear.solve(jacobian, offsets, initial)
             iterations += 1
-        if iterate is not None and not bool(torch.isfinite(next_states).all()):
+        if iterate is not None and not all_finite(next_states):
             residual = float("nan")  # the compiled residual may hide a NaN (fastmath)
         converged = residual <= tolerance
         report = NewtonReport(

@@ -250,3 +250,16 @@ def test_length_mask_marks_the_steps_before_each_length():
     )
     assert torch.equal(mask, expected)
     assert length_mask(None, 4, "cpu") is None
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")])
+@pytest.mark.parametrize(
+    "dtype", [torch.float32, torch.float64, torch.bfloat16, torch.float16, torch.complex64]
+)
+def test_all_finite_finds_every_non_finite_value(dtype, value):
+    from rnnkit.strategies.validation import all_finite
+
+    values = torch.randn(5, 7).to(dtype)
+    assert all_finite(values) and all_finite(values[:0])
+    values[2, 3] = value
+    assert not all_finite(values), f"{value} in {dtype} not found"
