@@ -242,7 +242,7 @@ class NewtonSolve(torch.autograd.Function):
         projected, initial, states = ctx.saved_tensors
         cell, active = ctx.cell, ctx.active
         parameters = [p for p in cell.parameters() if p.requires_grad]
-        previous = linear.shift(states, initial).detach()
+        previous = linear.shift(states, initial, reuse=True)
         fused = pararnn_cpu.lookup(cell, projected.device, projected.dtype)
         with torch.no_grad():
             _, jacobian = _linearize(cell, projected.detach(), previous, active, fused)

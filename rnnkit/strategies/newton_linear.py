@@ -19,6 +19,17 @@ from torch import Tensor
 from rnnkit.cells.base import Cell
 from rnnkit.strategies.kernels import diagonal_scan
 from rnnkit.strategies.kernels.affine import affine_scan_blocks, affine_scan_chunked
+from rnnkit.strategies.kernels.workspace import Workspace
+
+# temporaries of the adjoint pass reused across calls (see workspace.py for why and how)
+WORKSPACE = Workspace()
+
+
+def _scratch(role: str, like: Tensor) -> Tensor:
+    """An uninitialized tensor like ``like``: from the workspace on the CPU, else fresh."""
+    if like.device.type != "cpu":
+        return torch.empty_like(like)
+    return WORKSPACE.take(role, tuple(like.shape), like.dtype)
 
 
 class Jacobian(NamedTuple):
@@ -116,12 +127,19 @@ def solve_adjoint(jacobian_: Jacobian, gradients: Tensor) -> Tensor:
     values = jacobian_.values
     if jacobian_.structure != "diagonal":
         values = values.transpose(-1, -2)
-    shifted = torch.zeros_like(values)
+    shifted = _scratch("adjoint jacobian", values)
     shifted[:, :-1] = values[:, 1:]
+    shifted[:, -1] = 0
     zeros = torch.zeros_like(gradients[:, 0])
     return solve(Jacobian(jacobian_.structure, shifted), gradients, zeros, reverse=True)
 
 
-def shift(states: Tensor, initial: Tensor) -> Tensor:
-    """``s_{t-1}`` for every t: ``initial`` then ``states[:, :-1]``."""
-    return torch.cat([initial.unsqueeze(1), states[:, :-1]], 1)
+def shift(states: Tensor, initial: Tensor, reuse: bool = False) -> Tensor:
+    """``s_{t-1}`` for every t: ``initial`` then ``states[:, :-1]``; ``reuse``: into a
+    workspace buffer, without autograd (for the adjoint pass)."""
+    if not reuse:
+        return torch.cat([initial.unsqueeze(1), states[:, :-1]], 1)
+    previous = _scratch("previous", states.detach())
+    previous[:, 0] = initial.detach()
+    previous[:, 1:] = states.detach()[:, :-1]
+    return previous
