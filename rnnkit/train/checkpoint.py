@@ -31,6 +31,8 @@ import torch
 from safetensors.torch import load_file, load_model, save_file, save_model
 from torch import Tensor, nn
 
+from rnnkit.train.optimization import Optimizer
+
 CHECKPOINT_FILE = "checkpoint.json"
 CHECKPOINT_FOLDER = "checkpoints"
 TENSOR_FILES = ("model.safetensors", "training.safetensors")
@@ -179,7 +181,7 @@ def load_training_tensors(run_dir: str | Path, document: dict[str, Any]) -> dict
         raise CheckpointError(f"{path}: cannot load the training state ({error})") from error
 
 
-def optimizer_parts(optimizer: torch.optim.Optimizer) -> tuple[dict[str, Any], dict[str, Tensor]]:
+def optimizer_parts(optimizer: Optimizer) -> tuple[dict[str, Any], dict[str, Tensor]]:
     """Split the optimizer's state into JSON (hyper-parameters) and tensors (moments)."""
     state = optimizer.state_dict()
     tensors = {}
@@ -190,7 +192,7 @@ def optimizer_parts(optimizer: torch.optim.Optimizer) -> tuple[dict[str, Any], d
 
 
 def restore_optimizer(
-    optimizer: torch.optim.Optimizer, document: dict[str, Any], tensors: dict[str, Tensor]
+    optimizer: Optimizer, document: dict[str, Any], tensors: dict[str, Tensor]
 ) -> None:
     """Load the optimizer state split by ``optimizer_parts``."""
     state: dict[int, dict[str, Tensor]] = {}

@@ -1,4 +1,12 @@
-"""AdamW, warm-up then cosine decay, gradient clipping and annealed gradient noise.
+"""AdamW or Muon, warm-up then cosine decay, gradient clipping and annealed gradient noise.
+
+``name="muon"``: torch.optim.Muon (Jordan et al. 2024, https://kellerjordan.github.io/posts/muon/:
+momentum, then the update orthogonalized by Newton-Schulz iterations) for the hidden layers'
+weight matrices and AdamW for everything else, as Muon is meant to be used: embeddings, the
+output layer (the model's last ``nn.Linear``), biases, norms and stacks of diagonal weights
+(2-D parameters with a dimension below 4, such as ParaGRU's ``(3, H)`` recurrent weights or
+peepholes, are vectors, not linear maps). Muon's step is scaled to AdamW's update RMS
+(``adjust_lr_fn="match_rms_adamw"``) so that one learning rate and one schedule serve both.
 
 Learning rate at step t (counting from 0) and progress p in [0, 1]:
 
@@ -16,6 +24,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any, Protocol
 
 import torch
 from torch import nn
@@ -26,10 +35,19 @@ NOISE_DECAY = 0.55
 """The exponent gamma of the annealed noise variance eta / (1 + t)^gamma."""
 
 
+OPTIMIZERS = ("adamw", "muon")
+MUON_MIN_DIMENSION = 4
+"""2-D parameters with a dimension below this are stacks of vectors: AdamW, not Muon."""
+
+
 @dataclass
 class OptimizerConfig:
-    """AdamW and its schedule."""
+    """The optimizer and its schedule."""
 
+    name: str = "adamw"
+    """``adamw``, or ``muon``: Muon for hidden weight matrices, AdamW for the rest."""
+    muon_momentum: float = 0.95
+    """Muon's momentum (Nesterov)."""
     learning_rate: float = 6e-3
     """Peak learning rate, reached at the end of the warm-up."""
     min_learning_rate_ratio: float = 0.05
@@ -48,6 +66,8 @@ class OptimizerConfig:
     """eta of the annealed Gaussian gradient noise (0: none)."""
 
     def __post_init__(self) -> None:
+        ranges.choice("name", self.name, OPTIMIZERS)
+        ranges.between("muon_momentum", self.muon_momentum, 0, 1, False)
         ranges.positive("learning_rate", self.learning_rate)
         ranges.between("min_learning_rate_ratio", self.min_learning_rate_ratio, 0, 1, True)
         ranges.at_least("warmup_steps", self.warmup_steps, 0)
@@ -58,32 +78,141 @@ class OptimizerConfig:
         ranges.at_least("gradient_noise", self.gradient_noise, 0)
 
 
-def build_optimizer(model: nn.Module, config: OptimizerConfig) -> torch.optim.AdamW:
-    """AdamW with weight decay on matrices only (not biases, norms or embeddings)."""
-    embeddings = {
-        id(parameter)
-        for module in model.modules()
-        if isinstance(module, nn.Embedding)
-        for parameter in module.parameters()
-    }
+class Optimizer(Protocol):
+    """What the trainer, the schedule and checkpoints use of an optimizer."""
+
+    @property
+    def param_groups(self) -> list[dict[str, Any]]: ...
+
+    def step(self) -> Any: ...
+
+    def zero_grad(self, set_to_none: bool = True) -> None: ...
+
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None: ...
+
+
+def build_optimizer(model: nn.Module, config: OptimizerConfig) -> Optimizer:
+    """AdamW with weight decay on matrices only (not biases, norms or embeddings), or Muon for
+    the hidden weight matrices with that AdamW for the rest (see the module docstring)."""
+    embeddings = _parameter_ids(model, nn.Embedding)
+    linear_layers = [module for module in model.modules() if isinstance(module, nn.Linear)]
+    output_layer = {id(p) for p in linear_layers[-1].parameters()} if linear_layers else set()
+    muon: list[nn.Parameter] = []
     decayed: list[nn.Parameter] = []
     not_decayed: list[nn.Parameter] = []
     for parameter in model.parameters():
         if not parameter.requires_grad:
             continue
         is_matrix = parameter.dim() >= 2 and id(parameter) not in embeddings
-        (decayed if is_matrix else not_decayed).append(parameter)
+        hidden_matrix = (
+            is_matrix
+            and parameter.dim() == 2
+            and min(parameter.shape) >= MUON_MIN_DIMENSION
+            and id(parameter) not in output_layer
+        )
+        if config.name == "muon" and hidden_matrix:
+            muon.append(parameter)
+        else:
+            (decayed if is_matrix else not_decayed).append(parameter)
     groups = [
         {"params": decayed, "weight_decay": config.weight_decay},
         {"params": not_decayed, "weight_decay": 0.0},
     ]
-    return torch.optim.AdamW(groups, lr=config.learning_rate, betas=(config.beta1, config.beta2))
+    adamw = torch.optim.AdamW(groups, lr=config.learning_rate, betas=(config.beta1, config.beta2))
+    if config.name == "adamw":
+        return adamw
+    if not muon:
+        raise ValueError(
+            "optimizer.name='muon': the model has no hidden weight matrix for Muon (2-D, both "
+            f"dimensions >= {MUON_MIN_DIMENSION}, not an embedding or the output layer); "
+            "use optimizer.name='adamw'"
+        )
+    hidden = torch.optim.Muon(
+        muon,
+        lr=config.learning_rate,
+        weight_decay=config.weight_decay,
+        momentum=config.muon_momentum,
+        adjust_lr_fn="match_rms_adamw",
+    )
+    return MuonWithAdamW(hidden, adamw)
+
+
+def _parameter_ids(model: nn.Module, kind: type[nn.Module]) -> set[int]:
+    return {
+        id(parameter)
+        for module in model.modules()
+        if isinstance(module, kind)
+        for parameter in module.parameters()
+    }
+
+
+class MuonWithAdamW:
+    """Muon for some parameters and AdamW for the others, stepped together as one optimizer.
+
+    ``param_groups`` lists Muon's groups then AdamW's (the same dicts, so a schedule setting
+    ``lr`` reaches both); ``state_dict`` is torch's format over that order of groups."""
+
+    def __init__(self, muon: torch.optim.Optimizer, adamw: torch.optim.Optimizer) -> None:
+        self.muon, self.adamw = muon, adamw
+
+    @property
+    def param_groups(self) -> list[dict[str, Any]]:
+        return [*self.muon.param_groups, *self.adamw.param_groups]
+
+    def step(self) -> None:
+        self.muon.step()
+        self.adamw.step()
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        self.muon.zero_grad(set_to_none=set_to_none)
+        self.adamw.zero_grad(set_to_none=set_to_none)
+
+    def state_dict(self) -> dict[str, Any]:
+        first, second = self.muon.state_dict(), self.adamw.state_dict()
+        offset = _parameter_count(first)
+        state = dict(first["state"])
+        state.update({index + offset: value for index, value in second["state"].items()})
+        groups = list(first["param_groups"])
+        for group in second["param_groups"]:
+            groups.append({**group, "params": [index + offset for index in group["params"]]})
+        return {"state": state, "param_groups": groups}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        groups = state_dict["param_groups"]
+        count = len(self.muon.param_groups)
+        if len(groups) != count + len(self.adamw.param_groups):
+            raise ValueError(
+                f"optimizer state has {len(groups)} parameter groups, expected "
+                f"{count + len(self.adamw.param_groups)} (Muon's then AdamW's)"
+            )
+        first_groups, second_groups = groups[:count], groups[count:]
+        offset = sum(len(group["params"]) for group in first_groups)
+        state = {int(index): value for index, value in state_dict["state"].items()}
+        self.muon.load_state_dict(
+            {"state": {i: v for i, v in state.items() if i < offset}, "param_groups": first_groups}
+        )
+        shifted = [
+            {**group, "params": [index - offset for index in group["params"]]}
+            for group in second_groups
+        ]
+        self.adamw.load_state_dict(
+            {
+                "state": {i - offset: v for i, v in state.items() if i >= offset},
+                "param_groups": shifted,
+            }
+        )
+
+
+def _parameter_count(state_dict: dict[str, Any]) -> int:
+    return sum(len(group["params"]) for group in state_dict["param_groups"])
 
 
 class WarmupCosineSchedule:
     """Sets the learning rate of every parameter group from the step and the progress."""
 
-    def __init__(self, optimizer: torch.optim.Optimizer, config: OptimizerConfig) -> None:
+    def __init__(self, optimizer: Optimizer, config: OptimizerConfig) -> None:
         self.optimizer = optimizer
         self.config = config
         self.step_count = 0

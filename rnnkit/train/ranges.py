@@ -42,3 +42,9 @@ def between(name: str, value: float, low: float, high: float, high_included: boo
     if not (math.isfinite(value) and inside):
         closing = "]" if high_included else ")"
         _refuse(name, value, f"in [{low}, {high}{closing}")
+
+
+def choice(name: str, value: object, allowed: tuple[str, ...]) -> None:
+    """Refuse a value that is not one of ``allowed``."""
+    if value not in allowed:
+        _refuse(name, value, f"one of {', '.join(repr(option) for option in allowed)}")

@@ -57,3 +57,65 @@ def test_gradient_noise_variance_is_annealed():
     add_gradient_noise([parameter], 0.0, 0)
     assert parameter.grad.abs().sum() == 0
     assert math.isclose(0.3 / 100**0.55, 0.3 * 100**-0.55)
+
+
+def test_muon_takes_the_hidden_matrices_and_adamw_the_rest():
+    from rnnkit.nn import Recurrent
+
+    class Model(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.embedding = nn.Embedding(11, 8)
+            self.recurrent = Recurrent("lstm", 8, 16)
+            self.diagonal = Recurrent("paragru", 16, 16)
+            self.head = nn.Linear(16, 11)
+
+    model = Model()
+    optimizer = build_optimizer(model, OptimizerConfig(name="muon"))
+    muon_ids = {id(p) for group in optimizer.muon.param_groups for p in group["params"]}
+    names = {id(p): name for name, p in model.named_parameters()}
+    assert sorted(names[i] for i in muon_ids) == [
+        "diagonal.cells.0.weight_ih",
+        "recurrent.cells.0.weight_hh",
+        "recurrent.cells.0.weight_ih",
+    ], "Muon must take hidden weight matrices only"
+    adamw_ids = {id(p) for group in optimizer.adamw.param_groups for p in group["params"]}
+    assert muon_ids.isdisjoint(adamw_ids)
+    assert muon_ids | adamw_ids == set(names), "every parameter is optimized exactly once"
+    assert len(optimizer.param_groups) == 3  # Muon's, AdamW's decayed and not decayed
+
+
+def test_muon_state_dict_resumes_the_same_trajectory():
+    def make():
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Linear(6, 8), nn.Tanh(), nn.Linear(8, 8), nn.Linear(8, 2))
+        return model, build_optimizer(model, OptimizerConfig(name="muon", learning_rate=0.05))
+
+    def train(model, optimizer, steps, seed):
+        generator = torch.Generator().manual_seed(seed)
+        for _ in range(steps):
+            inputs = torch.randn(4, 6, generator=generator)
+            optimizer.zero_grad(set_to_none=True)
+            model(inputs).square().sum().backward()
+            optimizer.step()
+
+    whole, whole_optimizer = make()
+    train(whole, whole_optimizer, 3, 1)
+    train(whole, whole_optimizer, 3, 2)
+    first, first_optimizer = make()
+    train(first, first_optimizer, 3, 1)
+    resumed, resumed_optimizer = make()
+    resumed.load_state_dict(first.state_dict())
+    resumed_optimizer.load_state_dict(first_optimizer.state_dict())
+    train(resumed, resumed_optimizer, 3, 2)
+    expected_state, got_state = whole.state_dict(), resumed.state_dict()
+    for name, expected in expected_state.items():
+        got = got_state[name]
+        assert torch.equal(got, expected), f"{name} differs after resuming Muon + AdamW"
+
+
+def test_optimizer_name_is_checked():
+    with pytest.raises(ValueError, match="name must be one of 'adamw', 'muon', got 'sgd'"):
+        OptimizerConfig(name="sgd")
+    with pytest.raises(ValueError, match="no hidden weight matrix for Muon"):
+        build_optimizer(nn.Linear(3, 2), OptimizerConfig(name="muon"))

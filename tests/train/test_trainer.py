@@ -61,8 +61,9 @@ def interrupt_at(monkeypatch, step: int) -> None:
             "--optimizer.gradient_noise=0.01",
             "--model.recurrent.options.zoneout=0.1",
         ],
+        ["--model.recurrent.cell=lstm", "--optimizer.name=muon"],
     ],
-    ids=["lstm-log-every-3", "gru-2layers-dropout-noise-zoneout"],
+    ids=["lstm-log-every-3", "gru-2layers-dropout-noise-zoneout", "lstm-muon"],
 )
 def test_resume_reproduces_the_uninterrupted_run(tmp_path, text_file, monkeypatch, extra):
     command = ["train", "charlm", "--data", str(text_file), "--steps", "14", "--seed", "3"]
