@@ -1,0 +1,264 @@
+"""Fault-injection campaign (slow), run as a user runs the command line.
+
+``python -m rnnkit.cli train charlm`` on the bundled corpus (hidden size 32, a checkpoint every
+4 steps) is killed with SIGKILL at random moments and at moments found by polling the run folder
+for the temporary files of a checkpoint write and of the ``metrics.jsonl`` rewrite; SIGTERM and
+SIGINT are sent at random moments; two runs race for one folder; checkpoints are damaged in
+every way we know; bad values are given to every option class. Every resumed run must finish
+with weights, optimizer state, RNG state and metrics bit-identical to one uninterrupted run.
+
+Run with ``python -m pytest -q -m slow tests/train/test_faults_slow.py -s``: each test prints
+its counts and the module prints a summary line at the end.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from rnnkit.train import checkpoint
+from rnnkit.train.checkpoint import CHECKPOINT_FILE, CheckpointError
+from rnnkit.train.lock import LOCK_FILE
+from rnnkit.train.metrics import METRICS_FILE, read_metrics
+
+pytestmark = pytest.mark.slow
+
+SEED = 11
+STEPS = 60
+CHARLM = [
+    "--data.validation_fraction=0.01", "--model.embedding_size=8",
+    "--model.recurrent.hidden_size=32", "--trainer.batch_size=8", "--bptt.window=16",
+    "--bptt.evaluation_streams=4", "--bptt.evaluation_window=64", "--trainer.eval_interval=4",
+    "--trainer.eval_interval_seconds=0", "--trainer.log_interval=2", "--trainer.threads=1",
+    "--sample.length=4",
+]
+TIMING_KEYS = {"train_seconds", "elapsed_seconds", "chars_per_second"}
+TIMEOUT = 300
+
+COUNTS: Counter = Counter()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def summary():
+    started = time.monotonic()
+    yield COUNTS
+    counted = ", ".join(f"{name} {COUNTS[name]}" for name in sorted(COUNTS))
+    print(f"\nfault campaign: {counted}; {time.monotonic() - started:.0f} s")
+
+
+def cli(*arguments: str) -> list[str]:
+    return [sys.executable, "-m", "rnnkit.cli", *arguments]
+
+
+def train_command(run: Path, *extra: str) -> list[str]:
+    return cli("train", "charlm", "--steps", str(STEPS), "--run-dir", str(run), *CHARLM, *extra)
+
+
+def finish(command: list[str]) -> subprocess.CompletedProcess:
+    return subprocess.run(command, capture_output=True, text=True, timeout=TIMEOUT)
+
+
+def start(command: list[str]) -> subprocess.Popen:
+    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def outcome(run: Path) -> tuple[int, dict[str, torch.Tensor], list[dict]]:
+    """The final step, every tensor of the live checkpoint, the metrics without clock fields."""
+    document = checkpoint.read_checkpoint(run)
+    tensors = {}
+    for file_name in checkpoint.TENSOR_FILES:
+        for key, value in load_file(str(run / document["tensors"] / file_name)).items():
+            tensors[f"{file_name}:{key}"] = value
+    records = [
+        {key: value for key, value in record.items() if key not in TIMING_KEYS}
+        for record in read_metrics(run / METRICS_FILE)
+    ]
+    return document["step"], tensors, records
+
+
+def identical(run: Path, reference: tuple) -> bool:
+    step, tensors, records = outcome(run)
+    expected_step, expected_tensors, expected_records = reference
+    assert step == expected_step, f"{run}: final step {step}, expected {expected_step}"
+    assert tensors.keys() == expected_tensors.keys(), f"{run}: other tensors"
+    for key, tensor in tensors.items():
+        assert torch.equal(tensor, expected_tensors[key]), f"{run}: {key} differs"
+    assert records == expected_records, f"{run}: metrics.jsonl differs from the reference"
+    return True
+
+
+def wait_for(condition, process: subprocess.Popen, poll: float = 0.0) -> bool:
+    """Spin until ``condition()`` or the process exits; True when the condition came first."""
+    while process.poll() is None:
+        if condition():
+            return True
+        if poll:
+            time.sleep(poll)
+    return False
+
+
+def owns_lock(run: Path, process: subprocess.Popen) -> bool:
+    try:
+        return f'"pid": {process.pid},' in (run / LOCK_FILE).read_text()
+    except OSError:
+        return False
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """One uninterrupted run: its outcome and its timing (lock taken to exit, training span)."""
+    run = tmp_path_factory.mktemp("reference") / "run"
+    process = start(train_command(run))
+    wait_for(lambda: owns_lock(run, process), process, 0.002)
+    locked = time.monotonic()
+    wait_for(lambda: (run / METRICS_FILE).exists(), process, 0.002)
+    training = time.monotonic()
+    output, errors = process.communicate(timeout=TIMEOUT)
+    assert process.returncode == 0, errors[-2000:]
+    ended = time.monotonic()
+    return {"outcome": outcome(run), "locked_span": ended - locked, "train_span": ended - training}
+
+
+def entries(run: Path) -> set[str]:
+    """The names in the run folder and in its checkpoints/ folder."""
+    names = set(os.listdir(run)) if run.is_dir() else set()
+    folder = run / checkpoint.CHECKPOINT_FOLDER
+    if folder.is_dir():
+        names |= {f"checkpoints/{name}" for name in os.listdir(folder)}
+    return names
+
+
+def torn(path: Path) -> bool:
+    return path.is_file() and path.stat().st_size > 0 and not path.read_bytes().endswith(b"\n")
+
+
+def kill_site(run: Path, before: set[str], was_torn: bool) -> str:
+    """Where a kill -9 landed, read from what it left that was not there when it started."""
+    new = entries(run) - before
+    folders = {name for name in entries(run) if name.startswith("checkpoints/step-")}
+    if any(name.startswith(("checkpoints/.tmp-", ".checkpoint.json.")) for name in new):
+        return "checkpoint write"
+    if len(folders) > 1 and folders & new:  # renamed into place, the old one not yet removed
+        return "checkpoint write"
+    if any(name.startswith(".metrics.jsonl.") for name in new):
+        return "metrics write"
+    if torn(run / METRICS_FILE) and not was_torn:
+        return "metrics write"
+    if any(name.startswith(".config.json.") for name in new):
+        return "config write"
+    return "elsewhere"
+
+
+def checkpoint_is_whole(run: Path) -> bool | None:
+    """True when the checkpoint that checkpoint.json names loads and verifies (weights and
+    training state); None when there is no checkpoint yet."""
+    from rnnkit.train.tasks.charlm import load_trained
+
+    if not (run / CHECKPOINT_FILE).exists():
+        return None
+    try:
+        load_trained(run)
+        checkpoint.load_training_tensors(run, checkpoint.read_checkpoint(run))
+    except CheckpointError:
+        return False
+    return True
+
+
+def new_temporary(run: Path, prefix: str, seen: set[str]):
+    """A condition: a temporary entry starting with ``prefix`` that ``seen`` does not hold yet
+    has appeared (it is added to ``seen``)."""
+
+    def appeared() -> bool:
+        try:
+            fresh = {name for name in entries(run) if name.startswith(prefix)} - seen
+        except FileNotFoundError:  # a folder removed between listing and reading it
+            return False
+        seen.update(fresh)
+        return bool(fresh)
+
+    return appeared
+
+
+def kill(process: subprocess.Popen, run: Path, plan: str, rng: random.Random, spans) -> None:
+    """Send SIGKILL to ``process`` as ``plan`` says: at a random moment after it took the lock,
+    or when the k-th temporary checkpoint folder, checkpoint.json or metrics.jsonl appears."""
+    if plan == "random":
+        wait_for(lambda: owns_lock(run, process), process, 0.002)
+        time.sleep(rng.uniform(0, spans["locked_span"]))
+    else:
+        prefix = {"checkpoint": "checkpoints/.tmp-", "checkpoint.json": ".checkpoint.json.",
+                  "metrics": ".metrics.jsonl."}[plan]
+        seen = {name for name in entries(run) if name.startswith(prefix)}
+        appeared = new_temporary(run, prefix, seen)
+        for _ in range(rng.randint(1, STEPS // 4) if plan != "metrics" else 1):
+            if not wait_for(appeared, process):
+                break
+    if process.poll() is None:
+        process.kill()
+    process.communicate(timeout=TIMEOUT)
+
+
+PLANS = (
+    [["random"]] * 5 + [["random", "random"]] * 3 + [["checkpoint"]] * 3
+    + [["checkpoint.json"]] * 3 + [["checkpoint", "metrics"]] * 4
+)
+
+
+def continue_command(run: Path) -> list[str]:
+    if (run / CHECKPOINT_FILE).exists():
+        return cli("train", "charlm", "--resume", str(run))
+    return train_command(run, "--overwrite")  # killed before its first checkpoint: start over
+
+
+def kill_trial(run: Path, plans: list[str], rng: random.Random, reference) -> Counter:
+    """Run ``train_command`` into ``run``, kill it (and its continuations) by ``plans``, then
+    resume to the end; returns the counts."""
+    counts: Counter = Counter()
+    command, killed_pid = train_command(run), None
+    for plan in plans:
+        before, was_torn = entries(run), torn(run / METRICS_FILE)
+        process = start(command)
+        kill(process, run, plan, rng, reference)
+        if process.returncode != -signal.SIGKILL:
+            assert process.returncode == 0, f"{run}: exit {process.returncode}"
+            counts["finished before the kill"] += 1
+            break
+        counts["kills"] += 1
+        site = kill_site(run, before, was_torn)
+        counts[f"kills inside a {site}" if site != "elsewhere" else "kills elsewhere"] += 1
+        whole = checkpoint_is_whole(run)
+        assert whole is not False, f"{run}: corrupt checkpoint after a kill ({plan})"
+        counts["checkpoints verified after a kill"] += whole is True
+        killed_pid = process.pid if (run / LOCK_FILE).exists() else None
+        command = continue_command(run)
+    finished = finish(command)
+    assert finished.returncode == 0, finished.stderr[-2000:]
+    if killed_pid is not None:
+        assert f"taking over a stale lock of process {killed_pid}" in finished.stdout
+        counts["stale locks reported"] += 1
+    counts["resumes identical"] += identical(run, reference["outcome"])
+    return counts
+
+
+def test_kill_9_at_random_moments_and_inside_writes_resumes_identical(tmp_path, reference):
+    rng = random.Random(SEED)
+    counts: Counter = Counter()
+    for trial, plans in enumerate(PLANS):
+        counts += kill_trial(tmp_path / f"trial-{trial}", plans, rng, reference)
+        counts["trials"] += 1
+    COUNTS.update(counts)
+    print(f"\nkill -9: {dict(counts)}")
+    assert counts["resumes identical"] == len(PLANS)
+    assert counts["kills inside a checkpoint write"] >= 1
+    assert counts["kills inside a metrics write"] >= 1
