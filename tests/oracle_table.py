@@ -37,6 +37,11 @@ ORACLE_TABLE: dict[str, tuple[str, dict]] = {
     "mlstm_expforget": ("mlstm", {"forget_activation": "exp"}),
     "deltanet": ("deltanet", {"num_heads": 2}),
     "deltanet_plain": ("deltanet", {"feature_map": "identity", "output_projection": False}),
+    "gated_deltanet": ("gated_deltanet", {"num_heads": 2}),
+    "gated_deltanet_plain": (
+        "gated_deltanet",
+        {"feature_map": "identity", "output_projection": False, "bias": False},
+    ),
     "aaren": ("aaren", {"num_heads": 2}),
     "paragru": ("paragru", {}),
     "paragru_heads": ("paragru", {"num_heads": 2}),

@@ -4,6 +4,7 @@ from rnnkit.cells.aaren import AarenCell, AarenState
 from rnnkit.cells.base import Cell, State
 from rnnkit.cells.deltanet import DeltaNetCell
 from rnnkit.cells.elman import ElmanCell
+from rnnkit.cells.gated_deltanet import GatedDeltaNetCell
 from rnnkit.cells.gla import GatedLinearAttentionCell, MatrixState
 from rnnkit.cells.gru import GRUCell, HiddenState
 from rnnkit.cells.jordan import JordanCell, OutputState
@@ -25,6 +26,7 @@ CELLS: dict[str, type[Cell]] = {
     "gla": GatedLinearAttentionCell,
     "mlstm": MLSTMCell,
     "deltanet": DeltaNetCell,
+    "gated_deltanet": GatedDeltaNetCell,
     "aaren": AarenCell,
     "paragru": ParaGRUCell,
     "paralstm": ParaLSTMCell,
@@ -49,6 +51,7 @@ __all__ = [
     "DeltaNetCell",
     "ElmanCell",
     "GRUCell",
+    "GatedDeltaNetCell",
     "GatedLinearAttentionCell",
     "HiddenState",
     "JordanCell",

@@ -235,8 +235,8 @@ class Cell(nn.Module):
 
     def delta_terms(
         self, projected: Tensor, state: State, active: Tensor | None
-    ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        """Delta form: ``(q, k, v, beta (B, heads, T))``."""
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor | None]:
+        """Delta form: ``(q, k, v, beta (B, heads, T), log_decay (B, heads, T) or None)``."""
         raise self._missing_hook("delta", "delta_terms")
 
     def matrix_initial(self, state: State) -> Tensor:

@@ -64,13 +64,25 @@ class DeltaNetCell(Cell):
         self.feature_map = feature_map
         self.output_projection = output_projection
         self.bias = bias
-        self.sizes = [self.key_size, self.key_size, hidden_size, num_heads]
+        self.sizes = [self.key_size, self.key_size, hidden_size, num_heads, *self.gate_sizes()]
         self.weight_ih = nn.Parameter(torch.empty(sum(self.sizes), input_size))
         self.bias_ih = nn.Parameter(torch.empty(sum(self.sizes))) if bias else None
         if output_projection:
             self.weight_out = nn.Parameter(torch.empty(hidden_size, hidden_size))
             self.bias_out = nn.Parameter(torch.empty(hidden_size)) if bias else None
+        self.add_gate_parameters()
         self.reset_parameters()
+
+    def gate_sizes(self) -> list[int]:
+        """Rows of ``weight_ih`` after (q, k, v, beta) for a subclass's gates (none here)."""
+        return []
+
+    def add_gate_parameters(self) -> None:
+        """Create a subclass's gate parameters (none here), before ``reset_parameters``."""
+
+    def log_decay(self, projected: Tensor) -> Tensor | None:
+        """``log alpha (..., heads)`` of a gated variant, or None: DeltaNet does not decay."""
+        return None
 
     def reset_parameters(self) -> None:
         """Xavier-uniform weights (gain 2^-2.5) per projection, zero biases."""
@@ -97,7 +109,7 @@ class DeltaNetCell(Cell):
 
     def terms(self, projected: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """``q, k (..., heads, d_k)``, ``v (..., heads, d_v)``, ``beta (..., heads)``."""
-        query, key, value, rate = projected.split(self.sizes, -1)
+        query, key, value, rate = projected.split(self.sizes, -1)[:4]
         query, key, value = (
             tensor.unflatten(-1, (self.num_heads, -1)) for tensor in (query, key, value)
         )
@@ -113,6 +125,9 @@ class DeltaNetCell(Cell):
         """``projected (B, P)``, state ``(memory,)`` -> ``y_t (B, H)``, new state."""
         query, key, value, rate = self.terms(projected)  # (B, heads, d) and (B, heads)
         memory = self.matrix_initial(state)  # S^T: (B, heads, d_k, d_v)
+        log_decay = self.log_decay(projected)  # (B, heads) or None
+        if log_decay is not None:
+            memory = log_decay.exp()[..., None, None] * memory  # alpha_t S_{t-1}
         retrieved = torch.einsum("bhkv,bhk->bhv", memory, key)  # S_{t-1} k_t
         correction = rate.unsqueeze(-1) * (value - retrieved)
         memory = memory + key.unsqueeze(-1) * correction.unsqueeze(-2)
@@ -121,11 +136,14 @@ class DeltaNetCell(Cell):
 
     def delta_terms(
         self, projected: Tensor, state: MatrixState, active: Tensor | None
-    ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        """``q, k (B, heads, T, d_k)``, ``v (B, heads, T, d_v)``, ``beta (B, heads, T)``."""
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor | None]:
+        """``q, k (B, heads, T, d_k)``, ``v (B, heads, T, d_v)``, ``beta (B, heads, T)``, and
+        ``log_decay (B, heads, T)`` or None."""
         query, key, value, rate = self.terms(projected)  # (B, T, heads, .)
         query, key, value = (tensor.transpose(1, 2) for tensor in (query, key, value))
-        return query, key, value, rate.transpose(1, 2)
+        log_decay = self.log_decay(projected)
+        log_decay = None if log_decay is None else log_decay.transpose(1, 2)
+        return query, key, value, rate.transpose(1, 2), log_decay
 
     def matrix_initial(self, state: MatrixState) -> Tensor:
         """The memory as ``(B, heads, d_k, d_v)``."""

@@ -8,8 +8,9 @@ unchanged and writes zero outputs, as the sequential reference does.
 - ``run_matrix`` (``"matrix"``): ``S_t = diag(exp(log_decay_t)) S_{t-1} + k_t v_t^T``, ``o_t =
   S_t^T q_t``; padded steps get ``log_decay = 0, k = 0``. Implementations:
   ``kernels/matrix.py``.
-- ``run_delta`` (``"delta"``): ``S_t = (I - beta_t k_t k_t^T) S_{t-1} + beta_t k_t v_t^T``,
-  ``o_t = S_t^T q_t``; padded steps get ``beta = 0``. Implementations: ``kernels/delta.py``.
+- ``run_delta`` (``"delta"``): ``S_t = alpha_t (I - beta_t k_t k_t^T) S_{t-1} + beta_t k_t
+  v_t^T``, ``o_t = S_t^T q_t``; padded steps get ``beta = 0`` and ``log_decay = 0``.
+  Implementations: ``kernels/delta.py``.
 - ``run_softmax_prefix`` (``"softmax_prefix"``): attention of one query over each prefix,
   ``o_t = sum_{i<=t} exp(s_i) v_i / sum_{i<=t} exp(s_i)``, kept as a running maximum ``m``,
   numerator ``u`` and denominator ``w``. The maximum is a cumulative max, ``m_t = max(m_0,
@@ -84,10 +85,13 @@ def run_delta(
     scan = DELTA_SCAN_IMPLEMENTATIONS[matrix_implementation("delta", implementation)]
     projected = cell.project_inputs(inputs)  # (B, T, P)
     active = active_steps(lengths, inputs.shape[1], inputs.device)
-    query, key, value, beta = cell.delta_terms(projected, state, active)
+    query, key, value, beta, log_decay = cell.delta_terms(projected, state, active)
     if active is not None:
-        beta = torch.where(active.unsqueeze(1), beta, torch.zeros((), dtype=beta.dtype))
-    outputs, final = scan(query, key, value, beta, cell.matrix_initial(state))
+        zero = torch.zeros((), dtype=beta.dtype)
+        beta = torch.where(active.unsqueeze(1), beta, zero)
+        if log_decay is not None:
+            log_decay = torch.where(active.unsqueeze(1), log_decay, zero)
+    outputs, final = scan(query, key, value, beta, cell.matrix_initial(state), log_decay)
     outputs, final_state = cell.matrix_readout(projected, outputs, final, state, active)
     return zero_padded_outputs(outputs, active), final_state
 

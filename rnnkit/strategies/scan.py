@@ -31,9 +31,10 @@ head (gated linear attention, mLSTM), with
 - ``matrix_readout(projected, o (B, heads, T, d_v), S_T (B, heads, d_k, d_v), state, active)
   -> (outputs (B, T, O), final state)``.
 
-``"delta"``: the delta rule ``S_t = (I - beta_t k_t k_t^T) S_{t-1} + beta_t k_t v_t^T``, ``o_t
-= S_t^T q_t`` (DeltaNet), with ``delta_terms(projected, state, active) -> (q, k, v, beta (B,
-heads, T))`` and ``matrix_initial``, ``matrix_readout`` as above.
+``"delta"``: the delta rule ``S_t = alpha_t (I - beta_t k_t k_t^T) S_{t-1} + beta_t k_t v_t^T``,
+``o_t = S_t^T q_t`` (DeltaNet: ``alpha = 1``; Gated DeltaNet), with ``delta_terms(projected,
+state, active) -> (q, k, v, beta (B, heads, T), log_decay (B, heads, T) or None)``, ``alpha =
+exp(log_decay)``, and ``matrix_initial``, ``matrix_readout`` as above.
 
 ``"softmax_prefix"``: ``o_t = sum_{i<=t} exp(s_i) v_i / sum_{i<=t} exp(s_i)`` from a state
 ``(m, u, w)`` (Aaren), with

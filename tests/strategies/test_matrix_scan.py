@@ -9,7 +9,12 @@ import torch
 from conftest import DTYPE_NAMES, assert_close
 from torch.nn import functional
 
-from rnnkit.strategies.kernels.delta import DELTA_SCAN_IMPLEMENTATIONS, delta_scan, delta_scan_loop
+from rnnkit.strategies.kernels.delta import (
+    DELTA_SCAN_IMPLEMENTATIONS,
+    delta_scan,
+    delta_scan_chunked,
+    delta_scan_loop,
+)
 from rnnkit.strategies.kernels.matrix import (
     MATRIX_SCAN_IMPLEMENTATIONS,
     matrix_scan,
@@ -19,7 +24,7 @@ from rnnkit.strategies.kernels.matrix import (
 
 F64 = torch.float64
 BATCH, HEADS, KEY_SIZE, VALUE_SIZE = 2, 2, 3, 4
-NAMES = ("query", "key", "value", "gate", "initial")
+NAMES = ("query", "key", "value", "gate", "initial", "log_decay")
 
 
 def matrix_problem(steps: int, decay: str, dtype: torch.dtype, seed: int = 0) -> list:
@@ -46,13 +51,20 @@ def matrix_problem(steps: int, decay: str, dtype: torch.dtype, seed: int = 0) ->
     return [tensor.detach().requires_grad_() for tensor in tensors]
 
 
-def delta_problem(steps: int, dtype: torch.dtype, seed: int = 0) -> list:
-    """``query, key (unit norm), value, beta in (0, 1), initial``, requiring grad."""
+def delta_problem(steps: int, dtype: torch.dtype, seed: int = 0, decay: str = "none") -> list:
+    """``query, key (unit norm), value, beta in (0, 1), initial`` and, unless ``decay`` is
+    ``"none"``, ``log_decay (B, heads, T)``: in (-2, 0) (``"gated"``) or near -30
+    (``"strong"``), requiring grad."""
     query, key, value, _, initial = matrix_problem(steps, "vector", dtype, seed)
     generator = torch.Generator().manual_seed(seed + 1)
     beta = torch.rand(BATCH, HEADS, steps, dtype=dtype, generator=generator)
     key = functional.normalize(key.detach(), dim=-1).requires_grad_()
-    return [query, key, value, beta.requires_grad_(), initial]
+    tensors = [query, key, value, beta.requires_grad_(), initial]
+    if decay != "none":
+        scale = 2.0 if decay == "gated" else 30.0
+        log_decay = -scale * torch.rand(BATCH, HEADS, steps, dtype=dtype, generator=generator)
+        tensors.append(log_decay.requires_grad_())
+    return tensors
 
 
 def outputs_and_gradients(scan, tensors: list) -> tuple:
@@ -67,7 +79,8 @@ def outputs_and_gradients(scan, tensors: list) -> tuple:
 def assert_same_run(actual: tuple, expected: tuple, dtype: torch.dtype) -> None:
     assert_close(actual[0], expected[0], "outputs", dtype)
     assert_close(actual[1], expected[1], "final state", dtype)
-    for name, actual_gradient, expected_gradient in zip(NAMES, actual[2], expected[2], strict=True):
+    names = NAMES[: len(actual[2])]
+    for name, actual_gradient, expected_gradient in zip(names, actual[2], expected[2], strict=True):
         assert_close(actual_gradient, expected_gradient, f"grad of {name}", dtype)
 
 
@@ -145,6 +158,30 @@ def test_delta_loop_is_the_papers_rule():
     assert_close(final, paper_state.transpose(-1, -2), "final state", F64)
 
 
+def test_gated_delta_loop_is_the_papers_rule():
+    """Gated DeltaNet (Yang et al. 2024, eq. 10) with explicit matrices: P_t = alpha_t P_{t-1}
+    (I - beta k k^T) + beta v k^T, o_t = P_t q_t."""
+    tensors = [tensor.detach() for tensor in delta_problem(9, F64, decay="gated")]
+    query, key, value, beta, initial, log_decay = tensors
+    outputs, final = delta_scan_loop(query, key, value, beta, initial, log_decay)
+    identity = torch.eye(KEY_SIZE, dtype=F64)
+    paper_state = initial.transpose(-1, -2)
+    for t in range(9):
+        k, v, rate = key[:, :, t], value[:, :, t], beta[:, :, t, None, None]
+        alpha = log_decay[:, :, t, None, None].exp()
+        householder = identity - rate * k.unsqueeze(-1) * k.unsqueeze(-2)
+        paper_state = alpha * paper_state @ householder + rate * v.unsqueeze(-1) * k.unsqueeze(-2)
+        expected = (paper_state @ query[:, :, t].unsqueeze(-1)).squeeze(-1)
+        assert_close(outputs[:, :, t], expected, f"outputs[t={t}]", F64)
+    assert_close(final, paper_state.transpose(-1, -2), "final state", F64)
+
+
+def test_gated_delta_chunked_is_finite_under_strong_decay():
+    tensors = delta_problem(37, torch.float32, decay="strong")
+    outputs, final, gradients = outputs_and_gradients(delta_scan_chunked, tensors)
+    assert all(torch.isfinite(tensor).all() for tensor in (outputs, final, *gradients))
+
+
 def test_delta_rule_with_beta_one_stores_the_value():
     """With beta = 1 and a unit key, reading the state with that key returns its value."""
     _, key, value, _, initial = (tensor.detach() for tensor in delta_problem(3, F64))
@@ -156,9 +193,9 @@ def test_delta_rule_with_beta_one_stores_the_value():
         assert_close(retrieved, value[:, :, -1], f"{implementation}: final read-out", F64)
 
 
-@pytest.mark.parametrize(CASE_ARGUMENTS, scan_cases(("delta",)))
+@pytest.mark.parametrize(CASE_ARGUMENTS, scan_cases(("none", "gated", "strong")))
 def test_delta_chunked_matches_loop(steps, chunk_size, decay, dtype):
-    tensors = delta_problem(steps, dtype)
+    tensors = delta_problem(steps, dtype, decay=decay)
     expected = outputs_and_gradients(delta_scan_loop, tensors)
 
     def chunked(*arguments):
