@@ -85,8 +85,8 @@ class RunLock:
         started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(owner.get("started", 0)))
         if host != socket.gethostname() or not isinstance(pid, int) or _alive(pid):
             raise RunFolderBusy(
-                f"{self.path.parent} is in use by process {pid} on {host} (started {started}); "
-                "wait for it to finish, or choose another --run-dir"
+                f"{self.path.parent} is in use by process {pid} on {host} (started {started}, "
+                f"lock {self.path}); wait for it to finish, or choose another --run-dir"
             )
         self.stream.write(
             f"taking over a stale lock of process {pid} (started {started}, no longer running)\n"

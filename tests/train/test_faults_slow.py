@@ -124,10 +124,19 @@ def reference(tmp_path_factory):
     locked = time.monotonic()
     wait_for(lambda: (run / METRICS_FILE).exists(), process, 0.002)
     training = time.monotonic()
+    last = f"checkpoints/step-{STEPS:07d}-"
+    wait_for(lambda: any(name.startswith(last) for name in entries(run)), process, 0.002)
+    trained = time.monotonic()
     output, errors = process.communicate(timeout=TIMEOUT)
     assert process.returncode == 0, errors[-2000:]
     ended = time.monotonic()
-    return {"outcome": outcome(run), "locked_span": ended - locked, "train_span": ended - training}
+    return {
+        "run": run,
+        "outcome": outcome(run),
+        "locked_span": ended - locked,
+        "train_span": ended - training,
+        "loop_span": trained - training,
+    }
 
 
 def entries(run: Path) -> set[str]:
@@ -262,3 +271,70 @@ def test_kill_9_at_random_moments_and_inside_writes_resumes_identical(tmp_path, 
     assert counts["resumes identical"] == len(PLANS)
     assert counts["kills inside a checkpoint write"] >= 1
     assert counts["kills inside a metrics write"] >= 1
+
+
+SIGNALS = [signal.SIGTERM, signal.SIGINT, signal.SIGTERM, signal.SIGINT, signal.SIGHUP]
+
+
+def test_sigterm_sigint_and_sighup_at_random_moments_save_and_resume_identical(
+    tmp_path, reference
+):
+    rng = random.Random(SEED + 1)
+    counts: Counter = Counter()
+    for trial, signal_number in enumerate(SIGNALS):
+        run = tmp_path / f"trial-{trial}"
+        process = start(train_command(run))
+        wait_for(lambda run=run: (run / METRICS_FILE).exists(), process, 0.002)
+        time.sleep(rng.uniform(0, reference["loop_span"]))
+        process.send_signal(signal_number)
+        output, errors = process.communicate(timeout=TIMEOUT)
+        name = signal.Signals(signal_number).name
+        if process.returncode in (0, -signal_number):  # after the last step: nothing to save
+            assert checkpoint.read_checkpoint(run)["step"] == STEPS, f"{name}: steps lost"
+            counts[f"{name} after the last step"] += 1
+            continue
+        assert process.returncode == 128 + signal_number, f"{name}: exit {process.returncode}"
+        assert "Traceback" not in errors and f"--resume {run}" in output
+        step = checkpoint.read_checkpoint(run)["step"]
+        assert f"interrupted at step {step}; checkpoint saved" in output
+        assert not (run / LOCK_FILE).exists(), "the lock outlived the run"
+        counts[f"{name} saved"] += 1
+        resumed = finish(cli("train", "charlm", "--resume", str(run)))
+        assert resumed.returncode == 0, resumed.stderr[-2000:]
+        counts["resumes identical"] += identical(run, reference["outcome"])
+    COUNTS.update({f"signals: {key}": value for key, value in counts.items()})
+    print(f"\nsignals: {dict(counts)}")
+    assert sum(value for key, value in counts.items() if key.endswith("saved")) >= 3
+    assert counts["resumes identical"] == sum(
+        value for key, value in counts.items() if key.endswith("saved")
+    )
+
+
+def test_two_runs_into_one_folder_one_runs_the_other_is_refused(tmp_path, reference):
+    run = tmp_path / "run"
+    first, second = start(train_command(run)), start(train_command(run))
+    results = [(process, *process.communicate(timeout=TIMEOUT)) for process in (first, second)]
+    codes = sorted(process.returncode for process, _, _ in results)
+    assert codes == [0, 1], codes
+    winner = next(process for process, _, _ in results if process.returncode == 0)
+    refused = next(errors for process, _, errors in results if process.returncode == 1)
+    lines = refused.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("rnnkit: error:"), refused
+    assert f"in use by process {winner.pid}" in refused and str(run / LOCK_FILE) in refused
+    assert identical(run, reference["outcome"])  # the refused run wrote nothing into the folder
+    COUNTS["concurrent runs refused"] += 1
+
+
+def test_a_stale_lock_left_by_kill_9_is_detected_and_reported(tmp_path, reference):
+    run = tmp_path / "run"
+    process = start(train_command(run))
+    wait_for(lambda: owns_lock(run, process), process, 0.002)
+    process.kill()
+    process.communicate(timeout=TIMEOUT)
+    assert (run / LOCK_FILE).exists(), "no lock left to test"
+    finished = finish(continue_command(run))
+    assert finished.returncode == 0, finished.stderr[-2000:]
+    assert f"taking over a stale lock of process {process.pid}" in finished.stdout
+    assert not (run / LOCK_FILE).exists()
+    assert identical(run, reference["outcome"])
+    COUNTS["stale locks reported"] += 1
