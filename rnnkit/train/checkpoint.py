@@ -75,6 +75,8 @@ def save_checkpoint(
         "tensors": f"{CHECKPOINT_FOLDER}/{name}",
         "checksums": checksums,
     }
+    # Last, over everything else: a valid-JSON edit anywhere (step, vocabulary, RNG) is caught.
+    checksums["document"] = config_checksum({**document, **info, "checksums": checksums})
     write_json_atomically(run_dir / CHECKPOINT_FILE, {**document, **info})
     for old in folder.iterdir():
         if old.name != name:
@@ -152,10 +154,21 @@ def read_checkpoint(run_dir: str | Path) -> dict[str, Any]:
         raise CheckpointError(f"{path}: expected a JSON object, got {type(document).__name__}")
     if document.get("format") != FORMAT_VERSION:
         raise CheckpointError(f"{path}: unsupported checkpoint format {document.get('format')!r}")
-    expected = document.get("checksums", {}).get("config")
+    checksums = document.get("checksums")
+    checksums = checksums if isinstance(checksums, dict) else {}
+    expected = checksums.get("config")
     if expected is not None and config_checksum(document.get("config")) != expected:
         raise CheckpointError(f"{path}: the config does not match its checksum (edited or damaged)")
+    expected = checksums.get("document")
+    if expected is not None and _document_checksum(document, checksums) != expected:
+        raise CheckpointError(f"{path}: the file does not match its checksum (edited or damaged)")
     return document
+
+
+def _document_checksum(document: dict[str, Any], checksums: dict[str, Any]) -> str:
+    """The checksum of a checkpoint.json over every entry but the document checksum itself."""
+    others = {key: value for key, value in checksums.items() if key != "document"}
+    return config_checksum({**document, "checksums": others})
 
 
 def load_weights(run_dir: str | Path, document: dict[str, Any], model: nn.Module) -> None:
@@ -167,7 +180,7 @@ def load_weights(run_dir: str | Path, document: dict[str, Any], model: nn.Module
     except CheckpointError:
         raise
     except Exception as error:  # safetensors and torch raise several unrelated types
-        raise CheckpointError(f"{path}: cannot load the weights ({error})") from error
+        raise CheckpointError(f"{path}: cannot load the weights ({_one_line(error)})") from error
 
 
 def load_training_tensors(run_dir: str | Path, document: dict[str, Any]) -> dict[str, Tensor]:
@@ -178,7 +191,14 @@ def load_training_tensors(run_dir: str | Path, document: dict[str, Any]) -> dict
     except CheckpointError:
         raise
     except Exception as error:  # safetensors raises several unrelated types
-        raise CheckpointError(f"{path}: cannot load the training state ({error})") from error
+        raise CheckpointError(
+            f"{path}: cannot load the training state ({_one_line(error)})"
+        ) from error
+
+
+def _one_line(error: Exception) -> str:
+    """An error's message on one line (torch's size-mismatch message has one line per tensor)."""
+    return " ".join(str(error).split())
 
 
 def optimizer_parts(optimizer: Optimizer) -> tuple[dict[str, Any], dict[str, Tensor]]:

@@ -397,3 +397,34 @@ def test_training_bounds_and_restores_numba_threads(tmp_path, monkeypatch):
     monkeypatch.setattr(runs.Trainer, "fit", fit)
     assert cli.main(_tiny_train(tmp_path, tmp_path / "run", "--trainer.threads=1")) == 0
     assert seen == [1] and numba.get_num_threads() == before
+
+
+def test_a_valid_json_edit_outside_the_config_fails_the_checksum(tmp_path):
+    info = {"config": {"seed": 0}, "metadata": {"vocabulary": "ab"}}
+    checkpoint.save_checkpoint(tmp_path, 1, nn.Linear(3, 2), {}, info)
+    path = tmp_path / checkpoint.CHECKPOINT_FILE
+    document = json.loads(path.read_text())
+    document["metadata"]["vocabulary"] = "ba"  # a flipped byte that keeps the JSON valid
+    path.write_text(json.dumps(document))
+    with pytest.raises(CheckpointError, match=r"checkpoint\.json: the file does not match"):
+        checkpoint.read_checkpoint(tmp_path)
+
+
+def test_a_shape_mismatch_is_one_line(tmp_path):
+    _save(tmp_path, 2, nn.Linear(3, 2))
+    with pytest.raises(CheckpointError) as error:
+        checkpoint.load_weights(tmp_path, checkpoint.read_checkpoint(tmp_path), nn.Linear(4, 2))
+    assert "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize("command", ["resume", "sample"])
+def test_a_checkpoint_of_another_task_is_refused(tmp_path, capsys, command):
+    from rnnkit import cli
+
+    run = tmp_path / "run"
+    checkpoint.save_checkpoint(run, 1, nn.Linear(3, 2), {}, {"task": "reverse", "config": {}})
+    arguments = {"resume": ["train", "charlm", "--resume", str(run)],
+                 "sample": ["sample", str(run), "--length", "3"]}[command]
+    assert cli.main(arguments) == 1
+    error = capsys.readouterr().err
+    assert error.startswith(f"rnnkit: error: {run}") and "'reverse'" in error, error
