@@ -338,3 +338,166 @@ def test_a_stale_lock_left_by_kill_9_is_detected_and_reported(tmp_path, referenc
     assert not (run / LOCK_FILE).exists()
     assert identical(run, reference["outcome"])
     COUNTS["stale locks reported"] += 1
+
+
+def _live(run: Path) -> Path:
+    return run / checkpoint.read_checkpoint(run)["tensors"]
+
+
+def _rewrite_document(run: Path, edit) -> None:
+    import json
+
+    path = run / CHECKPOINT_FILE
+    document = json.loads(path.read_text(encoding="utf-8"))
+    edit(document)
+    path.write_text(json.dumps(document), encoding="utf-8")
+
+
+def _flip(path: Path, position: int) -> None:
+    data = bytearray(path.read_bytes())
+    data[position] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+def _truncate(path: Path, size: int | None = None) -> None:
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2 if size is None else size])
+
+
+def _wrong_shapes(run: Path) -> None:
+    """A model file whose tensors (and their checksums) are whole but one has another shape."""
+    from safetensors.torch import save_file
+
+    path = _live(run) / "model.safetensors"
+    tensors = load_file(str(path))
+    key = sorted(tensors)[0]
+    tensors[key] = tensors[key][1:].clone()
+    save_file(tensors, str(path))
+    sums = {name: checkpoint.tensor_checksum(value) for name, value in tensors.items()}
+
+    def resign(document: dict) -> None:  # a consistent checkpoint.json: only the shapes are wrong
+        checksums = document["checksums"]
+        checksums[path.name] = sums
+        checksums["document"] = checkpoint._document_checksum(document, checksums)
+
+    _rewrite_document(run, resign)
+
+
+def _other_task_tensors(run: Path, other: Path) -> None:
+    live = _live(run)
+    shutil.rmtree(live)
+    shutil.copytree(_live(other), live)
+
+
+def _edit_stored_checksum(document: dict) -> None:
+    sums = document["checksums"]["model.safetensors"]
+    sums[sorted(sums)[0]] = "0" * 64
+
+
+DAMAGE = {  # name: (damage(run, other_run), text the error must hold besides the path)
+    "model missing": (lambda r, o: (_live(r) / "model.safetensors").unlink(), "model.safetensors"),
+    "model empty": (lambda r, o: _truncate(_live(r) / "model.safetensors", 0), "model.safetensors"),
+    "model truncated": (
+        lambda r, o: _truncate(_live(r) / "model.safetensors"), "model.safetensors"),
+    "model header byte flipped": (
+        lambda r, o: _flip(_live(r) / "model.safetensors", 12), "model.safetensors"),
+    "model data byte flipped": (
+        lambda r, o: _flip(_live(r) / "model.safetensors", -1), "does not match its checksum"),
+    "training missing": (
+        lambda r, o: (_live(r) / "training.safetensors").unlink(), "training.safetensors"),
+    "training truncated": (
+        lambda r, o: _truncate(_live(r) / "training.safetensors"), "training.safetensors"),
+    "training data byte flipped": (
+        lambda r, o: _flip(_live(r) / "training.safetensors", -1), "does not match its checksum"),
+    "tensor folder missing": (lambda r, o: shutil.rmtree(_live(r)), ".safetensors"),
+    "wrong shapes": (lambda r, o: _wrong_shapes(r), "model.safetensors"),
+    "stored checksum edited": (
+        lambda r, o: _rewrite_document(r, _edit_stored_checksum), "does not match its checksum"),
+    "config edited": (
+        lambda r, o: _rewrite_document(r, lambda d: d["config"].update(seed=5)), "checksum"),
+    "other task's tensors": (_other_task_tensors, "differ from the checkpoint's list"),
+    "checkpoint.json missing": (lambda r, o: (r / CHECKPOINT_FILE).unlink(), CHECKPOINT_FILE),
+    "checkpoint.json empty": (lambda r, o: _truncate(r / CHECKPOINT_FILE, 0), CHECKPOINT_FILE),
+    "checkpoint.json truncated": (lambda r, o: _truncate(r / CHECKPOINT_FILE), CHECKPOINT_FILE),
+    "checkpoint.json binary": (
+        lambda r, o: (r / CHECKPOINT_FILE).write_bytes(b"\xff\xfe\x00garbage"), CHECKPOINT_FILE),
+    "checkpoint.json a list": (
+        lambda r, o: (r / CHECKPOINT_FILE).write_text("[1, 2]"), CHECKPOINT_FILE),
+    "checkpoint.json vocabulary edited": (
+        lambda r, o: _rewrite_document(
+            r, lambda d: d["metadata"].update(vocabulary=d["metadata"]["vocabulary"][::-1])),
+        CHECKPOINT_FILE),
+    "checkpoint.json key removed": (
+        lambda r, o: _rewrite_document(r, lambda d: d.pop("rng")), CHECKPOINT_FILE),
+}
+TRAINING_ONLY = {"training missing", "training truncated", "training data byte flipped"}
+COMMANDS = {
+    "resume": lambda run: ["train", "charlm", "--resume", str(run)],
+    "eval": lambda run: ["eval", str(run)],
+    "sample": lambda run: ["sample", str(run), "--length", "3", "--seed", "0"],
+}
+
+
+@pytest.fixture(scope="module")
+def other_task_run(tmp_path_factory):
+    """A finished run of another task (reverse), tiny."""
+    run = tmp_path_factory.mktemp("other") / "reverse"
+    tiny = ["--data.validation_size=20", "--data.test_size=20", "--model.embedding_size=4",
+            "--model.encoder.hidden_size=4", "--model.decoder.hidden_size=4",
+            "--decoding.beam_width=1", "--decoding.examples=1", "--trainer.batch_size=4"]
+    finished = finish(cli("train", "reverse", "--steps", "2", "--run-dir", str(run), *tiny))
+    assert finished.returncode == 0, finished.stderr[-2000:]
+    return run
+
+
+def assert_one_clear_error(code: int, errors: str, *named: str) -> None:
+    lines = [line for line in errors.splitlines() if line.strip()]
+    assert code == 1, f"exit {code}: {errors[-2000:]}"
+    assert len(lines) == 1 and lines[0].startswith("rnnkit: error:"), errors[-2000:]
+    for text in named:
+        assert text in lines[0], f"{text!r} not in {lines[0]!r}"
+
+
+def test_every_kind_of_checkpoint_damage_is_one_clear_error(
+    tmp_path, capsys, reference, other_task_run
+):
+    from rnnkit import cli as command_line
+
+    counts: Counter = Counter()
+    for kind, (damage, named) in DAMAGE.items():
+        run = tmp_path / kind.replace(" ", "-").replace("'", "")
+        shutil.copytree(reference["run"], run)
+        damage(run, other_task_run)
+        history = (run / METRICS_FILE).read_bytes()
+        for name, arguments in COMMANDS.items():
+            if kind in TRAINING_ONLY and name != "resume":
+                continue  # eval and sample read only the weights
+            capsys.readouterr()
+            code = command_line.main(arguments(run))
+            assert_one_clear_error(code, capsys.readouterr().err, str(run), named)
+            assert (run / METRICS_FILE).read_bytes() == history, f"{kind}: {name} lost history"
+            counts["clear errors"] += 1
+    COUNTS["damage: kinds"] += len(DAMAGE)
+    COUNTS["damage: clear errors"] += counts["clear errors"]
+    print(f"\ndamage: {len(DAMAGE)} kinds, {counts['clear errors']} clear errors")
+
+
+def test_another_tasks_run_is_refused_by_resume_and_sample(capsys, other_task_run):
+    from rnnkit import cli as command_line
+
+    for name in ("resume", "sample"):
+        capsys.readouterr()
+        code = command_line.main(COMMANDS[name](other_task_run))
+        assert_one_clear_error(code, capsys.readouterr().err, str(other_task_run), "'reverse'")
+        COUNTS["damage: clear errors"] += 1
+
+
+@pytest.mark.parametrize("name", sorted(COMMANDS))
+def test_the_real_command_line_reports_damage_without_a_traceback(tmp_path, reference, name):
+    run = tmp_path / "run"
+    shutil.copytree(reference["run"], run)
+    _flip(_live(run) / "model.safetensors", -1)
+    finished = finish(cli(*COMMANDS[name](run)))
+    assert "Traceback" not in finished.stderr
+    assert_one_clear_error(finished.returncode, finished.stderr, str(run), "checksum")
+    COUNTS["damage: clear errors"] += 1
