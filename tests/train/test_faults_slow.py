@@ -501,3 +501,83 @@ def test_the_real_command_line_reports_damage_without_a_traceback(tmp_path, refe
     assert "Traceback" not in finished.stderr
     assert_one_clear_error(finished.returncode, finished.stderr, str(run), "checksum")
     COUNTS["damage: clear errors"] += 1
+
+
+BAD_TRAIN_VALUES = {  # class: [(arguments, the option the error must name)]
+    "types": [
+        (["--trainer.batch_size=eight"], "trainer.batch_size"),
+        (["--optimizer.learning_rate=fast"], "optimizer.learning_rate"),
+        (["--model.recurrent.bidirectional=maybe"], "model.recurrent.bidirectional"),
+        (["--trainer.max_steps=1.5"], "trainer.max_steps"),
+        (["--model.hiden_size=3"], "model.hiden_size"),
+        (["--time-budget", "soon"], "duration"),
+    ],
+    "ranges": [
+        (["--steps", "0"], "max_steps"), (["--steps", "-5"], "max_steps"),
+        (["--time-budget", "0"], "time_budget_seconds"), (["--trainer.log_interval=0"], "log_interval"),
+        (["--trainer.threads=-1"], "threads"), (["--trainer.eval_interval=-2"], "eval_interval"),
+        (["--trainer.eval_interval_seconds=-1"], "eval_interval_seconds"),
+        (["--trainer.batch_size=0"], "batch_size"),
+        (["--optimizer.weight_decay=-0.1"], "weight_decay"),
+        (["--optimizer.warmup_steps=-1"], "warmup_steps"),
+        (["--optimizer.learning_rate=nan"], "learning_rate"),
+        (["--optimizer.learning_rate=inf"], "learning_rate"),
+        (["--optimizer.beta2=1.5"], "beta2"), (["--optimizer.clip_norm=-1"], "clip_norm"),
+        (["--optimizer.gradient_noise=-1"], "gradient_noise"),
+        (["--bptt.window=0"], "window"), (["--bptt.evaluation_streams=0"], "evaluation_streams"),
+        (["--model.embedding_size=0"], "embedding_size"), (["--model.dropout=1.5"], "dropout"),
+        (["--model.recurrent.hidden_size=0"], "hidden_size"),
+        (["--model.recurrent.num_layers=0"], "num_layers"),
+        (["--data.validation_fraction=1.5"], "validation_fraction"),
+    ],
+    "combinations": [
+        (["--trainer.max_steps=none", "--trainer.time_budget_seconds=none"], "max_steps"),
+        (["--model.recurrent.cell=nosuch"], "nosuch"),
+        (["--model.recurrent.strategy=nosuch"], "nosuch"),
+        (["--overwrite", "--resume", "RUN"], "--overwrite"),
+        (["--resume", "RUN", "--run-dir", "OTHER"], "--run-dir"),
+    ],
+    "sampling": [
+        (["--sample.temperature=-1"], "temperature"), (["--sample.temperature=nan"], "temperature"),
+        (["--sample.top_k=-3"], "top_k"), (["--sample.length=-1"], "length"),
+    ],
+}
+BAD_SAMPLE_OPTIONS = [
+    (["--temperature", "nan"], "--temperature"), (["--temperature", "-1"], "--temperature"),
+    (["--top-k", "-1"], "--top-k"), (["--length", "-2"], "--length"),
+]
+
+
+def test_every_bad_value_class_is_one_clear_error_naming_the_option(tmp_path, capsys, reference):
+    from rnnkit import cli as command_line
+
+    counts: Counter = Counter()
+    for value_class, cases in BAD_TRAIN_VALUES.items():
+        for arguments, option in cases:
+            run = tmp_path / f"run-{counts['total']}"
+            replaced = {"RUN": str(reference["run"]), "OTHER": str(tmp_path / "other")}
+            arguments = [replaced.get(argument, argument) for argument in arguments]
+            command = ["train", "charlm", *arguments]
+            if "--resume" not in arguments:
+                command += ["--run-dir", str(run)]
+            capsys.readouterr()
+            assert_one_clear_error(command_line.main(command), capsys.readouterr().err, option)
+            assert not run.exists(), f"{arguments}: refused after making the run folder"
+            counts[value_class] += 1
+            counts["total"] += 1
+    for arguments, option in BAD_SAMPLE_OPTIONS:
+        capsys.readouterr()
+        code = command_line.main(["sample", str(reference["run"]), *arguments])
+        assert_one_clear_error(code, capsys.readouterr().err, option)
+        counts["sampling"] += 1
+        counts["total"] += 1
+    COUNTS["bad values: clear errors"] += counts["total"]
+    print(f"\nbad values: {dict(counts)}")
+
+
+def test_a_bad_value_on_the_real_command_line_has_no_traceback(tmp_path):
+    finished = finish(cli("train", "charlm", "--run-dir", str(tmp_path / "run"),
+                          "--trainer.log_interval=0"))
+    assert "Traceback" not in finished.stderr
+    assert_one_clear_error(finished.returncode, finished.stderr, "log_interval")
+    COUNTS["bad values: clear errors"] += 1
