@@ -242,7 +242,9 @@ def kill_trial(run: Path, plans: list[str], rng: random.Random, reference) -> Co
         if process.returncode != -signal.SIGKILL:
             assert process.returncode == 0, f"{run}: exit {process.returncode}"
             counts["finished before the kill"] += 1
-            break
+            key = "resumes identical" if counts["kills"] else "runs never killed, identical"
+            counts[key] += identical(run, reference["outcome"])
+            return counts
         counts["kills"] += 1
         site = kill_site(run, before, was_torn)
         counts[f"kills inside a {site}" if site != "elsewhere" else "kills elsewhere"] += 1
@@ -268,7 +270,8 @@ def test_kill_9_at_random_moments_and_inside_writes_resumes_identical(tmp_path, 
         counts["trials"] += 1
     COUNTS.update(counts)
     print(f"\nkill -9: {dict(counts)}")
-    assert counts["resumes identical"] == len(PLANS)
+    assert counts["resumes identical"] + counts["runs never killed, identical"] == len(PLANS)
+    assert counts["resumes identical"] >= len(PLANS) - 3
     assert counts["kills inside a checkpoint write"] >= 1
     assert counts["kills inside a metrics write"] >= 1
 
@@ -514,7 +517,8 @@ BAD_TRAIN_VALUES = {  # class: [(arguments, the option the error must name)]
     ],
     "ranges": [
         (["--steps", "0"], "max_steps"), (["--steps", "-5"], "max_steps"),
-        (["--time-budget", "0"], "time_budget_seconds"), (["--trainer.log_interval=0"], "log_interval"),
+        (["--time-budget", "0"], "time_budget_seconds"),
+        (["--trainer.log_interval=0"], "log_interval"),
         (["--trainer.threads=-1"], "threads"), (["--trainer.eval_interval=-2"], "eval_interval"),
         (["--trainer.eval_interval_seconds=-1"], "eval_interval_seconds"),
         (["--trainer.batch_size=0"], "batch_size"),
