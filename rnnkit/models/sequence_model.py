@@ -1,0 +1,304 @@
+"""The sequence model of the benchmark tasks: pre-norm residual blocks around a mixer.
+
+    x_0 = E[tokens]  or  W_in inputs                      (B, T, D)
+    for each block b:
+        x = x + dropout(mixer_b(norm(x)))                 recurrent cell or causal attention
+        x = x + dropout(MLP_b(norm(x)))                   MLP(z) = W_2 gelu(W_1 z), 4D hidden
+    outputs = head(norm(x))                               (B, T, output_size)
+
+A recurrent mixer is ``recurrent.build(D)`` (any registered cell, any strategy), followed by a
+linear map to D only when its output size differs from D. The attention mixer is
+``CausalSelfAttention`` (rotary positions). ``mixer="attention"`` puts attention in every block;
+``attention_every=k`` makes every k-th block (the k-th, 2k-th, ...) attention and the others the
+recurrent cell, a hybrid.
+
+The state is a tuple of one entry per block: the ``Recurrent``'s tuple of per-layer states, or
+the attention's ``KVCache``. Padding is on the right (``lengths``): the recurrent layers take the
+lengths, and causal attention needs no mask for the real positions. After a forward with lengths
+the KV caches hold all T positions, so continue decoding from a state only for equal lengths.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from torch import Tensor, nn
+
+from rnnkit.cells import State
+from rnnkit.models.causal_attention import CausalSelfAttention, KVCache
+from rnnkit.models.recurrent_config import RecurrentConfig
+
+MIXERS = ("recurrent", "attention")
+BlockState = tuple[State, ...] | KVCache
+
+
+def default_recurrent() -> RecurrentConfig:
+    """The recurrent mixer of the tasks: one LSTM layer as wide as the default model."""
+    return RecurrentConfig(cell="lstm", hidden_size=64)
+
+
+@dataclass
+class SequenceModelConfig:
+    """Width, depth and mixers of the benchmark tasks' sequence model."""
+
+    model_size: int = 64
+    """Features D of the residual stream."""
+    num_blocks: int = 2
+    """Residual blocks, each a mixer and an MLP."""
+    mixer: str = "recurrent"
+    """``recurrent`` (the cell of ``recurrent``) or ``attention`` in every block."""
+    recurrent: RecurrentConfig = field(default_factory=default_recurrent)
+    """The recurrent mixer: cell, strategy, hidden size, layers per block, the cell's options
+    (``--model.recurrent.cell=gla --model.recurrent.options.num_heads=4``)."""
+    attention_every: int = 0
+    """With ``mixer=recurrent``, every k-th block is attention instead (0: none)."""
+    num_heads: int = 4
+    """Heads of the attention mixer."""
+    rotary_base: float = 10000.0
+    """Base of the rotary position frequencies of attention."""
+    mlp_expansion: int = 4
+    """Hidden features of each block's MLP, as a multiple of ``model_size``."""
+    dropout: float = 0.0
+    """Dropout on the mixer and MLP outputs before they are added to the stream."""
+
+    def __post_init__(self) -> None:
+        """Option checks; errors name the option, the value and what is allowed."""
+        for name in ("model_size", "num_blocks", "num_heads", "mlp_expansion"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name}: expected a positive integer, got {getattr(self, name)}")
+        if self.mixer not in MIXERS:
+            raise ValueError(f"mixer: expected one of {', '.join(MIXERS)}, got {self.mixer!r}")
+        if self.attention_every < 0:
+            raise ValueError(f"attention_every: expected 0 or more, got {self.attention_every}")
+        if self.mixer == "attention" and self.attention_every:
+            raise ValueError(
+                "attention_every: expected 0 with mixer='attention' (every block is attention), "
+                f"got {self.attention_every}"
+            )
+        if self.recurrent.bidirectional:
+            raise ValueError("recurrent.bidirectional: expected False (causal model), got True")
+        if self.uses_attention() and (
+            self.model_size % self.num_heads or (self.model_size // self.num_heads) % 2
+        ):
+            raise ValueError(
+                "num_heads: expected a divisor of model_size leaving an even head size, got "
+                f"num_heads={self.num_heads} for model_size={self.model_size}"
+            )
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout: expected [0, 1), got {self.dropout}")
+        if self.rotary_base <= 1.0:
+            raise ValueError(f"rotary_base: expected more than 1, got {self.rotary_base}")
+
+    def block_mixers(self) -> list[str]:
+        """The mixer of each block: ``attention`` or the recurrent cell's name."""
+        return [
+            "attention"
+            if self.mixer == "attention"
+            or (self.attention_every and (block + 1) % self.attention_every == 0)
+            else self.recurrent.cell
+            for block in range(self.num_blocks)
+        ]
+
+    def uses_attention(self) -> bool:
+        """Whether any block is attention."""
+        return self.mixer == "attention" or 0 < self.attention_every <= self.num_blocks
+
+
+class RecurrentMixer(nn.Module):
+    """``Recurrent`` over ``(B, T, D)``, mapped back to D when its output size differs."""
+
+    def __init__(self, config: RecurrentConfig, model_size: int) -> None:
+        super().__init__()
+        self.recurrent = config.build(model_size)
+        output_size = self.recurrent.output_size
+        self.projection = (
+            nn.Linear(output_size, model_size) if output_size != model_size else nn.Identity()
+        )
+
+    def forward(
+        self, inputs: Tensor, state: Sequence[State] | None, lengths: Tensor | None
+    ) -> tuple[Tensor, tuple[State, ...]]:
+        """``(B, T, D)`` -> ``(B, T, D)`` and the final per-layer states."""
+        outputs, final_state = self.recurrent(inputs, state, lengths)
+        assert isinstance(outputs, Tensor)  # padded inputs give padded outputs
+        return self.projection(outputs), final_state
+
+    def step(
+        self, inputs: Tensor, state: Sequence[State] | None
+    ) -> tuple[Tensor, tuple[State, ...]]:
+        """``(B, D)`` -> ``(B, D)`` and the new states, by ``Recurrent.step``."""
+        outputs, new_state = self.recurrent.step(inputs, state)
+        return self.projection(outputs), new_state
+
+    def state_size(self) -> int:
+        """Floats of state per sequence: every cell's state sizes, summed."""
+        return sum(sum(cell.state_sizes()) for cell in self.recurrent.layer_cells())
+
+
+class Block(nn.Module):
+    """``x + mixer(norm(x))``, then ``x + MLP(norm(x))``."""
+
+    def __init__(self, config: SequenceModelConfig, mixer: str) -> None:
+        super().__init__()
+        size = config.model_size
+        self.mixer_name = mixer
+        self.mixer: RecurrentMixer | CausalSelfAttention = (
+            CausalSelfAttention(size, config.num_heads, config.rotary_base)
+            if mixer == "attention"
+            else RecurrentMixer(config.recurrent, size)
+        )
+        self.mixer_norm = nn.LayerNorm(size)
+        self.mlp_norm = nn.LayerNorm(size)
+        hidden = config.mlp_expansion * size
+        self.mlp = nn.Sequential(nn.Linear(size, hidden), nn.GELU(), nn.Linear(hidden, size))
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(
+        self, inputs: Tensor, state: BlockState | None, lengths: Tensor | None
+    ) -> tuple[Tensor, BlockState]:
+        """``(B, T, D)`` -> ``(B, T, D)`` and this block's final state."""
+        normed = self.mixer_norm(inputs)
+        if isinstance(self.mixer, CausalSelfAttention):
+            mixed, new_state = self.mixer(normed, _as_cache(state))
+        else:
+            mixed, new_state = self.mixer(normed, state, lengths)
+        hidden = inputs + self.dropout(mixed)
+        return hidden + self.dropout(self.mlp(self.mlp_norm(hidden))), new_state
+
+    def step(self, inputs: Tensor, state: BlockState | None) -> tuple[Tensor, BlockState]:
+        """``(B, D)`` -> ``(B, D)`` and this block's new state."""
+        normed = self.mixer_norm(inputs)
+        new_state: BlockState
+        if isinstance(self.mixer, CausalSelfAttention):
+            mixed, new_state = self.mixer.step(normed, _as_cache(state))
+        else:
+            mixed, new_state = self.mixer.step(normed, state)
+        hidden = inputs + self.dropout(mixed)
+        return hidden + self.dropout(self.mlp(self.mlp_norm(hidden))), new_state
+
+    def state_size_per_token(self) -> int:
+        """Recurrent: floats of state (per sequence, any length); attention: KV floats per
+        token (2 D)."""
+        if isinstance(self.mixer, CausalSelfAttention):
+            return 2 * self.mixer.model_size
+        return self.mixer.state_size()
+
+
+def _as_cache(state: BlockState | None) -> KVCache | None:
+    if state is not None and not isinstance(state, KVCache):
+        raise ValueError(f"an attention block's state must be a KVCache, got {type(state)}")
+    return state
+
+
+class SequenceModel(nn.Module):
+    """Token ids ``(B, T)`` or real inputs ``(B, T, input_size)`` -> ``(B, T, output_size)``.
+
+    ``forward(inputs, state=None, lengths=None) -> (outputs, state)``; ``step(inputs, state)``
+    takes ``(B,)`` ids or ``(B, input_size)`` and equals ``forward`` one position at a time.
+    """
+
+    def __init__(
+        self,
+        config: SequenceModelConfig,
+        output_size: int,
+        vocabulary_size: int | None = None,
+        input_size: int | None = None,
+    ) -> None:
+        super().__init__()
+        if (vocabulary_size is None) == (input_size is None):
+            raise ValueError(
+                "expected exactly one of vocabulary_size (token inputs) and input_size (real "
+                f"inputs), got vocabulary_size={vocabulary_size}, input_size={input_size}"
+            )
+        for name, value in (
+            ("output_size", output_size),
+            ("vocabulary_size", vocabulary_size),
+            ("input_size", input_size),
+        ):
+            if value is not None and value <= 0:
+                raise ValueError(f"{name}: expected a positive integer, got {value}")
+        self.config = config
+        self.vocabulary_size = vocabulary_size
+        self.input_size = input_size
+        self.output_size = output_size
+        self.embedding: nn.Embedding | nn.Linear = (
+            nn.Embedding(vocabulary_size, config.model_size)
+            if vocabulary_size is not None
+            else nn.Linear(input_size or 0, config.model_size)
+        )
+        self.blocks = nn.ModuleList(Block(config, mixer) for mixer in config.block_mixers())
+        self.final_norm = nn.LayerNorm(config.model_size)
+        self.head = nn.Linear(config.model_size, output_size)
+
+    def forward(
+        self,
+        inputs: Tensor,
+        state: Sequence[BlockState] | None = None,
+        lengths: Tensor | None = None,
+    ) -> tuple[Tensor, tuple[BlockState, ...]]:
+        """``(B, T)`` ids or ``(B, T, input_size)`` -> ``(B, T, output_size)`` and the state of
+        every block; ``lengths (B,)`` for right-padded batches."""
+        self._check_state(state)
+        hidden = self.embedding(inputs)  # (B, T, D)
+        new_states = []
+        for index, block in enumerate(self.block_list()):
+            hidden, block_state = block(hidden, None if state is None else state[index], lengths)
+            new_states.append(block_state)
+        return self.head(self.final_norm(hidden)), tuple(new_states)
+
+    def step(
+        self, inputs: Tensor, state: Sequence[BlockState] | None = None
+    ) -> tuple[Tensor, tuple[BlockState, ...]]:
+        """One position per row: ``(B,)`` ids or ``(B, input_size)`` -> ``(B, output_size)``
+        and the new state; ``state=None`` starts the sequences."""
+        self._check_state(state)
+        hidden = self.embedding(inputs)  # (B, D)
+        new_states = []
+        for index, block in enumerate(self.block_list()):
+            hidden, block_state = block.step(hidden, None if state is None else state[index])
+            new_states.append(block_state)
+        return self.head(self.final_norm(hidden)), tuple(new_states)
+
+    def parameter_count(self) -> int:
+        """Trainable parameters, shared ones counted once."""
+        return sum(parameter.numel() for parameter in self.parameters() if parameter.requires_grad)
+
+    def state_size_per_token(self) -> list[int]:
+        """Per block: floats of recurrent state per sequence (a recurrent mixer, whatever the
+        length), or floats of KV cache per token (attention, 2 D)."""
+        return [block.state_size_per_token() for block in self.block_list()]
+
+    def block_mixers(self) -> list[str]:
+        """The mixer of each block: ``attention`` or the cell's name."""
+        return [block.mixer_name for block in self.block_list()]
+
+    def block_list(self) -> list[Block]:
+        """The blocks of ``self.blocks``, typed."""
+        blocks: list[Block] = []
+        for block in self.blocks:
+            assert isinstance(block, Block)  # __init__ builds nothing else
+            blocks.append(block)
+        return blocks
+
+    def _check_state(self, state: Sequence[BlockState] | None) -> None:
+        if state is not None and len(state) != len(self.blocks):
+            raise ValueError(
+                f"state: expected one entry per block ({len(self.blocks)}), got {len(state)}"
+            )
+
+
+def build_sequence_model(
+    config: SequenceModelConfig,
+    *,
+    vocabulary_size: int | None = None,
+    input_size: int | None = None,
+    output_size: int | None = None,
+) -> SequenceModel:
+    """The model over ``vocabulary_size`` token ids or ``input_size`` real features, with
+    ``output_size`` outputs (default: ``vocabulary_size``, next-token logits)."""
+    if output_size is None:
+        if vocabulary_size is None:
+            raise ValueError("output_size: expected a positive integer for real inputs, got None")
+        output_size = vocabulary_size
+    return SequenceModel(config, output_size, vocabulary_size, input_size)
