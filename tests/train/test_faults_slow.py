@@ -53,6 +53,7 @@ COUNTS: Counter = Counter()
 def summary():
     started = time.monotonic()
     yield COUNTS
+    COUNTS["corrupt checkpoints"] += 0  # a corrupt one fails its test where it is found
     counted = ", ".join(f"{name} {COUNTS[name]}" for name in sorted(COUNTS))
     print(f"\nfault campaign: {counted}; {time.monotonic() - started:.0f} s")
 
@@ -249,6 +250,7 @@ def kill_trial(run: Path, plans: list[str], rng: random.Random, reference) -> Co
         site = kill_site(run, before, was_torn)
         counts[f"kills inside a {site}" if site != "elsewhere" else "kills elsewhere"] += 1
         whole = checkpoint_is_whole(run)
+        counts["kills before the first checkpoint"] += whole is None
         assert whole is not False, f"{run}: corrupt checkpoint after a kill ({plan})"
         counts["checkpoints verified after a kill"] += whole is True
         killed_pid = process.pid if (run / LOCK_FILE).exists() else None
