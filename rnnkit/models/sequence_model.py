@@ -21,7 +21,8 @@ the KV caches hold all T positions, so continue decoding from a state only for e
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from typing import Any
 
 from torch import Tensor, nn
 
@@ -302,3 +303,15 @@ def build_sequence_model(
             raise ValueError("output_size: expected a positive integer for real inputs, got None")
         output_size = vocabulary_size
     return SequenceModel(config, output_size, vocabulary_size, input_size)
+
+
+def with_mixer(
+    config: SequenceModelConfig, name: str, options: dict[str, Any] | None = None
+) -> SequenceModelConfig:
+    """A copy of ``config`` whose blocks are ``name``: ``attention``, or a registered cell with
+    its own ``options`` (the recurrent options of ``config`` are for its own cell, so they are
+    replaced); one name for every mixer, as a sweep over mixers needs."""
+    if name == "attention":
+        return replace(config, mixer="attention", attention_every=0)
+    recurrent = replace(config.recurrent, cell=name, options=dict(options or {}))
+    return replace(config, mixer="recurrent", recurrent=recurrent)

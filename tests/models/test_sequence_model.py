@@ -12,7 +12,7 @@ from torch.testing import assert_close
 from rnnkit.cells import CELLS
 from rnnkit.models.causal_attention import CausalSelfAttention, rotary_embedding
 from rnnkit.models.recurrent_config import RecurrentConfig
-from rnnkit.models.sequence_model import SequenceModelConfig, build_sequence_model
+from rnnkit.models.sequence_model import SequenceModelConfig, build_sequence_model, with_mixer
 
 VOCABULARY = 11
 
@@ -194,3 +194,41 @@ def test_parameter_count_and_state_sizes(mixer: str):
 def test_attention_rejects_a_bad_head_split():
     with pytest.raises(ValueError, match="model_size must be num_heads times an even head size"):
         CausalSelfAttention(10, 2)
+
+
+@pytest.mark.parametrize(
+    ("cell", "strategy"), [("mingru", "scan"), ("paragru", "newton"), ("gru", "native")]
+)
+def test_a_strategy_gives_the_sequential_outputs(cell: str, strategy: str):
+    outputs = {}
+    for name in ("sequential", strategy):
+        torch.manual_seed(0)
+        recurrent = RecurrentConfig(cell=cell, hidden_size=8, strategy=name)
+        model = build_sequence_model(
+            SequenceModelConfig(model_size=8, num_blocks=2, recurrent=recurrent),
+            vocabulary_size=VOCABULARY,
+        ).double()
+        outputs[name], _ = model(torch.randint(0, VOCABULARY, (2, 6)))
+    assert_close(outputs[strategy], outputs["sequential"], msg=f"{strategy} outputs")
+
+
+def test_a_recurrent_output_of_another_size_is_projected_to_the_model_size():
+    torch.manual_seed(0)
+    recurrent = RecurrentConfig(cell="lstm", hidden_size=12, num_layers=2)
+    model = build_sequence_model(
+        SequenceModelConfig(model_size=8, num_blocks=1, recurrent=recurrent),
+        vocabulary_size=VOCABULARY,
+    )
+    outputs, state = model(torch.randint(0, VOCABULARY, (2, 4)))
+    assert outputs.shape == (2, 4, VOCABULARY)
+    assert len(state[0]) == 2  # one LSTMState per layer of the block's Recurrent
+    assert model.state_size_per_token() == [2 * (12 + 12)]
+
+
+def test_with_mixer_names_attention_or_any_cell():
+    base = SequenceModelConfig(model_size=8, num_heads=2)
+    assert with_mixer(base, "attention").block_mixers() == ["attention", "attention"]
+    gla = with_mixer(base, "gla", {"num_heads": 2})
+    assert gla.block_mixers() == ["gla", "gla"] and gla.recurrent.options == {"num_heads": 2}
+    with pytest.raises(ValueError, match="unknown cell 'transformer'"):
+        with_mixer(base, "transformer")
