@@ -39,6 +39,13 @@ class TokenBatch(NamedTuple):
     mask: Tensor  # (B, T) bool: the positions scored by the loss and the accuracy
 
 
+class SequenceBatch(NamedTuple):
+    """A batch of a real-valued sequence-to-one task (adding, sequential digits)."""
+
+    inputs: Tensor  # (B, T, F) float32
+    targets: Tensor  # (B,): float32 sums (adding) or int64 classes (digits)
+
+
 def check_int(name: str, value: object, minimum: int, maximum: int | None = None) -> None:
     """Raise ``ValueError`` naming ``name`` unless ``minimum <= value (<= maximum)``."""
     allowed = f">= {minimum}" if maximum is None else f"in {minimum}..{maximum}"
