@@ -154,6 +154,7 @@ def test_word_problem_splits_are_disjoint_and_cover_small_spaces(group, length):
 def test_word_problem_lengths_follow_train_and_test_limits():
     config = StateTrackingConfig(group="a5", train_length=5)
     assert config.max_test_length == 20
+    assert list(state_tracking.evaluation_lengths(config)) == list(range(1, 21))
     state_tracking.draw_batch(config, 2, 20, generator(), "test")
     with pytest.raises(ValueError, match=r"length: expected an int in 1..5, got 6"):
         state_tracking.draw_batch(config, 2, 6, generator(), "train")

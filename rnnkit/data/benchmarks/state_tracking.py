@@ -96,9 +96,18 @@ def compose(first: Permutation, second: Permutation) -> Permutation:
     return tuple(second[image] for image in first)
 
 
-@functools.cache
 def multiplication_table(group: str, cyclic_order: int = 5) -> Tensor:
     """``(G, G)`` int64: ``table[a, b]`` is the token of ``compose(element a, element b)``."""
+    return _table(group, cyclic_order).clone()
+
+
+def evaluation_lengths(config: StateTrackingConfig) -> range:
+    """Every test length, ``1 .. test_length_factor * train_length``."""
+    return range(1, config.max_test_length + 1)
+
+
+@functools.cache
+def _table(group: str, cyclic_order: int) -> Tensor:
     elements = group_elements(group, cyclic_order)
     index = {element: token for token, element in enumerate(elements)}
     rows = [[index[compose(a, b)] for b in elements] for a in elements]
@@ -127,7 +136,7 @@ def draw_batch(
     limit = config.train_length if split == "train" else config.max_test_length
     check_int("length", length, 1, limit)
     check_int("batch_size", batch_size, 1)
-    table = multiplication_table(config.group, config.cyclic_order)
+    table = _table(config.group, config.cyclic_order)
     size = table.shape[0]
 
     def finish(inputs: Tensor) -> TokenBatch:
