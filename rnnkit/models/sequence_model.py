@@ -26,7 +26,7 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from rnnkit.cells import State
+from rnnkit.cells import CELLS, State
 from rnnkit.models.causal_attention import CausalSelfAttention, KVCache
 from rnnkit.models.recurrent_config import RecurrentConfig
 
@@ -48,7 +48,10 @@ class SequenceModelConfig:
     num_blocks: int = 2
     """Residual blocks, each a mixer and an MLP."""
     mixer: str = "recurrent"
-    """``recurrent`` (the cell of ``recurrent``) or ``attention`` in every block."""
+    """``recurrent`` (the cell of ``recurrent``) or ``attention`` in every block. A registered
+    cell's name is read as ``recurrent`` with that cell (``mixer=gla`` is
+    ``mixer=recurrent, recurrent.cell=gla``), so one option names any mixer; the command line's
+    ``--model.cell=NAME`` sets it."""
     recurrent: RecurrentConfig = field(default_factory=default_recurrent)
     """The recurrent mixer: cell, strategy, hidden size, layers per block, the cell's options
     (``--model.recurrent.cell=gla --model.recurrent.options.num_heads=4``)."""
@@ -69,7 +72,13 @@ class SequenceModelConfig:
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name}: expected a positive integer, got {getattr(self, name)}")
         if self.mixer not in MIXERS:
-            raise ValueError(f"mixer: expected one of {', '.join(MIXERS)}, got {self.mixer!r}")
+            if self.mixer not in CELLS:
+                raise ValueError(
+                    f"mixer: expected {', '.join(MIXERS)} or a registered cell "
+                    f"({', '.join(sorted(CELLS))}), got {self.mixer!r}"
+                )
+            self.recurrent = replace(self.recurrent, cell=self.mixer)
+            self.mixer = "recurrent"
         if self.attention_every < 0:
             raise ValueError(f"attention_every: expected 0 or more, got {self.attention_every}")
         if self.mixer == "attention" and self.attention_every:

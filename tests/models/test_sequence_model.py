@@ -147,7 +147,7 @@ def test_rotary_scores_depend_on_the_offset_only():
     [
         (
             {"mixer": "transformer"},
-            "mixer: expected one of recurrent, attention, got 'transformer'",
+            r"mixer: expected recurrent, attention or a registered cell \(.*\), got .transformer.",
         ),
         ({"model_size": 0}, "model_size: expected a positive integer, got 0"),
         ({"attention_every": -1}, "attention_every: expected 0 or more, got -1"),

@@ -9,10 +9,16 @@ next, and command-line shortcuts for its common keys.
 
 from __future__ import annotations
 
-from rnnkit.train.tasks import charlm, digit_strings, pointer_tasks, seq2seq_tasks
+from rnnkit.train.tasks import (
+    benchmark_problems,
+    charlm,
+    digit_strings,
+    pointer_tasks,
+    seq2seq_tasks,
+)
 from rnnkit.train.tasks.definition import TaskDefinition
 
-_TASK_MODULES = (charlm, pointer_tasks, seq2seq_tasks, digit_strings)
+_TASK_MODULES = (charlm, pointer_tasks, seq2seq_tasks, digit_strings, benchmark_problems)
 
 TASKS: dict[str, TaskDefinition] = {
     definition.name: definition for module in _TASK_MODULES for definition in module.DEFINITIONS

@@ -1,0 +1,278 @@
+"""What the benchmark tasks share: one sequence model, one ``TrainingTask``, one report.
+
+Each benchmark task (``rnnkit.train.tasks.benchmark_problems``) is a *problem*: generated data
+(``rnnkit.data.benchmarks``), its loss and its metrics. This module puts a problem and a
+``SequenceModel`` (``--model.cell=NAME``: attention or any registered cell) together as the
+``TrainingTask`` the trainer runs, and gives every problem the same report, ``rnnkit eval RUN``
+and plots.
+
+Data streams: training step ``s`` draws its batch from ``supervised.batch_generator(seed, s)``
+on the generators' ``"train"`` side, so a resumed run sees the batches the uninterrupted run
+would have seen. Validation and test sets are fixed draws of the ``"test"`` side from two other
+streams (``VALIDATION_STREAM``, ``TEST_STREAM``); the generators keep the two sides disjoint.
+Validation only watches training (nothing is selected on it); ``rnnkit eval`` reports the test
+set.
+
+Every evaluation also records ``parameter_count`` and ``state_size``: floats of recurrent state
+per sequence summed over the blocks, and for attention blocks the KV cache's floats per token.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol, TextIO
+
+import torch
+from torch import Tensor
+
+from rnnkit.models.sequence_model import SequenceModel, build_sequence_model
+from rnnkit.train import ranges
+from rnnkit.train.task import FitResult
+from rnnkit.train.tasks import supervised
+from rnnkit.train.tasks.definition import TaskDefinition
+from rnnkit.train.threads import restoring_threads
+
+LENGTH_PREFIX = "accuracy_at_length_"
+"""Metrics ``accuracy_at_length_N``: the accuracy on test sequences of length N."""
+LENGTH_PLOT_FILE = "accuracy_by_length.png"
+
+
+@dataclass
+class EvaluationConfig:
+    """How many held-out sequences validation and ``rnnkit eval`` score."""
+
+    sequences: int = 256
+    """Held-out sequences per evaluated setting (per test length, where a task has several)."""
+    batch_size: int = 128
+    """Sequences per forward pass in evaluation."""
+
+    def __post_init__(self) -> None:
+        ranges.at_least("sequences", self.sequences, 1)
+        ranges.at_least("batch_size", self.batch_size, 1)
+
+
+class Problem(Protocol):
+    """One benchmark task's data, loss and metrics."""
+
+    @property
+    def unit(self) -> str:
+        """What the loss is averaged over ("token", "sequence")."""
+
+    @property
+    def vocabulary_size(self) -> int | None:
+        """Token ids ``0 .. V - 1`` as inputs, or None for real inputs."""
+
+    @property
+    def input_size(self) -> int | None:
+        """Features of real inputs, or None for token inputs."""
+
+    @property
+    def output_size(self) -> int:
+        """Logits (or regression outputs) per position."""
+
+    def train_batch(self, batch_size: int, generator: torch.Generator) -> Any:
+        """A training batch of the generators' ``"train"`` side."""
+
+    def loss(self, model: SequenceModel, batch: Any) -> tuple[Tensor, int]:
+        """Mean loss of ``batch`` (with its graph) and the number of items it averages."""
+
+    def evaluate(self, model: SequenceModel, stream: int) -> dict[str, float]:
+        """Metrics (``loss``, ``accuracy``, ...) on the fixed held-out set of ``stream``."""
+
+    def describe(self) -> str:
+        """One line on the data."""
+
+
+class BenchmarkTask(supervised.NoCarriedTensors):
+    """The ``TrainingTask`` of a benchmark problem and a ``SequenceModel``."""
+
+    def __init__(self, config: Any, problem: Problem) -> None:
+        self.config, self.problem = config, problem
+        self.unit = problem.unit
+        self.model: SequenceModel = build_sequence_model(
+            config.model,
+            vocabulary_size=problem.vocabulary_size,
+            input_size=problem.input_size,
+            output_size=problem.output_size,
+        )
+
+    def train_loss(self, step: int) -> tuple[Tensor, int]:
+        generator = supervised.batch_generator(self.config.seed, step)
+        batch = self.problem.train_batch(self.config.trainer.batch_size, generator)
+        return self.problem.loss(self.model, batch)
+
+    def evaluate(self) -> dict[str, float]:
+        return self.evaluate_stream(supervised.VALIDATION_STREAM)
+
+    def evaluate_stream(self, stream: int) -> dict[str, float]:
+        """The problem's metrics on ``stream``'s held-out set, with the model's sizes."""
+        with torch.no_grad():
+            metrics = self.problem.evaluate(self.model, stream)
+        return {**metrics, **model_sizes(self.model)}
+
+    def metadata(self) -> dict[str, Any]:
+        return {}
+
+    def describe(self) -> str:
+        sizes = model_sizes(self.model)
+        mixers = ", ".join(self.model.block_mixers())
+        recurrent = self.config.model.recurrent
+        strategy = (
+            "" if self.config.model.mixer == "attention" else (f", strategy {recurrent.strategy}")
+        )
+        return (
+            f"data: {self.problem.describe()}\n"
+            f"model: {int(sizes['parameter_count']):,} parameters; blocks {mixers}{strategy}; "
+            f"width {self.config.model.model_size}; state {int(sizes['state_size']):,} floats "
+            "(recurrent: per sequence, attention: KV cache per token)"
+        )
+
+
+def model_sizes(model: SequenceModel) -> dict[str, float]:
+    """``parameter_count`` and ``state_size`` (summed over the blocks) of ``model``."""
+    return {
+        "parameter_count": float(model.parameter_count()),
+        "state_size": float(sum(model.state_size_per_token())),
+    }
+
+
+def masked_token_loss(
+    model: SequenceModel, inputs: Tensor, targets: Tensor, mask: Tensor
+) -> tuple[Tensor, int]:
+    """Cross-entropy (nats) of the next-token logits at the ``mask`` positions ``(B, T)``."""
+    logits, _ = model(inputs)  # (B, T, V)
+    loss = torch.nn.functional.cross_entropy(logits[mask], targets[mask])
+    return loss, int(mask.sum())
+
+
+def batched_logits(model: SequenceModel, inputs: Tensor, batch_size: int) -> Tensor:
+    """``model(inputs)`` in slices of ``batch_size`` rows, concatenated ``(N, T, output)``."""
+    return torch.cat([model(part)[0] for part in inputs.split(batch_size)])
+
+
+def token_metrics(logits: Tensor, targets: Tensor, mask: Tensor) -> dict[str, float]:
+    """``loss`` (nats per scored token), ``accuracy`` (per scored token) and
+    ``sequence_accuracy`` (every scored token of the sequence right)."""
+    correct = (logits.argmax(-1) == targets) | ~mask  # (N, T)
+    loss = torch.nn.functional.cross_entropy(logits[mask], targets[mask])
+    return {
+        "loss": float(loss),
+        "accuracy": float(correct[mask].double().mean()),
+        "sequence_accuracy": float(correct.all(1).double().mean()),
+    }
+
+
+def lengths_of(metrics: dict[str, float]) -> list[tuple[int, float]]:
+    """``(length, accuracy)`` of the ``accuracy_at_length_N`` metrics, by length."""
+    return sorted(
+        (int(key[len(LENGTH_PREFIX) :]), value)
+        for key, value in metrics.items()
+        if key.startswith(LENGTH_PREFIX)
+    )
+
+
+def plot_length_curve(
+    metrics: dict[str, float], train_length: int, path: Path, title: str
+) -> Path | None:
+    """Accuracy against test length, the training length marked; None without such metrics."""
+    points = lengths_of(metrics)
+    if not points:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot
+
+    figure, axes = pyplot.subplots(figsize=(7, 4))
+    axes.plot([length for length, _ in points], [value for _, value in points], "o-", ms=3)
+    axes.axvline(train_length, color="gray", linestyle="--", label="training length")
+    axes.set_xscale("log", base=2)
+    axes.set_ylim(-0.02, 1.02)
+    axes.set_xlabel("test sequence length")
+    axes.set_ylabel("accuracy")
+    axes.set_title(title)
+    axes.grid(alpha=0.3)
+    axes.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    pyplot.close(figure)
+    return path
+
+
+def format_metrics(metrics: dict[str, float]) -> str:
+    """The metrics but the per-length ones, one line."""
+    shown = {
+        key: value
+        for key, value in metrics.items()
+        if not key.startswith(LENGTH_PREFIX) and key not in ("parameter_count", "state_size")
+    }
+    return ", ".join(f"{key} {value:.4f}" for key, value in shown.items())
+
+
+def write_lengths(stream: TextIO, metrics: dict[str, float]) -> None:
+    points = lengths_of(metrics)
+    if points:
+        stream.write(
+            "  accuracy by length: "
+            + ", ".join(f"{length}: {value:.3f}" for length, value in points)
+            + "\n"
+        )
+
+
+def make_definition(
+    name: str,
+    description: str,
+    config_type: type,
+    make_problem: Callable[[Any], Problem],
+    train_length: Callable[[Any], int],
+) -> TaskDefinition:
+    """The ``TaskDefinition`` of a benchmark problem: ``make_problem(config)`` builds it;
+    ``train_length(config)`` marks the training length on the accuracy-by-length plot."""
+
+    def build(config: Any, metadata: dict[str, Any] | None) -> BenchmarkTask:
+        return BenchmarkTask(config, make_problem(config))
+
+    def report(task: BenchmarkTask, result: FitResult, stream: TextIO, run_dir: Path) -> None:
+        if result.evaluation:
+            stream.write(
+                f"final validation after {result.step} steps ({result.train_seconds:.0f} s of "
+                f"training): {format_metrics(result.evaluation)}\n"
+            )
+        task.model.eval()
+        metrics = task.evaluate_stream(supervised.TEST_STREAM)
+        stream.write(f"test: {format_metrics(metrics)}\n")
+        write_lengths(stream, metrics)
+        title = f"{name}: {', '.join(sorted(set(task.model.block_mixers())))}"
+        plot_length_curve(metrics, train_length(task.config), run_dir / LENGTH_PLOT_FILE, title)
+
+    @restoring_threads
+    def evaluate_run(run_dir: Path, stream: TextIO) -> dict[str, float]:
+        config, task, step = supervised.load_run(run_dir, name, config_type, build)
+        metrics = task.evaluate_stream(supervised.TEST_STREAM)
+        stream.write(
+            f"{name} test set (model at step {step}, {int(metrics['parameter_count']):,} "
+            f"parameters, state {int(metrics['state_size']):,} floats): "
+            f"{format_metrics(metrics)}\n"
+        )
+        write_lengths(stream, metrics)
+        return metrics
+
+    def next_steps(run_dir: Path) -> str:
+        return (
+            f"test-set metrics (as JSON with --json):\n  rnnkit eval {run_dir}\n"
+            f"compare mixers on this task:\n  rnnkit bench tasks --tasks {name} "
+            "--cells lstm mingru attention\n"
+        )
+
+    return TaskDefinition(
+        name=name,
+        description=description,
+        config_type=config_type,
+        build=build,
+        report=report,
+        evaluate_run=evaluate_run,
+        next_steps=next_steps,
+        shortcuts={"model.cell": "model.mixer"},
+    )
