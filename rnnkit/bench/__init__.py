@@ -8,10 +8,16 @@ from __future__ import annotations
 
 import argparse
 
-from rnnkit.bench import layers, library, newton, scan
+from rnnkit.bench import layers, library, newton, scan, tasks
 from rnnkit.memory import keep_freed_memory
 
-BENCHMARKS = {"layers": layers, "scan": scan, "newton": newton, "library": library}
+BENCHMARKS = {
+    "layers": layers,
+    "scan": scan,
+    "newton": newton,
+    "library": library,
+    "tasks": tasks,
+}
 
 
 def main(argv: list[str]) -> int:

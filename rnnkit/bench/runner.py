@@ -1,0 +1,152 @@
+"""Running a sweep's runs: each in its own ``rnnkit train`` process, then ``rnnkit eval --json``.
+
+A process per run keeps runs apart (threads, memory, a crash) and lets ``jobs`` of them train at
+once, one thread each. A run's outcome goes to ``result.json`` in its folder, written atomically
+last, so its presence means the run is finished: a later sweep reads it instead of training.
+A failed run (a non-zero exit) records its status and the last lines of its log; an interrupt
+(Ctrl-C, SIGTERM) stops the sweep, and the interrupted runs resume next time from their
+checkpoints.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from rnnkit.bench.sweep import RESULT_FILE, PlannedRun
+from rnnkit.train.checkpoint import CHECKPOINT_FILE, write_json_atomically
+
+LOG_FILE = "sweep.log"
+INTERRUPTED = (130, 143, 129)
+"""Exit statuses of a run stopped by SIGINT, SIGTERM or SIGHUP (checkpointed, resumable)."""
+
+
+class SweepInterrupted(Exception):
+    """A run was interrupted: the sweep stops, and resumes next time."""
+
+
+def read_result(folder: Path) -> dict[str, Any] | None:
+    """The finished run's result, or None when the run has not finished."""
+    path = folder / RESULT_FILE
+    if not path.exists():
+        return None
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def train_command(
+    run: PlannedRun, folder: Path, steps: int | None, budget: str | None
+) -> list[str]:
+    """``rnnkit train`` for ``run``: resumed when its folder holds a checkpoint."""
+    command = [sys.executable, "-m", "rnnkit.cli", "train", run.task]
+    if (folder / CHECKPOINT_FILE).exists():
+        command += ["--resume", str(folder)]
+    else:
+        command += ["--run-dir", str(folder), "--overwrite", *run.arguments()]
+    if steps is not None:
+        command += ["--steps", str(steps)]
+    if budget is not None:
+        command += ["--time-budget", budget]
+    return [*command, "--trainer.threads=1"]
+
+
+def execute(run: PlannedRun, out: Path, steps: int | None, budget: str | None) -> dict[str, Any]:
+    """Train (or resume) and evaluate ``run``; its result, also written to ``result.json``."""
+    folder = run.folder(out)
+    folder.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    with open(folder / LOG_FILE, "a", encoding="utf-8") as log:
+        trained = subprocess.run(
+            train_command(run, folder, steps, budget), stdout=log, stderr=log, check=False
+        )
+    if trained.returncode in INTERRUPTED:
+        raise SweepInterrupted(f"{folder}: interrupted (exit {trained.returncode})")
+    result: dict[str, Any] = {
+        "task": run.task,
+        "mixer": run.mixer.name,
+        "strategy": run.mixer.strategy or "",
+        "label": run.mixer.label,
+        "requested_width": run.requested_width,
+        "width": run.width,
+        "optimizer": run.optimizer,
+        "seed": run.seed,
+        "settings": dict(run.settings),
+    }
+    if trained.returncode != 0:
+        result.update(status="failed", error=_tail(folder / LOG_FILE))
+    else:
+        evaluated = subprocess.run(
+            [sys.executable, "-m", "rnnkit.cli", "eval", str(folder), "--json"],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if evaluated.returncode != 0:
+            result.update(status="failed", error=evaluated.stderr.strip()[-500:])
+        else:
+            document = json.loads(evaluated.stdout)
+            result.update(status="finished", step=document["step"], metrics=document["metrics"])
+            result["train_seconds"] = _train_seconds(folder)
+    result["wall_seconds"] = round(time.monotonic() - started, 1)
+    write_json_atomically(folder / RESULT_FILE, result)
+    return result
+
+
+def run_all(
+    runs: list[PlannedRun],
+    out: Path,
+    steps: int | None,
+    budget: str | None,
+    jobs: int,
+    retry_failed: bool,
+    announce=print,
+) -> list[dict[str, Any]]:
+    """Every run's result, training those not finished (``jobs`` at a time)."""
+    results: dict[int, dict[str, Any]] = {}
+    pending = []
+    for index, run in enumerate(runs):
+        found = read_result(run.folder(out))
+        if found is not None and not (retry_failed and found["status"] == "failed"):
+            results[index] = found
+        else:
+            pending.append(index)
+    announce(f"{len(runs)} runs: {len(results)} finished earlier, {len(pending)} to train")
+
+    def one(index: int) -> tuple[int, dict[str, Any]]:
+        return index, execute(runs[index], out, steps, budget)
+
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        for done, (index, result) in enumerate(pool.map(one, pending), start=1):
+            results[index] = result
+            announce(f"[{done}/{len(pending)}] {describe(result)}")
+    return [results[index] for index in range(len(runs))]
+
+
+def describe(result: dict[str, Any]) -> str:
+    """One line on a run's outcome."""
+    name = (
+        f"{result['task']} {result['label']} width {result['width']} {result['optimizer']} "
+        f"seed {result['seed']}"
+    )
+    if result["status"] != "finished":
+        return f"{name}: FAILED ({result['error'].splitlines()[-1] if result['error'] else ''})"
+    metrics = result["metrics"]
+    return (
+        f"{name}: accuracy {metrics['accuracy']:.3f} after {result['step']} steps "
+        f"({result['wall_seconds']:.0f} s)"
+    )
+
+
+def _train_seconds(folder: Path) -> float | None:
+    """Training seconds of the run's last checkpoint."""
+    document = json.loads((folder / CHECKPOINT_FILE).read_text(encoding="utf-8"))
+    seconds = document.get("clocks", {}).get("train_seconds")
+    return None if seconds is None else round(float(seconds), 1)
+
+
+def _tail(path: Path, lines: int = 5) -> str:
+    return "\n".join(path.read_text(encoding="utf-8", errors="replace").splitlines()[-lines:])

@@ -1,0 +1,175 @@
+"""The plan of a task sweep: which runs, in which folders, with which command-line settings.
+
+A run is one (task, mixer, width, optimizer, seed). Its folder, ``OUT/runs/TASK/RUN``, is named
+by those five, so a sweep started again with the same options finds its earlier runs: a run
+with ``result.json`` is finished and kept, a run with a checkpoint is resumed, anything else is
+(re)started.
+
+Mixers are named as ``--model.cell`` names them (``attention`` or a registered cell), with an
+optional strategy after a colon: ``paragru:newton``. Widths set the model's residual width and
+the recurrent hidden size together; with ``match="parameters"`` each mixer's width is instead the
+one whose parameter count is nearest the reference mixer's at the requested width.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rnnkit.cells import CELLS
+from rnnkit.train.config import ConfigError, apply_overrides
+from rnnkit.train.tasks import TASKS
+
+RESULT_FILE = "result.json"
+ATTENTION = "attention"
+HEAD_SIZE = 16
+"""Attention heads are this wide (``num_heads = width // 16``, at least one)."""
+MATCHES = ("width", "parameters")
+WIDTH_STEP = 8
+"""Parameter matching searches widths in steps of this."""
+
+
+@dataclass(frozen=True)
+class Mixer:
+    """``attention`` or a registered cell, with the strategy it runs under (None: the task's)."""
+
+    name: str
+    strategy: str | None = None
+
+    @property
+    def label(self) -> str:
+        """``paragru-newton``: the mixer in folder names and tables."""
+        return self.name if self.strategy is None else f"{self.name}-{self.strategy}"
+
+    def overrides(self, width: int) -> list[tuple[str, str]]:
+        """The task settings that make this mixer ``width`` wide."""
+        settings = [("model.mixer", self.name), ("model.model_size", str(width))]
+        if self.name == ATTENTION:
+            return [*settings, ("model.num_heads", str(max(1, width // HEAD_SIZE)))]
+        settings.append(("model.recurrent.hidden_size", str(width)))
+        if self.strategy is not None:
+            settings.append(("model.recurrent.strategy", self.strategy))
+        return settings
+
+
+def parse_mixer(text: str) -> Mixer:
+    """``NAME`` or ``NAME:STRATEGY``; an unknown name is an error listing the known ones."""
+    name, _, strategy = text.partition(":")
+    if name != ATTENTION and name not in CELLS:
+        raise ConfigError(
+            f"--mixers: expected attention or a registered cell ({', '.join(sorted(CELLS))}), "
+            f"got {name!r}"
+        )
+    if name == ATTENTION and strategy:
+        raise ConfigError(f"--mixers: attention takes no strategy, got {text!r}")
+    return Mixer(name, strategy or None)
+
+
+def parse_settings(texts: list[str]) -> dict[str | None, list[tuple[str, str]]]:
+    """``--set KEY=VALUE`` (every task) and ``--set TASK:KEY=VALUE`` (one task), by task."""
+    settings: dict[str | None, list[tuple[str, str]]] = {}
+    for text in texts:
+        target, separator, value = text.partition("=")
+        if not separator:
+            raise ConfigError(f"--set: expected KEY=VALUE or TASK:KEY=VALUE, got {text!r}")
+        task, colon, key = target.rpartition(":")
+        if colon and task not in TASKS:
+            raise ConfigError(f"--set {text}: unknown task {task!r}")
+        settings.setdefault(task if colon else None, []).append((key, value))
+    return settings
+
+
+@dataclass(frozen=True)
+class PlannedRun:
+    """One run of a sweep and the ``rnnkit train`` settings that make it."""
+
+    task: str
+    mixer: Mixer
+    requested_width: int
+    width: int
+    optimizer: str
+    seed: int
+    settings: tuple[tuple[str, str], ...]
+
+    def folder(self, out: Path) -> Path:
+        name = f"{self.mixer.label}-w{self.requested_width}-{self.optimizer}-s{self.seed}"
+        return out / "runs" / self.task / name
+
+    def arguments(self) -> list[str]:
+        """The ``--KEY=VALUE`` options of ``rnnkit train TASK``."""
+        return [f"--{key}={value}" for key, value in self.settings]
+
+
+def task_config(task: str, overrides: list[tuple[str, str]]):
+    """The task's config with ``overrides``: a bad key or value raises naming it."""
+    definition = TASKS[task]
+    return apply_overrides(definition.config_type(), overrides)
+
+
+def parameter_count(task: str, overrides: list[tuple[str, str]]) -> int:
+    """Parameters of the task's model under ``overrides`` (built, not trained)."""
+    task_object: Any = TASKS[task].build(task_config(task, overrides), None)
+    return int(task_object.model.parameter_count())
+
+
+def matched_width(
+    task: str, mixer: Mixer, target: int, base: list[tuple[str, str]], widest: int
+) -> int:
+    """The width (a multiple of ``WIDTH_STEP`` up to ``widest``) whose parameter count is nearest
+    ``target``; counts grow with width, so the search stops once they pass it."""
+    best, best_gap = WIDTH_STEP, None
+    for width in range(WIDTH_STEP, widest + 1, WIDTH_STEP):
+        if mixer.name == ATTENTION and width % (2 * max(1, width // HEAD_SIZE)):
+            continue
+        count = parameter_count(task, [*base, *mixer.overrides(width)])
+        gap = abs(count - target)
+        if best_gap is None or gap < best_gap:
+            best, best_gap = width, gap
+        if count > target:
+            break
+    return best
+
+
+def plan(
+    tasks: list[str],
+    mixers: list[Mixer],
+    widths: list[int],
+    optimizers: list[str],
+    seeds: list[int],
+    settings: dict[str | None, list[tuple[str, str]]],
+    match: str = "width",
+    reference: Mixer | None = None,
+) -> list[PlannedRun]:
+    """Every run of the sweep, task by task; each config is checked before anything trains."""
+    if match not in MATCHES:
+        raise ConfigError(f"--match: expected one of {', '.join(MATCHES)}, got {match!r}")
+    runs = []
+    for task in tasks:
+        if task not in TASKS:
+            raise ConfigError(f"--tasks: unknown task {task!r}; tasks: {', '.join(TASKS)}")
+        base = settings.get(None, []) + settings.get(task, [])
+        for requested in widths:
+            target = None
+            if match == "parameters":
+                anchor = reference or mixers[0]
+                target = parameter_count(task, [*base, *anchor.overrides(requested)])
+            for mixer in mixers:
+                width = requested
+                if target is not None:
+                    width = matched_width(task, mixer, target, base, 4 * requested)
+                for optimizer in optimizers:
+                    for seed in seeds:
+                        overrides = [
+                            *base,
+                            *mixer.overrides(width),
+                            ("optimizer.name", optimizer),
+                            ("seed", str(seed)),
+                        ]
+                        task_config(task, overrides)  # refuse a bad setting now
+                        runs.append(
+                            PlannedRun(
+                                task, mixer, requested, width, optimizer, seed, tuple(overrides)
+                            )
+                        )
+    return runs
