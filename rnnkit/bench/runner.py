@@ -20,6 +20,7 @@ from typing import Any
 
 from rnnkit.bench.sweep import RESULT_FILE, PlannedRun
 from rnnkit.train.checkpoint import CHECKPOINT_FILE, write_json_atomically
+from rnnkit.train.config import ConfigError
 
 LOG_FILE = "sweep.log"
 INTERRUPTED = (130, 143, 129)
@@ -75,6 +76,7 @@ def execute(run: PlannedRun, out: Path, steps: int | None, budget: str | None) -
         "optimizer": run.optimizer,
         "seed": run.seed,
         "settings": dict(run.settings),
+        "budget": {"steps": steps, "time_budget": budget},
     }
     if trained.returncode != 0:
         result.update(status="failed", error=_tail(folder / LOG_FILE))
@@ -110,6 +112,8 @@ def run_all(
     pending = []
     for index, run in enumerate(runs):
         found = read_result(run.folder(out))
+        if found is not None:
+            check_same_run(found, run, out, steps, budget)
         if found is not None and not (retry_failed and found["status"] == "failed"):
             results[index] = found
         else:
@@ -124,6 +128,30 @@ def run_all(
             results[index] = result
             announce(f"[{done}/{len(pending)}] {describe(result)}")
     return [results[index] for index in range(len(runs))]
+
+
+def check_same_run(
+    found: dict[str, Any], run: PlannedRun, out: Path, steps: int | None, budget: str | None
+) -> None:
+    """Refuse a finished run whose settings or budget differ from the planned ones: its folder
+    name does not hold the ``--set`` settings, so another sweep into ``out`` may collide."""
+    planned = {**dict(run.settings), "--steps": steps, "--time-budget": budget}
+    saved = {
+        **found["settings"],
+        "--steps": found["budget"]["steps"],
+        "--time-budget": found["budget"]["time_budget"],
+    }
+    differing = sorted(
+        key for key in planned.keys() | saved.keys() if planned.get(key) != saved.get(key)
+    )
+    if differing:
+        changes = ", ".join(
+            f"{key}: {saved.get(key)!r} -> {planned.get(key)!r}" for key in differing
+        )
+        raise ConfigError(
+            f"{run.folder(out)} was trained with other settings ({changes}); give this sweep "
+            "another --out, or delete that run folder to train it again"
+        )
 
 
 def describe(result: dict[str, Any]) -> str:

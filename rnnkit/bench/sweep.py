@@ -30,6 +30,20 @@ WIDTH_STEP = 8
 """Parameter matching searches widths in steps of this."""
 
 
+SWEEP_KEYS = {
+    "seed": "--seeds",
+    "optimizer.name": "--optimizers",
+    "model.mixer": "--mixers",
+    "model.cell": "--mixers",
+    "model.recurrent.cell": "--mixers",
+    "model.recurrent.strategy": "--mixers (CELL:STRATEGY)",
+    "model.model_size": "--widths",
+    "model.recurrent.hidden_size": "--widths",
+    "model.num_heads": "--widths (attention heads are 16 wide)",
+}
+"""Config keys each run's place in the sweep sets; ``--set`` refuses them."""
+
+
 @dataclass(frozen=True)
 class Mixer:
     """``attention`` or a registered cell, with the strategy it runs under (None: the task's)."""
@@ -76,6 +90,8 @@ def parse_settings(texts: list[str]) -> dict[str | None, list[tuple[str, str]]]:
         task, colon, key = target.rpartition(":")
         if colon and task not in TASKS:
             raise ConfigError(f"--set {text}: unknown task {task!r}")
+        if key in SWEEP_KEYS:
+            raise ConfigError(f"--set {text}: {key} is set by the sweep's {SWEEP_KEYS[key]}")
         settings.setdefault(task if colon else None, []).append((key, value))
     return settings
 

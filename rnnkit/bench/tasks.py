@@ -94,10 +94,13 @@ def run(arguments: argparse.Namespace) -> int:
             arguments.jobs,
             arguments.retry_failed,
         )
+    except ConfigError as error:
+        print(f"rnnkit bench tasks: error: {error}", file=sys.stderr)
+        return 2
     except runner.SweepInterrupted as stopped:
         print(f"sweep stopped: {stopped}; run the same command again to resume", file=sys.stderr)
         return 130
-    write_outputs(results, arguments.out, "rnnkit bench tasks " + shlex.join(sys.argv[3:]))
+    write_outputs(results, arguments.out, command_line(arguments))
     failed = sum(result["status"] != "finished" for result in results)
     return 1 if failed else 0
 
@@ -124,6 +127,24 @@ def make_plan(arguments: argparse.Namespace) -> list[sweep.PlannedRun]:
         arguments.match,
         reference,
     )
+
+
+def command_line(arguments: argparse.Namespace) -> str:
+    """The sweep's command with every option spelled out (defaults too), to regenerate it."""
+    words = ["rnnkit", "bench", "tasks"]
+    for option in ("tasks", "mixers", "widths", "seeds", "optimizers"):
+        words += [f"--{option}", *map(str, getattr(arguments, option))]
+    words += ["--match", arguments.match]
+    if arguments.reference is not None:
+        words += ["--reference", arguments.reference]
+    if arguments.steps is not None:
+        words += ["--steps", str(arguments.steps)]
+    if arguments.time_budget is not None:
+        words += ["--time-budget", arguments.time_budget]
+    for setting in arguments.settings:
+        words += ["--set", setting]
+    words += ["--jobs", str(arguments.jobs), "--out", str(arguments.out)]
+    return shlex.join(words)
 
 
 def write_outputs(results: list[dict], out: Path, command: str) -> None:
