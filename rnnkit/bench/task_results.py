@@ -41,7 +41,7 @@ EXTRA_METRICS = {
     "passkey": ("digit_accuracy",),
     "copy": ("sequence_accuracy",),
     "selective-copy": ("sequence_accuracy",),
-    "mqar": ("sequence_accuracy",),
+    "mqar": ("sequence_accuracy", "head_accuracy", "tail_accuracy"),
     "adding": ("mse",),
 }
 """Metrics shown beside accuracy in each task's Markdown table."""

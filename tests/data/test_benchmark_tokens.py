@@ -36,9 +36,12 @@ def mqar_reference(inputs: list[int], num_pairs: int) -> dict[int, int]:
     }
 
 
+@pytest.mark.parametrize("zipf_exponent", [0.0, 1.5])
 @pytest.mark.parametrize("random_non_queries", [False, True])
-def test_mqar_answers_are_the_values_bound_to_the_queried_keys(random_non_queries):
-    config = MQARConfig(64, 48, 6, random_non_queries=random_non_queries)
+def test_mqar_answers_are_the_values_bound_to_the_queried_keys(random_non_queries, zipf_exponent):
+    config = MQARConfig(
+        64, 48, 6, random_non_queries=random_non_queries, zipf_exponent=zipf_exponent
+    )
     batch = mqar.draw_batch(config, 200, generator())
     assert batch.inputs.shape == batch.targets.shape == batch.mask.shape == (200, 48)
     assert batch.inputs.dtype == torch.long and batch.mask.dtype == torch.bool
@@ -189,3 +192,29 @@ def test_word_problem_lengths_follow_train_and_test_limits():
 def test_bad_options_raise(make, message):
     with pytest.raises(ValueError, match=message):
         make()
+
+
+def test_mqar_zipf_vocabulary_draws_low_ids_often_and_the_tail_rarely():
+    counts = {}
+    for exponent in (0.0, 1.0):
+        config = MQARConfig(64, 48, 6, random_non_queries=False, zipf_exponent=exponent)
+        batch = mqar.draw_batch(config, 2000, generator())
+        values = batch.targets[batch.mask]
+        counts[exponent] = torch.bincount(values - 32, minlength=32).double()
+        tail_share = float(config.tail_value(values).double().mean())
+        if exponent == 0.0:
+            assert tail_share == pytest.approx(0.5, abs=0.03)
+        else:
+            assert tail_share < 0.3
+    uniform, zipf = counts[0.0], counts[1.0]
+    assert uniform.max() / uniform.min() < 1.3
+    assert bool((zipf[:-1] >= 0.8 * zipf[1:]).all())  # falling with the rank, up to noise
+    assert zipf[0] > 5 * zipf[-1]
+    # drawn one by one among those left: weight 1 against 1/2 for the first of two
+    first = mqar._distinct(20000, 2, 1, generator(), 1.0)
+    assert float((first == 0).double().mean()) == pytest.approx(2 / 3, abs=0.02)
+
+
+def test_mqar_zipf_exponent_is_checked():
+    with pytest.raises(ValueError, match=r"zipf_exponent: expected a number in \[0.0, 10.0\]"):
+        MQARConfig(64, 48, 6, zipf_exponent=-1.0)

@@ -176,6 +176,22 @@ def test_token_tasks_score_a_model_that_knows_the_answers_perfectly(task):
     assert metrics["loss"] < 1e-6
 
 
+def test_mqar_scores_the_frequent_and_the_rare_values_apart():
+    definition = TASKS["mqar"]
+    config = apply_overrides(
+        definition.config_type(), [("evaluation.sequences", "40"), ("data.zipf_exponent", "0.5")]
+    )
+    problem = definition.build(config, None).problem
+    held = problem.held_out(1)
+    tail = config.data.tail_value(held.targets)
+    knows_the_head = held.targets.masked_fill(tail, 0)  # wrong at every rare value
+    model = CopiesTargets(held.inputs, knows_the_head, config.data.vocabulary_size)
+    metrics = problem.evaluate(model, 1)
+    assert metrics["head_accuracy"] == 1.0 and metrics["tail_accuracy"] == 0.0
+    share = float(tail[held.mask].double().mean())
+    assert 0.0 < share < 0.5 and metrics["accuracy"] == pytest.approx(1.0 - share)
+
+
 def test_passkey_lengths_double_from_the_training_length_to_the_longest():
     config = TASKS["passkey"].config_type()
     assert benchmark_problems.passkey_lengths(config.data) == [64, 128, 256, 512, 1024]

@@ -48,6 +48,10 @@ class MQARConfig:
     """Exponent of the power law over query slots, in (0, 1]; 1 is uniform."""
     random_non_queries: bool = True
     """Fill the unscored positions of the query region with random tokens instead of 0."""
+    zipf_exponent: float = 0.0
+    """0: keys and values uniform (Zoology). ``s > 0``: a heavy-tailed vocabulary, each key
+    and value drawn with weight ``rank^-s`` (rank 1 the lowest id of its half), distinct within
+    a sequence; the high ids are the rare tail (``tail_value`` tells them)."""
 
     def __post_init__(self) -> None:
         check_int("sequence_length", self.sequence_length, 4)
@@ -56,6 +60,7 @@ class MQARConfig:
         check_int("num_pairs", self.num_pairs, 1, self.sequence_length // 4)
         check_int("vocabulary_size", self.vocabulary_size, 2 * self.num_pairs + 2)
         check_float("power_a", self.power_a, 0.0, 1.0, open_low=True)
+        check_float("zipf_exponent", self.zipf_exponent, 0.0, 10.0, open_low=False)
         if not isinstance(self.random_non_queries, bool):
             raise ValueError(
                 f"random_non_queries: expected a bool, got {self.random_non_queries!r}"
@@ -65,6 +70,11 @@ class MQARConfig:
     def num_keys(self) -> int:
         """Keys are tokens ``1 .. num_keys``; values ``num_keys + 1 .. V - 1``."""
         return self.vocabulary_size // 2 - 1
+
+    def tail_value(self, values: torch.Tensor) -> torch.Tensor:
+        """Whether each value token is in the rarer half of the values (the higher ids)."""
+        half = self.vocabulary_size // 2
+        return values - half >= (self.vocabulary_size - half) // 2
 
 
 def draw_batch(
@@ -82,8 +92,9 @@ def draw_batch(
 def _draw_unsplit(config: MQARConfig, count: int, generator: torch.Generator) -> TokenBatch:
     pairs, length = config.num_pairs, config.sequence_length
     half = config.vocabulary_size // 2
-    keys = 1 + _distinct(count, half - 1, pairs, generator)  # (B, n)
-    values = half + _distinct(count, config.vocabulary_size - half, pairs, generator)
+    exponent = config.zipf_exponent
+    keys = 1 + _distinct(count, half - 1, pairs, generator, exponent)  # (B, n)
+    values = half + _distinct(count, config.vocabulary_size - half, pairs, generator, exponent)
     space = (length - 2 * pairs) // 2
     slots = torch.arange(1, space + 1, dtype=torch.float64)
     weights = config.power_a * slots ** (config.power_a - 1)
@@ -104,7 +115,15 @@ def _draw_unsplit(config: MQARConfig, count: int, generator: torch.Generator) ->
     return TokenBatch(inputs, targets, mask)
 
 
-def _distinct(count: int, population: int, size: int, generator: torch.Generator) -> torch.Tensor:
-    """``(count, size)`` int64: per row, ``size`` distinct integers of ``0 .. population - 1``."""
+def _distinct(
+    count: int, population: int, size: int, generator: torch.Generator, exponent: float = 0.0
+) -> torch.Tensor:
+    """``(count, size)`` int64: per row, ``size`` distinct integers of ``0 .. population - 1``,
+    uniform, or with ``exponent > 0`` drawn one after another with weight ``(i + 1)^-exponent``
+    among those left (Efraimidis & Spirakis 2006: the ``size`` largest ``log(u) / weight``)."""
     scores = torch.rand(count, population, generator=generator)
-    return scores.argsort(dim=1)[:, :size]
+    if exponent == 0.0:
+        return scores.argsort(dim=1)[:, :size]
+    weights = torch.arange(1, population + 1, dtype=torch.float64) ** -exponent
+    keys = scores.double().clamp_min(torch.finfo(torch.float64).tiny).log() / weights
+    return keys.argsort(dim=1, descending=True)[:, :size]

@@ -147,11 +147,29 @@ class MQARTaskConfig:
     """Seeds the weights and the training batches."""
 
 
-def mqar_problem(config: MQARTaskConfig) -> TokenProblem:
-    def draw(count: int, generator: torch.Generator, split: Any) -> TokenBatch:
-        return mqar.draw_batch(config.data, count, generator, split)
+class MQARProblem(TokenProblem):
+    """MQAR's metrics, and ``head_accuracy`` and ``tail_accuracy``: the accuracy at queries
+    whose value is in the frequent (lower ids) or rare half of the values; with
+    ``data.zipf_exponent > 0`` the tail is rare in training too (Muon's tail-end claim)."""
 
-    return TokenProblem(config, config.data, draw)
+    def __init__(self, config: MQARTaskConfig) -> None:
+        def draw(count: int, generator: torch.Generator, split: Any) -> TokenBatch:
+            return mqar.draw_batch(config.data, count, generator, split)
+
+        super().__init__(config, config.data, draw)
+
+    def evaluate(self, model: SequenceModel, stream: int) -> dict[str, float]:
+        batch = self.held_out(stream)
+        logits = batched_logits(model, batch.inputs, self.config.evaluation.batch_size)
+        correct = logits.argmax(-1) == batch.targets  # (N, T)
+        tail = self.data.tail_value(batch.targets) & batch.mask
+        head = batch.mask & ~tail
+        split = {  # a half without queries in the held-out set has no accuracy to report
+            f"{name}_accuracy": float(correct[where].double().mean())
+            for name, where in (("head", head), ("tail", tail))
+            if where.any()
+        }
+        return {**token_metrics(logits, batch.targets, batch.mask), **split}
 
 
 # ------------------------------------------------------------------------------- copying
@@ -616,7 +634,7 @@ DEFINITIONS = [
         "mqar",
         "multi-query associative recall (Zoology) with any mixer",
         MQARTaskConfig,
-        mqar_problem,
+        MQARProblem,
         lambda config: config.data.sequence_length,
     ),
     make_definition(
