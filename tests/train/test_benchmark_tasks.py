@@ -14,7 +14,7 @@ from rnnkit import cli
 from rnnkit.data.benchmarks import state_tracking
 from rnnkit.train.config import apply_overrides
 from rnnkit.train.metrics import format_evaluation
-from rnnkit.train.tasks import TASKS, benchmark_problems
+from rnnkit.train.tasks import TASKS, language_problems, token_problems
 from rnnkit.train.tasks.benchmark_task import LENGTH_PREFIX, lengths_of
 from tests.train.test_trainer import interrupt_at
 
@@ -137,7 +137,7 @@ def state_tracking_problem(*overrides: tuple[str, str]):
         definition.config_type(),
         [("evaluation.sequences", "32"), ("evaluation.batch_size", "16"), *overrides],
     )
-    return benchmark_problems.StateTrackingProblem(config)
+    return language_problems.StateTrackingProblem(config)
 
 
 @pytest.mark.parametrize("right_for", [64, 40, 16, 3, 0])
@@ -194,9 +194,9 @@ def test_mqar_scores_the_frequent_and_the_rare_values_apart():
 
 def test_passkey_lengths_double_from_the_training_length_to_the_longest():
     config = TASKS["passkey"].config_type()
-    assert benchmark_problems.passkey_lengths(config.data) == [64, 128, 256, 512, 1024]
+    assert token_problems.passkey_lengths(config.data) == [64, 128, 256, 512, 1024]
     config = apply_overrides(config, [("data.test_length_factor", "3")])
-    assert benchmark_problems.passkey_lengths(config.data) == [64, 128, 192]
+    assert token_problems.passkey_lengths(config.data) == [64, 128, 192]
 
 
 class ReadsTheSum(nn.Module):

@@ -20,19 +20,21 @@ per sequence summed over the blocks, and for attention blocks the KV cache's flo
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field, make_dataclass
 from pathlib import Path
 from typing import Any, Protocol, TextIO
 
 import torch
 from torch import Tensor
 
-from rnnkit.models.sequence_model import SequenceModel, build_sequence_model
+from rnnkit.models.sequence_model import SequenceModel, SequenceModelConfig, build_sequence_model
 from rnnkit.train import ranges
+from rnnkit.train.optimization import OptimizerConfig
 from rnnkit.train.task import FitResult
 from rnnkit.train.tasks import supervised
 from rnnkit.train.tasks.definition import TaskDefinition
 from rnnkit.train.threads import restoring_threads
+from rnnkit.train.trainer import TrainerConfig
 
 LENGTH_PREFIX = "accuracy_at_length_"
 """Metrics ``accuracy_at_length_N``: the accuracy on test sequences of length N."""
@@ -51,6 +53,58 @@ class EvaluationConfig:
     def __post_init__(self) -> None:
         ranges.at_least("sequences", self.sequences, 1)
         ranges.at_least("batch_size", self.batch_size, 1)
+
+
+def task_trainer() -> TrainerConfig:
+    """The benchmark tasks' default stopping: 2,000 steps or 5 minutes of training."""
+    return TrainerConfig(max_steps=2000, time_budget_seconds=300, eval_interval_seconds=60)
+
+
+def task_optimizer() -> OptimizerConfig:
+    """AdamW at 3e-3 with weight decay 0.1 after 100 warm-up steps, cosine to the end."""
+    return OptimizerConfig(learning_rate=3e-3, weight_decay=0.1, warmup_steps=100)
+
+
+def benchmark_config(
+    name: str,
+    description: str,
+    data: Callable[[], Any],
+    evaluation: Callable[[], EvaluationConfig] = EvaluationConfig,
+) -> type:
+    """The config class of a benchmark task: every task has the same groups, and only the
+    generator's config (``data()`` gives its default) and the evaluation defaults differ.
+
+    - ``data``: the generator, every option a ``--data.*`` setting;
+    - ``model``: the sequence model, ``--model.cell=NAME`` picks the mixer;
+    - ``optimizer``: AdamW or Muon and the schedule (``task_optimizer``);
+    - ``trainer``: stopping, evaluation, logging (``task_trainer``);
+    - ``evaluation``: held-out sequences scored;
+    - ``seed``: seeds the weights and the training batches."""
+    return make_dataclass(
+        name,
+        [
+            ("data", type(data()), field(default_factory=data)),
+            ("model", SequenceModelConfig, field(default_factory=SequenceModelConfig)),
+            ("optimizer", OptimizerConfig, field(default_factory=task_optimizer)),
+            ("trainer", TrainerConfig, field(default_factory=task_trainer)),
+            ("evaluation", EvaluationConfig, field(default_factory=evaluation)),
+            ("seed", int, field(default=0)),
+        ],
+        namespace={"__doc__": f"{description}: every setting of a run.", "__module__": __name__},
+    )
+
+
+def fixed_set(config: Any, stream: int, draw: Callable[..., Any]) -> Any:
+    """The held-out set of ``stream``: ``draw(count, generator)`` in batches of
+    ``config.evaluation.batch_size`` up to ``config.evaluation.sequences``, as one batch."""
+    generator = supervised.fixed_generator(config.seed, stream)
+    sequences, batch_size = config.evaluation.sequences, config.evaluation.batch_size
+    sizes = [batch_size] * (sequences // batch_size)
+    if sequences % batch_size:
+        sizes.append(sequences % batch_size)
+    batches = [draw(size, generator) for size in sizes]
+    # NamedTuples of tensors, concatenated field by field
+    return type(batches[0])(*(torch.cat(list(parts)) for parts in zip(*batches, strict=True)))
 
 
 class Problem(Protocol):
