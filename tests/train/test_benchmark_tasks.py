@@ -11,6 +11,7 @@ import torch
 from torch import Tensor, nn
 
 from rnnkit import cli
+from rnnkit.cells import CELLS
 from rnnkit.data.benchmarks import state_tracking
 from rnnkit.train.config import apply_overrides
 from rnnkit.train.metrics import format_evaluation
@@ -84,6 +85,17 @@ def test_trains_and_evaluates_through_the_command_line(task, cell, tmp_path, cap
         assert lengths_of(metrics) and (run / "accuracy_by_length.png").stat().st_size > 0
     if cell == "attention":
         assert metrics["state_size"] == 2 * 16  # one block: K and V of 16 features per token
+
+
+@pytest.mark.parametrize("cell", [*sorted(CELLS), "paragru:newton", "mingru:scan"])
+def test_every_registered_cell_is_a_mixer_through_the_command_line(cell, tmp_path, capsys):
+    name, _, strategy = cell.partition(":")
+    arguments = ["train", "mqar", "--steps", "1", "--run-dir", str(tmp_path / "run")]
+    arguments += [f"--model.cell={name}", *TINY, *SMALL_DATA["mqar"]]
+    if strategy:
+        arguments.append(f"--model.recurrent.strategy={strategy}")
+    assert cli.main(arguments) == 0
+    assert f"blocks {name}, strategy {strategy or 'auto'};" in capsys.readouterr().out
 
 
 def test_an_unknown_cell_names_the_option_and_the_cells(tmp_path, capsys):
@@ -240,3 +252,11 @@ def test_the_variant_must_match_the_copy_task():
     config = apply_overrides(definition.config_type(), [("data.variant", "selective-copy")])
     with pytest.raises(ValueError, match="data.variant: expected 'copy'"):
         definition.build(config, None)
+
+
+@pytest.mark.parametrize("task", BENCHMARK_TASKS)
+def test_the_suggested_sweep_command_is_valid(task, tmp_path, capsys):
+    suggested = TASKS[task].next_steps(tmp_path / "run").splitlines()
+    command = next(line.split() for line in suggested if "rnnkit bench" in line)
+    assert cli.main([*command[1:], "--out", str(tmp_path / "sweep"), "--plan"]) == 0
+    assert len(capsys.readouterr().out.strip().splitlines()) == 1 + 3  # allocator line, 3 runs

@@ -317,7 +317,7 @@ def make_definition(
         return (
             f"test-set metrics (as JSON with --json):\n  rnnkit eval {run_dir}\n"
             f"compare mixers on this task:\n  rnnkit bench tasks --tasks {name} "
-            "--cells lstm mingru attention\n"
+            "--mixers lstm mingru attention --steps 600\n"
         )
 
     return TaskDefinition(
