@@ -119,6 +119,8 @@ def draw_split(
         kept.append(_select(candidate, rows))
         count += int(rows.sum())
         if count >= batch_size:
+            if len(kept) == 1:
+                return cast(BatchType, type(candidate)(*(field[:batch_size] for field in kept[0])))
             fields = zip(*kept, strict=True)
             whole = type(candidate)(*(torch.cat(list(field))[:batch_size] for field in fields))
             return cast(BatchType, whole)
@@ -129,4 +131,6 @@ def draw_split(
 
 
 def _select(batch: BatchType, rows: Tensor) -> BatchType:
-    return cast(BatchType, type(batch)(*(field[rows] for field in batch)))
+    # index_select by row numbers: boolean-mask indexing costs far more on small batches
+    index = rows.nonzero().squeeze(1)
+    return cast(BatchType, type(batch)(*(field.index_select(0, index) for field in batch)))
