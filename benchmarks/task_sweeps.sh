@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# The task sweeps behind BENCHMARKS.md "Benchmark tasks" (issue 12), on 2 CPU cores: two runs at
+# once, one thread each. Runs are kept in runs/bench-tasks/*/runs; run this again after an
+# interruption and only the unfinished runs train. Each sweep's tables and plots are copied into
+# benchmarks/results/tasks/<sweep>/.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+out=runs/bench-tasks
+results=benchmarks/results/tasks
+
+sweep() {  # sweep NAME RUNS OPTIONS...: rnnkit bench tasks with runs in $out/RUNS, its tables
+  local name=$1 runs=$2  # and plots copied to $results/NAME (the next sweep into RUNS rewrites them)
+  shift 2
+  rnnkit bench tasks --out "$out/$runs" --jobs 2 "$@"
+  mkdir -p "$results/$name"
+  cp "$out/$runs"/results.{md,csv} "$out/$runs"/lengths.csv "$out/$runs"/*.png "$results/$name/"
+}
+
+# 1. the matrix: 11 mixers x 8 tasks at width 64, 600 steps each (about 75 minutes)
+sweep matrix matrix --steps 600
+
+# 2. MQAR against width (Zoology's figure); the width-64 runs are the matrix's
+sweep mqar-width matrix --tasks mqar --widths 32 64 128 --steps 600 \
+  --mixers lstm mingru selective_ssm gla mlstm deltanet attention
+
+# 3. S5, the hardest word problem, with more steps
+sweep s5 s5 --tasks state-tracking --set state-tracking:data.group=s5 --steps 2000 \
+  --mixers lstm gru elman mingru gla deltanet attention
+
+# 4. Muon against AdamW on MQAR over a heavy-tailed vocabulary (Zipf exponent 1)
+sweep muon muon --tasks mqar --set mqar:data.zipf_exponent=1.0 --steps 600 \
+  --mixers lstm gla deltanet attention --optimizers adamw muon
