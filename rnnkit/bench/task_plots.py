@@ -27,7 +27,9 @@ def _panels(tasks: list[str], draw: Callable[[Any, str], None], path: Path, titl
 
     columns = min(3, len(tasks))
     rows = math.ceil(len(tasks) / columns)
-    figure, grid = pyplot.subplots(rows, columns, figsize=(5 * columns, 3.6 * rows), squeeze=False)
+    legend_inches = 0.5 + 0.25 * 3  # room under the panels for up to three rows of names
+    height = 3.6 * rows + legend_inches
+    figure, grid = pyplot.subplots(rows, columns, figsize=(5 * columns, height), squeeze=False)
     for axes, task in zip(grid.flat, tasks, strict=False):
         draw(axes, task)
         axes.set_title(task)
@@ -39,7 +41,7 @@ def _panels(tasks: list[str], draw: Callable[[Any, str], None], path: Path, titl
     handles, labels = grid.flat[0].get_legend_handles_labels()
     figure.legend(handles, labels, loc="lower center", ncol=min(6, max(1, len(labels))))
     figure.suptitle(title)
-    figure.tight_layout(rect=(0, 0.08, 1, 1))
+    figure.tight_layout(rect=(0, legend_inches / height, 1, 1))
     figure.savefig(path, dpi=90)
     pyplot.close(figure)
     return path
@@ -49,12 +51,34 @@ def _curve_name(label: str, optimizer: str, optimizers: set[str]) -> str:
     return label if len(optimizers) == 1 else f"{label} ({optimizer})"
 
 
+MARKERS = "osD^v<>pP*Xh"
+
+
+def mixer_styles(results: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """A colour and marker per mixer, the same in every plot: tab20's dark shades first, then
+    its light ones, so up to 20 mixers stay apart (the default cycle repeats after 10)."""
+    from matplotlib import colormaps
+
+    tab20 = colormaps["tab20"]
+    palette = [tab20(index) for index in range(20)]
+    order = [*range(0, 20, 2), *range(1, 20, 2)]
+    labels = list(dict.fromkeys(result["label"] for result in results))
+    return {
+        label: {
+            "color": palette[order[index % 20]],
+            "marker": MARKERS[index % len(MARKERS)],
+        }
+        for index, label in enumerate(labels)
+    }
+
+
 def plot_width(results: list[dict[str, Any]], folder: Path) -> Path | None:
     """Accuracy (mean over seeds) against requested width, a line per mixer and optimizer."""
     groups = grouped(results)
     if not groups:
         return None
     optimizers = {key[3] for key in groups}
+    styles = mixer_styles(results)
 
     def draw(axes: Any, task: str) -> None:
         curves: dict[tuple[str, str], list[tuple[int, float]]] = defaultdict(list)
@@ -68,9 +92,9 @@ def plot_width(results: list[dict[str, Any]], folder: Path) -> Path | None:
             axes.plot(
                 *zip(*points, strict=True),
                 style,
-                marker="o",
-                ms=3,
+                ms=4,
                 label=_curve_name(label, optimizer, optimizers),
+                **styles[label],
             )
         axes.set_xscale("log", base=2)
         axes.set_xlabel("model width")
@@ -90,6 +114,7 @@ def plot_length(results: list[dict[str, Any]], folder: Path) -> Path | None:
     if not tasks:
         return None
     optimizers = {key[3] for key in groups}
+    styles = mixer_styles(results)
 
     def draw(axes: Any, task: str) -> None:
         widest = max(key[2] for key in groups if key[0] == task)
@@ -103,9 +128,11 @@ def plot_length(results: list[dict[str, Any]], folder: Path) -> Path | None:
             points = sorted((length, statistics.fmean(v)) for length, v in by_length.items())
             axes.plot(
                 *zip(*points, strict=True),
-                marker="o",
-                ms=2,
+                "--" if optimizer == "muon" else "-",
+                ms=3,
+                markevery=max(1, len(points) // 8),
                 label=_curve_name(label, optimizer, optimizers),
+                **styles[label],
             )
         axes.set_xscale("log", base=2)
         axes.set_xlabel(f"test length (width {widest})")
@@ -118,17 +145,17 @@ def plot_state_size(results: list[dict[str, Any]], folder: Path) -> Path | None:
     done = finished(results)
     if not done:
         return None
-    labels = list(dict.fromkeys(run["label"] for run in done))
+    styles = mixer_styles(results)
 
     def draw(axes: Any, task: str) -> None:
-        for index, label in enumerate(labels):
+        for label, style in styles.items():
             runs = [run for run in done if run["task"] == task and run["label"] == label]
             axes.scatter(
                 [max(1.0, run["metrics"]["state_size"]) for run in runs],
                 [run["metrics"]["accuracy"] for run in runs],
-                s=14,
-                color=f"C{index % 10}",
+                s=18,
                 label=label,
+                **style,
             )
         axes.set_xscale("log")
         axes.set_xlabel("state size (floats; attention: KV cache per token)")
