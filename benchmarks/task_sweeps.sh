@@ -30,3 +30,6 @@ sweep s5 s5 --tasks state-tracking --set state-tracking:data.group=s5 --steps 20
 # 4. Muon against AdamW on MQAR over a heavy-tailed vocabulary (Zipf exponent 1)
 sweep muon muon --tasks mqar --set mqar:data.zipf_exponent=1.0 --steps 600 \
   --mixers lstm gla deltanet attention --optimizers adamw muon
+
+# 5. parity with three seeds (seed 0 is the matrix's run)
+sweep parity-seeds matrix --tasks state-tracking --seeds 0 1 2 --steps 600
