@@ -33,3 +33,11 @@ sweep muon muon --tasks mqar --set mqar:data.zipf_exponent=1.0 --steps 600 \
 
 # 5. parity with three seeds (seed 0 is the matrix's run)
 sweep parity-seeds matrix --tasks state-tracking --seeds 0 1 2 --steps 600
+
+# 6. S3, the smallest non-abelian group, at the budget of S5
+sweep s3 s3 --tasks state-tracking --set state-tracking:data.group=s3 --steps 2000 \
+  --mixers lstm gru elman mingru gla deltanet attention
+
+# 7. attention on MQAR at each width with three seeds (seed 0 is the width sweep's)
+sweep mqar-attention-seeds matrix --tasks mqar --mixers attention --widths 32 64 128 \
+  --seeds 0 1 2 --steps 600
