@@ -41,3 +41,7 @@ sweep s3 s3 --tasks state-tracking --set state-tracking:data.group=s3 --steps 20
 # 7. attention on MQAR at each width with three seeds (seed 0 is the width sweep's)
 sweep mqar-attention-seeds matrix --tasks mqar --mixers attention --widths 32 64 128 \
   --seeds 0 1 2 --steps 600
+
+# 8. MQAR with 2,000 steps and three seeds: does attention's transition come in every run?
+sweep mqar-long mqar-long --tasks mqar --mixers lstm deltanet attention --seeds 0 1 2 \
+  --steps 2000
