@@ -157,7 +157,10 @@ def task_table(results: list[dict[str, Any]], task: str) -> list[str]:
         ]
         for metric in extra:
             values = [run["metrics"][metric] for run in runs if metric in run["metrics"]]
-            cells.append(mean_and_spread(values) if values else "")
+            cell = mean_and_spread(values) if values else ""
+            if values and len(values) < len(runs):  # runs of an older rnnkit lack the metric
+                cell += f" ({len(values)} of {len(runs)} runs)"
+            cells.append(cell)
         lines.append("| " + " | ".join(cells) + " |")
     return lines
 

@@ -192,6 +192,9 @@ def test_tables_give_the_mean_and_spread_over_seeds_at_the_widest_width(tmp_path
     markdown = (tmp_path / "results.md").read_text()
     assert "| lstm | 16 | adamw | 1,600 | 32 | 1 | 10 | 2 | 0.100 |" in markdown
     assert "- mqar gla w32: last" in markdown
+    results[2]["metrics"]["sequence_accuracy"] = 0.25  # one of the two seeds has the metric
+    task_results.write_markdown(results, tmp_path / "results.md", "rnnkit bench tasks ...")
+    assert "| 0.600 ± 0.141 | 0.250 (1 of 2 runs) |" in (tmp_path / "results.md").read_text()
     task_results.write_lengths_csv(results, tmp_path / "lengths.csv")
     with open(tmp_path / "lengths.csv", encoding="utf-8") as handle:
         rows = list(csv.DictReader(handle))
