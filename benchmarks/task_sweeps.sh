@@ -45,3 +45,7 @@ sweep mqar-attention-seeds matrix --tasks mqar --mixers attention --widths 32 64
 # 8. MQAR with 2,000 steps and three seeds: does attention's transition come in every run?
 sweep mqar-long mqar-long --tasks mqar --mixers lstm deltanet attention --seeds 0 1 2 \
   --steps 2000
+
+# 9. attention on MQAR at 2,000 steps at each width, three seeds (width 64 is sweep 8's)
+sweep mqar-long-width mqar-long --tasks mqar --mixers attention --widths 32 64 128 \
+  --seeds 0 1 2 --steps 2000
