@@ -49,3 +49,7 @@ sweep mqar-long mqar-long --tasks mqar --mixers lstm deltanet attention --seeds 
 # 9. attention on MQAR at 2,000 steps at each width, three seeds (width 64 is sweep 8's)
 sweep mqar-long-width mqar-long --tasks mqar --mixers attention --widths 32 64 128 \
   --seeds 0 1 2 --steps 2000
+
+# 10. attention on MQAR at width 128 with a third of the learning rate
+sweep mqar-long-lr mqar-long-lr --tasks mqar --mixers attention --widths 128 --steps 2000 \
+  --set mqar:optimizer.learning_rate=1e-3
