@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -55,17 +56,34 @@ def train_command(
     return [*command, "--trainer.threads=1"]
 
 
-def execute(run: PlannedRun, out: Path, steps: int | None, budget: str | None) -> dict[str, Any]:
-    """Train (or resume) and evaluate ``run``; its result, also written to ``result.json``."""
+def execute(
+    run: PlannedRun,
+    out: Path,
+    steps: int | None,
+    budget: str | None,
+    stopping: threading.Event | None = None,
+) -> dict[str, Any]:
+    """Train (or resume) and evaluate ``run``; its result, also written to ``result.json``.
+
+    Raises ``SweepInterrupted`` (and writes no result) when a process was stopped by a signal or
+    ``stopping`` is set: an interrupted run is resumed next time, not recorded as failed."""
+    stopping = stopping or threading.Event()
     folder = run.folder(out)
+
+    def check_interrupted(process: subprocess.CompletedProcess, what: str) -> None:
+        code = process.returncode
+        if stopping.is_set() or code in INTERRUPTED or code < 0:
+            raise SweepInterrupted(f"{folder}: {what} interrupted (exit {code})")
+
+    if stopping.is_set():
+        raise SweepInterrupted(f"{folder}: not started, the sweep is stopping")
     folder.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     with open(folder / LOG_FILE, "a", encoding="utf-8") as log:
         trained = subprocess.run(
             train_command(run, folder, steps, budget), stdout=log, stderr=log, check=False
         )
-    if trained.returncode in INTERRUPTED:
-        raise SweepInterrupted(f"{folder}: interrupted (exit {trained.returncode})")
+    check_interrupted(trained, "training")
     result: dict[str, Any] = {
         "task": run.task,
         "mixer": run.mixer.name,
@@ -87,6 +105,7 @@ def execute(run: PlannedRun, out: Path, steps: int | None, budget: str | None) -
             text=True,
             check=False,
         )
+        check_interrupted(evaluated, "evaluation")
         if evaluated.returncode != 0:
             result.update(status="failed", error=evaluated.stderr.strip()[-500:])
         else:
@@ -107,7 +126,9 @@ def run_all(
     retry_failed: bool,
     announce=print,
 ) -> list[dict[str, Any]]:
-    """Every run's result, training those not finished (``jobs`` at a time)."""
+    """Every run's result, training those not finished (``jobs`` at a time). On Ctrl-C (which
+    reaches the runs too: each saves a checkpoint and stops) no run is recorded as failed and
+    none is started; the ``KeyboardInterrupt`` is raised once the running ones have stopped."""
     results: dict[int, dict[str, Any]] = {}
     pending = []
     for index, run in enumerate(runs):
@@ -119,14 +140,21 @@ def run_all(
         else:
             pending.append(index)
     announce(f"{len(runs)} runs: {len(results)} finished earlier, {len(pending)} to train")
+    stopping = threading.Event()
 
     def one(index: int) -> tuple[int, dict[str, Any]]:
-        return index, execute(runs[index], out, steps, budget)
+        return index, execute(runs[index], out, steps, budget, stopping)
 
-    with ThreadPoolExecutor(max_workers=jobs) as pool:
+    pool = ThreadPoolExecutor(max_workers=jobs)
+    try:
         for done, (index, result) in enumerate(pool.map(one, pending), start=1):
             results[index] = result
             announce(f"[{done}/{len(pending)}] {describe(result)}")
+    except KeyboardInterrupt:
+        stopping.set()
+        raise
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
     return [results[index] for index in range(len(runs))]
 
 

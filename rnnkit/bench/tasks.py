@@ -100,6 +100,9 @@ def run(arguments: argparse.Namespace) -> int:
     except runner.SweepInterrupted as stopped:
         print(f"sweep stopped: {stopped}; run the same command again to resume", file=sys.stderr)
         return 130
+    except KeyboardInterrupt:  # Ctrl-C reaches the runs too: each saves its checkpoint and stops
+        print("sweep interrupted; run the same command again to resume", file=sys.stderr)
+        return 130
     write_outputs(results, arguments.out, command_line(arguments))
     failed = sum(result["status"] != "finished" for result in results)
     return 1 if failed else 0

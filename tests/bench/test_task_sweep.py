@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import csv
 import json
+import subprocess
+import threading
 
 import pytest
 
@@ -202,3 +204,36 @@ def test_tables_give_the_mean_and_spread_over_seeds_at_the_widest_width(tmp_path
     for plot in (task_plots.plot_width, task_plots.plot_length, task_plots.plot_state_size):
         path = plot(results, tmp_path)
         assert path is not None and path.stat().st_size > 0
+
+
+def test_an_interrupted_sweep_says_how_to_resume(tmp_path, capsys, monkeypatch):
+    def interrupted(*arguments, **options):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(runner, "run_all", interrupted)
+    arguments = ["--tasks", "mqar", "--mixers", "lstm", "--widths", "8", "--steps", "2"]
+    assert bench(*arguments, "--out", str(tmp_path / "sweep")) == 130
+    assert "run the same command again to resume" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("train_code", "eval_code"), [(130, 0), (0, 130), (0, -2), (143, 0)])
+def test_a_run_stopped_by_a_signal_is_not_recorded(tmp_path, monkeypatch, train_code, eval_code):
+    codes = iter([train_code, eval_code])
+
+    def finished_process(command, **options):
+        return subprocess.CompletedProcess(command, next(codes), stdout="", stderr="")
+
+    monkeypatch.setattr(runner.subprocess, "run", finished_process)
+    (run,) = sweep.plan(["mqar"], [sweep.Mixer("lstm")], [8], ["adamw"], [0], {})
+    with pytest.raises(runner.SweepInterrupted, match="interrupted"):
+        runner.execute(run, tmp_path, 2, None)
+    assert not (run.folder(tmp_path) / sweep.RESULT_FILE).exists()  # resumed next time
+
+
+def test_no_run_starts_once_the_sweep_is_stopping(tmp_path):
+    (run,) = sweep.plan(["mqar"], [sweep.Mixer("lstm")], [8], ["adamw"], [0], {})
+    stopping = threading.Event()
+    stopping.set()
+    with pytest.raises(runner.SweepInterrupted, match="not started"):
+        runner.execute(run, tmp_path, 2, None, stopping)
+    assert not run.folder(tmp_path).exists()
