@@ -53,3 +53,6 @@ sweep mqar-long-width mqar-long --tasks mqar --mixers attention --widths 32 64 1
 # 10. attention on MQAR at width 128 with a third of the learning rate
 sweep mqar-long-lr mqar-long-lr --tasks mqar --mixers attention --widths 128 --steps 2000 \
   --set mqar:optimizer.learning_rate=1e-3
+
+# 11. parity with every mixer at the LSTM's parameter count (width 64 for the LSTM)
+sweep parity-matched parity-matched --tasks state-tracking --match parameters --steps 600
