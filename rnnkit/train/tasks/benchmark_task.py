@@ -107,6 +107,34 @@ def fixed_set(config: Any, stream: int, draw: Callable[..., Any]) -> Any:
     return type(batches[0])(*(torch.cat(list(parts)) for parts in zip(*batches, strict=True)))
 
 
+def fixed_sets_by_length(
+    config: Any, stream: int, lengths: list[int], draw: Callable[..., Any]
+) -> list[Any]:
+    """``fixed_set`` at each of ``lengths``: ``draw(count, length, generator)``, one stream."""
+    return [
+        fixed_set(
+            config, stream, lambda count, generator, length=length: draw(count, length, generator)
+        )
+        for length in lengths
+    ]
+
+
+class TokenProblemBase:
+    """What the token problems share: token inputs and logits over the generator's vocabulary
+    (``config.data.vocabulary_size``), and the cross-entropy at each batch's ``mask``."""
+
+    unit = "token"
+    input_size = None
+
+    def __init__(self, config: Any) -> None:
+        self.config, self.data = config, config.data
+        self.vocabulary_size: int | None = config.data.vocabulary_size
+        self.output_size: int = config.data.vocabulary_size
+
+    def loss(self, model: SequenceModel, batch: Any) -> tuple[Tensor, int]:
+        return masked_token_loss(model, batch.inputs, batch.targets, batch.mask)
+
+
 class Problem(Protocol):
     """One benchmark task's data, loss and metrics."""
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from torch import Tensor
 from torch.nn import functional
 
 from rnnkit.data.benchmarks import icll
@@ -17,10 +16,11 @@ from rnnkit.models.sequence_model import SequenceModel
 from rnnkit.train.tasks.benchmark_task import (
     LENGTH_PREFIX,
     EvaluationConfig,
+    TokenProblemBase,
     batched_logits,
     benchmark_config,
     fixed_set,
-    masked_token_loss,
+    fixed_sets_by_length,
 )
 
 HELD_AT = 0.9
@@ -40,38 +40,28 @@ ICLLTaskConfig = benchmark_config(
 )
 
 
-class StateTrackingProblem:
+class StateTrackingProblem(TokenProblemBase):
     """Training words have the training length L: every prefix is scored, so each word
     trains every length up to L."""
 
-    unit = "token"
-    input_size = None
-
     def __init__(self, config: Any) -> None:
-        self.config, self.data = config, config.data
-        self.vocabulary_size: int | None = config.data.vocabulary_size
-        self.output_size = config.data.vocabulary_size
+        super().__init__(config)
         self._sets: dict[int, list[TokenBatch]] = {}
 
     def train_batch(self, batch_size: int, generator: torch.Generator) -> TokenBatch:
         return groups.draw_batch(self.data, batch_size, self.data.train_length, generator)
 
-    def loss(self, model: SequenceModel, batch: TokenBatch) -> tuple[Tensor, int]:
-        return masked_token_loss(model, batch.inputs, batch.targets, batch.mask)
-
     def held_out(self, stream: int) -> list[TokenBatch]:
         """Held-out words of the training length, and random words of the longest length."""
         if stream not in self._sets:
-            self._sets[stream] = [
-                fixed_set(
-                    self.config,
-                    stream,
-                    lambda count, generator, length=length: groups.draw_batch(
-                        self.data, count, length, generator, "test"
-                    ),
-                )
-                for length in (self.data.train_length, self.data.max_test_length)
-            ]
+            self._sets[stream] = fixed_sets_by_length(
+                self.config,
+                stream,
+                [self.data.train_length, self.data.max_test_length],
+                lambda count, length, generator: groups.draw_batch(
+                    self.data, count, length, generator, "test"
+                ),
+            )
         return self._sets[stream]
 
     def evaluate(self, model: SequenceModel, stream: int) -> dict[str, float]:
@@ -107,23 +97,15 @@ class StateTrackingProblem:
         )
 
 
-class ICLLProblem:
+class ICLLProblem(TokenProblemBase):
     """Next-token prediction over strings of one automaton per sequence."""
 
-    unit = "token"
-    input_size = None
-
     def __init__(self, config: Any) -> None:
-        self.config, self.data = config, config.data
-        self.vocabulary_size: int | None = config.data.vocabulary_size
-        self.output_size = config.data.vocabulary_size
+        super().__init__(config)
         self._sets: dict[int, tuple[icll.ICLLBatch, dict[str, float]]] = {}
 
     def train_batch(self, batch_size: int, generator: torch.Generator) -> icll.ICLLBatch:
         return icll.draw_batch(self.data, batch_size, generator, "train")
-
-    def loss(self, model: SequenceModel, batch: icll.ICLLBatch) -> tuple[Tensor, int]:
-        return masked_token_loss(model, batch.inputs, batch.targets, batch.mask)
 
     def held_out(self, stream: int) -> tuple[icll.ICLLBatch, dict[str, float]]:
         """The held-out sequences and the n-gram baselines' metrics on them."""

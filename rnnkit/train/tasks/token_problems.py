@@ -6,7 +6,6 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from torch import Tensor
 
 from rnnkit.data.benchmarks import copying, mqar, passkey
 from rnnkit.data.benchmarks.batches import TokenBatch
@@ -14,10 +13,11 @@ from rnnkit.models.sequence_model import SequenceModel
 from rnnkit.train.tasks.benchmark_task import (
     LENGTH_PREFIX,
     EvaluationConfig,
+    TokenProblemBase,
     batched_logits,
     benchmark_config,
     fixed_set,
-    masked_token_loss,
+    fixed_sets_by_length,
     token_metrics,
 )
 
@@ -51,24 +51,17 @@ PasskeyTaskConfig = benchmark_config(
 )
 
 
-class TokenProblem:
+class TokenProblem(TokenProblemBase):
     """A token task scored at its batches' ``mask`` positions; ``draw(count, generator,
     split)`` gives a batch of the generator's ``"train"`` or ``"test"`` side."""
 
-    unit = "token"
-    input_size = None
-
     def __init__(self, config: Any, draw: Any) -> None:
-        self.config, self.data, self.draw = config, config.data, draw
-        self.vocabulary_size: int | None = config.data.vocabulary_size
-        self.output_size = config.data.vocabulary_size
+        super().__init__(config)
+        self.draw = draw
         self._sets: dict[int, TokenBatch] = {}
 
     def train_batch(self, batch_size: int, generator: torch.Generator) -> TokenBatch:
         return self.draw(batch_size, generator, "train")
-
-    def loss(self, model: SequenceModel, batch: TokenBatch) -> tuple[Tensor, int]:
-        return masked_token_loss(model, batch.inputs, batch.targets, batch.mask)
 
     def held_out(self, stream: int) -> TokenBatch:
         if stream not in self._sets:
@@ -136,37 +129,27 @@ def passkey_lengths(data: passkey.PasskeyConfig) -> list[int]:
     return [*lengths, longest]
 
 
-class PasskeyProblem:
+class PasskeyProblem(TokenProblemBase):
     """The key is scored at the last ``key_digits`` positions (teacher forcing)."""
 
-    unit = "token"
-    input_size = None
-
     def __init__(self, config: Any) -> None:
-        self.config, self.data = config, config.data
-        self.vocabulary_size: int | None = config.data.vocabulary_size
-        self.output_size = config.data.vocabulary_size
+        super().__init__(config)
         self._sets: dict[int, list[TokenBatch]] = {}
 
     def train_batch(self, batch_size: int, generator: torch.Generator) -> TokenBatch:
         return passkey.draw_batch(self.data, batch_size, self.data.train_length, generator)
 
-    def loss(self, model: SequenceModel, batch: TokenBatch) -> tuple[Tensor, int]:
-        return masked_token_loss(model, batch.inputs, batch.targets, batch.mask)
-
     def held_out(self, stream: int) -> list[TokenBatch]:
         """Held-out keys at each test length."""
         if stream not in self._sets:
-            self._sets[stream] = [
-                fixed_set(
-                    self.config,
-                    stream,
-                    lambda count, generator, length=length: passkey.draw_batch(
-                        self.data, count, length, generator, "test"
-                    ),
-                )
-                for length in passkey_lengths(self.data)
-            ]
+            self._sets[stream] = fixed_sets_by_length(
+                self.config,
+                stream,
+                passkey_lengths(self.data),
+                lambda count, length, generator: passkey.draw_batch(
+                    self.data, count, length, generator, "test"
+                ),
+            )
         return self._sets[stream]
 
     def evaluate(self, model: SequenceModel, stream: int) -> dict[str, float]:
