@@ -4,6 +4,8 @@ ATen loop on CPU, cuDNN on GPU), for the cells that declare one (``cell.native_k
 A cell whose configuration the kernel cannot compute (peepholes, layer norm, zoneout, recurrent
 dropout in training) raises with the reason; there is no silent fallback. Variable lengths run
 through the kernel's packed-sequence form, which gives the same semantics as the reference.
+The kernels cannot restart a sequence midway: ``resets`` run by segments (``segments.py``),
+each segment a row of one packed batch.
 """
 
 from __future__ import annotations
@@ -15,7 +17,8 @@ from torch import _VF, Tensor
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 from rnnkit.cells.base import Cell, State
-from rnnkit.strategies.validation import prepare
+from rnnkit.strategies.segments import run_segments
+from rnnkit.strategies.validation import prepare_with_resets
 
 KERNELS: dict[str, Callable[..., Any]] = {
     "lstm": _VF.lstm,
@@ -41,12 +44,22 @@ def run(
     inputs: Tensor,
     state: State | None = None,
     lengths: Tensor | Sequence[int] | None = None,
+    resets: Tensor | None = None,
 ) -> tuple[Tensor, State]:
     """Run ``cell`` over ``inputs (B, T, D)`` with torch's fused kernel."""
     reason = unsupported_reason(cell)
     if reason is not None:
         raise StrategyUnsupportedError(f"strategy 'native' cannot run this cell: {reason}")
-    state, lengths = prepare(cell, inputs, state, lengths)
+    state, lengths, resets = prepare_with_resets(cell, inputs, state, lengths, resets)
+    if resets is not None:
+        return run_segments(_run_kernel, cell, inputs, state, lengths, resets)
+    return _run_kernel(cell, inputs, state, lengths)
+
+
+def _run_kernel(
+    cell: Cell, inputs: Tensor, state: State, lengths: Tensor | None
+) -> tuple[Tensor, State]:
+    """The fused kernel over checked arguments."""
     assert cell.native_kernel is not None  # unsupported_reason checked it is in KERNELS
     kernel = KERNELS[cell.native_kernel]
     hidden = tuple(field.unsqueeze(0) for field in state)  # each (1, B, size)

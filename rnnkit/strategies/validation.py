@@ -1,5 +1,11 @@
 """Checks every strategy runs before it starts: errors name the argument, what was expected
-and what was got."""
+and what was got.
+
+``prepare`` validates ``(inputs, state, lengths)``; ``prepare_with_resets`` also validates
+``resets (B, T)`` and returns it in the form every strategy runs with: None when it resets
+nothing (no True value, or only at step 0 or past each sequence's length, where a reset changes
+nothing), else with those steps False.
+"""
 
 from __future__ import annotations
 
@@ -130,3 +136,51 @@ def prepare(
     else:
         state = check_state(cell, state, batch_size, inputs)
     return state, lengths
+
+
+def check_resets(resets: Tensor, batch_size: int, steps: int) -> Tensor:
+    """``resets`` must be a bool tensor ``(batch_size, steps)``: True where a sequence restarts
+    from the initial state before that step."""
+    if not isinstance(resets, Tensor):
+        raise TypeError(
+            f"resets must be a torch.Tensor of shape ({batch_size}, {steps}) and dtype "
+            f"torch.bool, got {type(resets).__name__}"
+        )
+    if tuple(resets.shape) != (batch_size, steps):
+        raise ValueError(
+            f"resets must have shape (batch, time) = ({batch_size}, {steps}), "
+            f"got shape {tuple(resets.shape)}"
+        )
+    if resets.dtype != torch.bool:
+        raise TypeError(f"resets must have dtype torch.bool, got {resets.dtype}")
+    return resets
+
+
+def effective_resets(resets: Tensor | None, lengths: Tensor | None) -> Tensor | None:
+    """``resets (B, T)`` without the steps where a reset changes nothing (step 0, steps past
+    each sequence's length); None when no step is left."""
+    if resets is None or resets.is_meta:  # meta: no values, and shapes do not depend on them
+        return None
+    resets = resets.clone()
+    resets[:, 0] = False
+    active = length_mask(lengths, resets.shape[1], resets.device)
+    if active is not None:
+        resets &= active
+    return resets if bool(resets.any()) else None
+
+
+def prepare_with_resets(
+    cell: Cell,
+    inputs: Tensor,
+    state: State | None,
+    lengths: Tensor | Sequence[int] | None,
+    resets: Tensor | None,
+) -> tuple[State, Tensor | None, Tensor | None]:
+    """``prepare``, and ``resets`` checked and reduced to the steps that restart a sequence
+    (None when there is none), on the inputs' device."""
+    state, lengths = prepare(cell, inputs, state, lengths)
+    if resets is None:
+        return state, lengths, None
+    batch_size, steps, _ = inputs.shape
+    resets = check_resets(resets, batch_size, steps).to(inputs.device)
+    return state, lengths, effective_resets(resets, lengths)
