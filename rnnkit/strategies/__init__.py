@@ -49,10 +49,11 @@ def run_auto(
     inputs: Tensor,
     state: State | None = None,
     lengths: Tensor | Sequence[int] | None = None,
+    resets: Tensor | None = None,
 ) -> tuple[Tensor, State]:
     """``native`` where possible, else ``sequential`` (see ``choose``)."""
     name, _ = choose(cell)
-    return STRATEGIES[name].create()(cell, inputs, state, lengths)
+    return STRATEGIES[name](cell, inputs, state, lengths, resets)
 
 
 class RegisteredStrategy:
@@ -84,8 +85,11 @@ class RegisteredStrategy:
         inputs: Tensor,
         state: State | None = None,
         lengths: Tensor | Sequence[int] | None = None,
+        resets: Tensor | None = None,
     ) -> tuple[Tensor, State]:
-        return self.create()(cell, inputs, state, lengths)
+        if resets is None:  # strategies written before resets take four arguments
+            return self.create()(cell, inputs, state, lengths)
+        return self.create()(cell, inputs, state, lengths, resets=resets)
 
 
 def _stateless(run: Strategy) -> Callable[[], Strategy]:

@@ -44,6 +44,15 @@ exp(log_decay)``, and ``matrix_initial``, ``matrix_readout`` as above.
 - ``prefix_readout(projected, o (B, heads, T, d_v), (m_T, u_T, w_T), state, active) ->
   (outputs (B, T, O), final state)``.
 
+Resets (``resets (B, T)``, True where a sequence restarts from the initial state ``s_0``): a
+``"diagonal"`` cell whose scan carries its whole state (one state field, the one
+``scan_initial`` returns) gets a zero transition at a reset step, ``h_t = a_t * s_0 + b_t``, i.e.
+``a_t = 0`` and ``b_t += a_t * s_0``, under every scan implementation (the compiled gated scans
+have no such input and step aside for ``scan_terms``). Every other cell (matrix, delta and
+softmax-prefix states, whose terms would need a whole matrix added at a step; a diagonal cell
+that keeps more state than the scan, such as the selective SSM's conv window) runs by segments
+(``segments.py``), each segment a row of one batch.
+
 ``make_scan_strategy(implementation)`` binds one scan implementation
 (``rnnkit.strategies.kernels``); the registered ``scan`` strategy uses ``auto``.
 """
@@ -59,15 +68,22 @@ from rnnkit.cells.base import Cell, State
 from rnnkit.strategies.kernels import diagonal_scan, gated_scan_cpu, unavailable_reason
 from rnnkit.strategies.linear_forms import run_delta, run_matrix, run_softmax_prefix
 from rnnkit.strategies.native import StrategyUnsupportedError
-from rnnkit.strategies.validation import length_mask, prepare
+from rnnkit.strategies.segments import run_segments
+from rnnkit.strategies.validation import length_mask, prepare_with_resets
 
 FormRunner = Callable[[Cell, Tensor, State, "Tensor | None", str], tuple[Tensor, State]]
 
 
 def run_diagonal(
-    cell: Cell, inputs: Tensor, state: State, lengths: Tensor | None, implementation: str
+    cell: Cell,
+    inputs: Tensor,
+    state: State,
+    lengths: Tensor | None,
+    implementation: str,
+    resets: Tensor | None = None,
 ) -> tuple[Tensor, State]:
-    """Run a ``"diagonal"`` cell; see the module docstring."""
+    """Run a ``"diagonal"`` cell; see the module docstring (``resets`` only where
+    ``restarts_by_transition``)."""
     if implementation != "auto":
         reason = unavailable_reason(implementation, inputs.device)
         if reason is not None:
@@ -77,12 +93,14 @@ def run_diagonal(
     if lengths is not None:
         active = time_mask(lengths, inputs.shape[1], inputs.device)  # (B, T, 1)
     fused = None
-    if implementation in ("auto", "compiled"):
+    if implementation in ("auto", "compiled") and resets is None:
         fused = gated_scan_cpu.lookup(cell.compiled_kernel, projected.device, projected.dtype)
     if fused is not None:
         hidden = fused(projected, cell.scan_initial(state), lengths)
     else:
         a, b = cell.scan_terms(projected, state)
+        if resets is not None:
+            a, b = restart_terms(a, b, cell.scan_initial(state), resets)
         if active is not None:
             a = torch.where(active, a, torch.ones((), dtype=a.dtype, device=a.device))
             b = torch.where(active, b, torch.zeros((), dtype=b.dtype, device=b.device))
@@ -91,6 +109,22 @@ def run_diagonal(
     if active is not None:
         outputs = torch.where(active, outputs, torch.zeros((), dtype=outputs.dtype))
     return outputs, final_state
+
+
+def restart_terms(a: Tensor, b: Tensor, initial: Tensor, resets: Tensor) -> tuple[Tensor, Tensor]:
+    """``a, b (B, T, N)`` with a zero transition at each reset: ``a_t = 0`` and ``b_t + a_t *
+    initial``, so ``h_t = a_t * initial + b_t`` there whatever ``h_{t-1}`` was."""
+    restart = resets.unsqueeze(-1)  # (B, T, 1)
+    zero = torch.zeros((), dtype=a.dtype, device=a.device)
+    return torch.where(restart, zero, a), torch.where(restart, b + a * initial.unsqueeze(1), b)
+
+
+def restarts_by_transition(cell: Cell, state: State) -> bool:
+    """Whether a zero transition restarts ``cell``: a diagonal cell whose scan carries its
+    whole state (one field, of the scan's shape), so nothing else needs restarting."""
+    if cell.linear_form != "diagonal" or len(state) != 1:
+        return False
+    return tuple(cell.scan_initial(state).shape) == tuple(state[0].shape)
 
 
 FORMS: dict[str, FormRunner] = {
@@ -126,12 +160,26 @@ def make_scan_strategy(implementation: str = "auto") -> Callable[..., tuple[Tens
         inputs: Tensor,
         state: State | None = None,
         lengths: Tensor | Sequence[int] | None = None,
+        resets: Tensor | None = None,
     ) -> tuple[Tensor, State]:
         reason = unsupported_reason(cell)
         if reason is not None:
             raise StrategyUnsupportedError(f"strategy 'scan' cannot run this cell: {reason}")
-        state, lengths = prepare(cell, inputs, state, lengths)
+        state, lengths, resets = prepare_with_resets(cell, inputs, state, lengths, resets)
+        if resets is not None and not restarts_by_transition(cell, state):
+            return run_segments(run_form, cell, inputs, state, lengths, resets)
+        return run_form(cell, inputs, state, lengths, resets)
+
+    def run_form(
+        cell: Cell,
+        inputs: Tensor,
+        state: State,
+        lengths: Tensor | None,
+        resets: Tensor | None = None,
+    ) -> tuple[Tensor, State]:
         cell.begin_sequence(inputs.shape[0], device=inputs.device, dtype=inputs.dtype)
+        if resets is not None:
+            return run_diagonal(cell, inputs, state, lengths, implementation, resets)
         form = cell.linear_form
         assert form is not None  # unsupported_reason checked it is in FORMS
         return FORMS[form](cell, inputs, state, lengths, implementation)
