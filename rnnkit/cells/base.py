@@ -31,6 +31,10 @@ Strategies read only the capabilities a cell declares, all declared here with a 
   "peephole": ...}``), or None: Newton's ``"paragru"``, ``"paralstm"``
   (``kernels/pararnn_cpu.py``), the scan's ``"mingru_g"``, ``"minlstm_g"``, ...
   (``kernels/gated_scan_cpu.py``);
+- ``fused_kernel``: the name of a kernel of the ``fused`` strategy that runs the whole time loop
+  of exactly this cell (``"lstm"``, ``"gru"``, ``"elman"``, ...; ``rnnkit/strategies/fused.py``)
+  from ``fused_weights()`` (tensors and settings by role, the regularization already applied:
+  W_hh after DropConnect, the recurrent-input dropout mask) and ``zoneout_masks()``;
 - ``output_field``: the field of the new state that ``y_t`` is, when it is one (time-parallel
   strategies then read outputs off the solved states);
 - ``begin_sequence``: draws the per-sequence random quantities of recurrent regularization;
@@ -73,6 +77,7 @@ class Cell(nn.Module):
     jacobian_block_size: int = 1
     native_kernel: str | None = None
     compiled_kernel: str | None = None  # name in the compiled-kernel registry, see docstring
+    fused_kernel: str | None = None  # name in the fused strategy's registry, see docstring
     state_type: type[Any]  # a NamedTuple class of (B, size) fields
     output_field: str | None = None  # y_t is this field of the new state (h for an LSTM)
     regularization: Regularization | None = None  # recurrent dropout, DropConnect, zoneout
@@ -165,11 +170,42 @@ class Cell(nn.Module):
             self.regularization.recurrent_weight(weight, noise),
         )
 
+    def recurrence_noise(self, batch_size: int) -> tuple[Tensor | None, Tensor]:
+        """This sequence's recurrent-input dropout mask ``(B, R)`` (None without one) and W_hh
+        after DropConnect: what ``regularized_recurrence`` applies, for fused kernels."""
+        weight = self.weight_hh
+        assert isinstance(weight, Tensor), "a regularized cell keeps W_hh in weight_hh"
+        noise = self._sequence_noise(batch_size)
+        if self.regularization is None or noise is None:
+            return None, weight
+        return noise.hidden_mask, self.regularization.recurrent_weight(weight, noise)
+
     def zoneout(self, previous: State, candidate: State) -> State:
         """The new state after zoneout (the candidate itself without regularization)."""
         if self.regularization is None:
             return candidate
         return self.regularization.apply_zoneout(previous, candidate, self.training)
+
+    def zoneout_masks(
+        self, steps: int, batch_size: int, *, device: torch.device, dtype: torch.dtype
+    ) -> tuple[Tensor, ...] | None:
+        """Zoneout for ``steps`` steps drawn up front, for kernels that run the whole loop.
+
+        Per state field the weight of the previous value, ``(steps, B, size)`` in training
+        (drawn in the order ``recur`` draws them, so a seeded run gives the numbers of the
+        sequential strategy) or ``(1, B, size)`` holding the probability in evaluation; None
+        without zoneout.
+        """
+        if self.regularization is None:
+            return None
+        return self.regularization.draw_zoneout(
+            steps, batch_size, self.state_sizes(), self.training, device, dtype
+        )
+
+    def fused_weights(self, batch_size: int) -> dict[str, Any]:
+        """The tensors and settings the kernel named by ``fused_kernel`` reads, by role, for a
+        sequence of ``batch_size`` rows (after ``begin_sequence``)."""
+        raise NotImplementedError(f"cell {type(self).__name__} has no fused kernel")
 
     def flatten_state(self, state: State) -> Tensor:
         """The state as one ``(N, S)`` tensor (fields side by side); inverse of unflatten_state."""

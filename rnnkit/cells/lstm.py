@@ -25,7 +25,7 @@ Options:
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor, nn
@@ -44,6 +44,7 @@ class LSTMCell(Cell):
     """LSTM cell; parameter names and shapes as torch.nn.LSTMCell (plus ``weight_hr``)."""
 
     native_kernel = "lstm"
+    fused_kernel = "lstm"
     state_type = LSTMState
     output_field = "h"
     regularization: Regularization  # always set: the base Cell applies it
@@ -158,6 +159,22 @@ class LSTMCell(Cell):
             weights += [self.bias_ih, self.bias_hh]
         if self.weight_hr is not None:
             weights.append(self.weight_hr)
+        return weights
+
+    def fused_weights(self, batch_size: int) -> dict[str, Any]:
+        """W_hh after DropConnect and this sequence's hidden dropout mask, the peepholes stacked
+        ``(3, H)``, the layer-norm gains and W_hr, by role (``kernels/fused_lstm.py``)."""
+        hidden_mask, recurrent = self.recurrence_noise(batch_size)
+        weights: dict[str, Any] = {"recurrent": recurrent, "hidden_mask": hidden_mask}
+        if self.peephole:
+            weights["peephole"] = torch.stack([self.weight_ci, self.weight_cf, self.weight_co])
+        if self.layer_norm:
+            weights["norm_hidden"] = self.norm_hidden.weight
+            weights["norm_cell_weight"] = self.norm_cell.weight
+            weights["norm_cell_bias"] = self.norm_cell.bias
+            weights["norm_hidden_eps"] = self.norm_hidden.eps
+            weights["norm_cell_eps"] = self.norm_cell.eps
+        weights["projection"] = self.weight_hr
         return weights
 
     def native_unsupported_reason(self) -> str | None:

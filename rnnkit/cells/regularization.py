@@ -149,6 +149,35 @@ class Regularization:
                 fields.append(torch.lerp(new, old, self.zoneout))
         return type(candidate)(*fields)
 
+    def draw_zoneout(
+        self,
+        steps: int,
+        batch_size: int,
+        sizes: tuple[int, ...],
+        training: bool,
+        device: torch.device,
+        dtype: torch.dtype,
+    ) -> tuple[Tensor, ...] | None:
+        """Zoneout's weight of the previous value for ``steps`` steps, per field of ``sizes``.
+
+        Training: ``(steps, B, size)`` masks drawn step by step and field by field, the calls
+        ``apply_zoneout`` makes over a sequence, so the same seed gives the same masks.
+        Evaluation: ``(1, B, size)`` filled with the probability. None without zoneout.
+        """
+        if self.zoneout == 0:
+            return None
+        if not training:
+            return tuple(
+                torch.full((1, batch_size, size), self.zoneout, device=device, dtype=dtype)
+                for size in sizes
+            )
+        masks: list[list[Tensor]] = [[] for _ in sizes]
+        for _ in range(steps):
+            for field, size in zip(masks, sizes, strict=True):
+                keep = torch.full((batch_size, size), self.zoneout, device=device, dtype=dtype)
+                field.append(torch.bernoulli(keep))
+        return tuple(torch.stack(field) for field in masks)
+
     def extra_repr(self) -> str:
         settings = [f"{name}={value}" for name, value in vars(self).items() if value > 0]
         return ", ".join(settings)

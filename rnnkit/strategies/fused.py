@@ -1,0 +1,81 @@
+"""The ``fused`` strategy: one compiled kernel per cell family runs the whole time loop.
+
+Forward and backward are one call each: per step the product with the recurrent weights and the
+cell's pointwise math fused around it, the input projection (``cell.project_inputs``) for all
+steps at once outside the loop, the weight gradients one large product after the backward loop.
+A cell names its kernel (``cell.fused_kernel``) and hands it its weights by role
+(``cell.fused_weights``), with recurrent regularization applied inside the kernel: the
+sequence's dropout masks and DropConnect weights from ``begin_sequence``, zoneout masks drawn up
+front (``cell.zoneout_masks``) in the order the sequential strategy draws them, so a seeded run
+gives the same numbers.
+
+Runs on the CPU in float32 and float64 (Numba, BLAS for the per-step product); elsewhere, and for
+cells without a kernel, it raises with the reason. No double backward.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+from torch import Tensor
+
+from rnnkit.cells.base import Cell, State
+from rnnkit.strategies.kernels import numba_cpu
+from rnnkit.strategies.kernels.fused_lstm import run_lstm
+from rnnkit.strategies.native import StrategyUnsupportedError
+from rnnkit.strategies.validation import prepare
+
+# name -> run(projected, state fields, weights by role, zoneout masks, lengths)
+KERNELS: dict[str, Callable[..., tuple[Tensor, tuple[Tensor, ...]]]] = {
+    "lstm": run_lstm,
+}
+DTYPES = (torch.float32, torch.float64)
+
+
+def unsupported_reason(cell: Cell, device: torch.device | None = None) -> str | None:
+    """Why ``fused`` cannot run ``cell`` (on ``device``, default its parameters'), or None."""
+    if cell.fused_kernel is None or cell.fused_kernel not in KERNELS:
+        return f"cell {type(cell).__name__} has no fused kernel"
+    compiler = numba_cpu.available()
+    if compiler is not None:
+        return f"the fused CPU kernels are unavailable: {compiler}"
+    parameter = next(cell.parameters(), None)
+    if parameter is not None:
+        device = parameter.device if device is None else device
+        if parameter.dtype not in DTYPES:
+            return f"the fused kernels run float32 and float64, the cell is {parameter.dtype}"
+    if device is not None and torch.device(device).type != "cpu":
+        return f"the fused kernels run on the CPU, the cell is on {device}"
+    return None
+
+
+def run(
+    cell: Cell,
+    inputs: Tensor,
+    state: State | None = None,
+    lengths: Tensor | Sequence[int] | None = None,
+) -> tuple[Tensor, State]:
+    """Run ``cell`` over ``inputs (B, T, D)`` with its fused kernel: ``outputs (B, T, O)``."""
+    reason = unsupported_reason(cell, inputs.device)
+    if reason is not None:
+        raise StrategyUnsupportedError(f"strategy 'fused' cannot run this cell: {reason}")
+    assert cell.fused_kernel is not None  # unsupported_reason checked it
+    state, lengths = prepare(cell, inputs, state, lengths)
+    batch_size, steps, _ = inputs.shape
+    cell.begin_sequence(batch_size, device=inputs.device, dtype=inputs.dtype)
+    projected = cell.project_inputs(inputs)  # (B, T, P)
+    longest = steps if lengths is None else int(lengths.max())
+    if longest < steps:
+        projected = projected[:, :longest]
+    if lengths is None:
+        lengths = torch.full((batch_size,), steps, dtype=torch.int64)
+    zoneout = cell.zoneout_masks(longest, batch_size, device=inputs.device, dtype=inputs.dtype)
+    weights = cell.fused_weights(batch_size)
+    kernel = KERNELS[cell.fused_kernel]
+    outputs, final = kernel(projected, tuple(state), weights, zoneout, lengths.cpu())
+    if longest < steps:
+        outputs = torch.cat(
+            [outputs, outputs.new_zeros(batch_size, steps - longest, outputs.shape[2])], 1
+        )
+    return outputs, cell.state_type(*final)

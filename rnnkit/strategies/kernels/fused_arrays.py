@@ -1,0 +1,32 @@
+"""Tensors to and from the fused kernels' numpy arrays."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import Tensor
+
+
+def as_array(tensor: Tensor | None, dimensions: int, dtype: torch.dtype) -> np.ndarray:
+    """A contiguous numpy view of ``tensor``, or for None a one-element placeholder of
+    ``dimensions`` dimensions that the kernel never reads (its flag says the role is absent)."""
+    if tensor is None:
+        return np.zeros((1,) * dimensions, dtype=numpy_dtype(dtype))
+    return tensor.detach().contiguous().numpy()
+
+
+def numpy_dtype(dtype: torch.dtype) -> np.dtype:
+    return torch.empty(0, dtype=dtype).numpy().dtype
+
+
+def empty(*shape: int, like: Tensor) -> Tensor:
+    """An uninitialized CPU tensor of ``shape`` in the dtype of ``like``."""
+    return torch.empty(shape, dtype=like.dtype)
+
+
+def zoneout_mode(zoneout: tuple[Tensor, ...] | None) -> int:
+    """0 without zoneout, 1 for its evaluation-mode expectation ``(1, B, size)``, 2 for masks
+    per step ``(T, B, size)`` (a one-step mask reads the same either way)."""
+    if zoneout is None:
+        return 0
+    return 2 if zoneout[0].shape[0] > 1 else 1
