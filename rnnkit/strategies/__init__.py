@@ -25,7 +25,7 @@ from collections.abc import Callable, Sequence
 from torch import Tensor
 
 from rnnkit.cells.base import Cell, State
-from rnnkit.strategies import native, scan, sequential
+from rnnkit.strategies import fused, native, scan, sequential
 from rnnkit.strategies.kernels import SCAN_IMPLEMENTATIONS
 from rnnkit.strategies.native import StrategyUnsupportedError
 from rnnkit.strategies.newton import NewtonStrategy
@@ -113,6 +113,7 @@ STRATEGIES: dict[str, RegisteredStrategy] = {
             (f"scan:{name}", _stateless(scan.make_scan_strategy(name)), ())
             for name in SCAN_IMPLEMENTATIONS
         ],
+        ("fused", _stateless(fused.run), ()),
         ("newton", _newton(), _NEWTON_OPTIONS),
         ("newton:quasi", _newton(jacobian="diagonal"), _NEWTON_OPTIONS),
         ("newton:damped", _newton(damping=True), _NEWTON_OPTIONS),

@@ -24,9 +24,9 @@ from rnnkit.cells.base import Cell, State
 from rnnkit.strategies.kernels import numba_cpu
 from rnnkit.strategies.kernels.fused_lstm import run_lstm
 from rnnkit.strategies.native import StrategyUnsupportedError
-from rnnkit.strategies.validation import prepare
+from rnnkit.strategies.validation import prepare_with_resets
 
-# name -> run(projected, state fields, weights by role, zoneout masks, lengths)
+# name -> run(projected, state fields, weights by role, zoneout masks, lengths, resets)
 KERNELS: dict[str, Callable[..., tuple[Tensor, tuple[Tensor, ...]]]] = {
     "lstm": run_lstm,
 }
@@ -55,25 +55,30 @@ def run(
     inputs: Tensor,
     state: State | None = None,
     lengths: Tensor | Sequence[int] | None = None,
+    resets: Tensor | None = None,
 ) -> tuple[Tensor, State]:
-    """Run ``cell`` over ``inputs (B, T, D)`` with its fused kernel: ``outputs (B, T, O)``."""
+    """Run ``cell`` over ``inputs (B, T, D)`` with its fused kernel: ``outputs (B, T, O)``.
+
+    ``resets (B, T)``: the kernel restarts a row from ``state`` before a flagged step.
+    """
     reason = unsupported_reason(cell, inputs.device)
     if reason is not None:
         raise StrategyUnsupportedError(f"strategy 'fused' cannot run this cell: {reason}")
     assert cell.fused_kernel is not None  # unsupported_reason checked it
-    state, lengths = prepare(cell, inputs, state, lengths)
+    state, lengths, resets = prepare_with_resets(cell, inputs, state, lengths, resets)
     batch_size, steps, _ = inputs.shape
     cell.begin_sequence(batch_size, device=inputs.device, dtype=inputs.dtype)
     projected = cell.project_inputs(inputs)  # (B, T, P)
     longest = steps if lengths is None else int(lengths.max())
     if longest < steps:
         projected = projected[:, :longest]
+        resets = None if resets is None else resets[:, :longest]
     if lengths is None:
         lengths = torch.full((batch_size,), steps, dtype=torch.int64)
     zoneout = cell.zoneout_masks(longest, batch_size, device=inputs.device, dtype=inputs.dtype)
     weights = cell.fused_weights(batch_size)
     kernel = KERNELS[cell.fused_kernel]
-    outputs, final = kernel(projected, tuple(state), weights, zoneout, lengths.cpu())
+    outputs, final = kernel(projected, tuple(state), weights, zoneout, lengths.cpu(), resets)
     if longest < steps:
         outputs = torch.cat(
             [outputs, outputs.new_zeros(batch_size, steps - longest, outputs.shape[2])], 1

@@ -30,3 +30,10 @@ def zoneout_mode(zoneout: tuple[Tensor, ...] | None) -> int:
     if zoneout is None:
         return 0
     return 2 if zoneout[0].shape[0] > 1 else 1
+
+
+def resets_array(resets: Tensor | None) -> np.ndarray:
+    """``resets (B, T)`` as uint8, or a placeholder the kernel never reads."""
+    if resets is None:
+        return np.zeros((1, 1), dtype=np.uint8)
+    return resets.detach().to(device="cpu", dtype=torch.uint8).contiguous().numpy()

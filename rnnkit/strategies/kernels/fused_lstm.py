@@ -23,7 +23,13 @@ import torch
 from torch import Tensor
 
 from rnnkit.strategies.kernels import fused_lstm_cpu
-from rnnkit.strategies.kernels.fused_arrays import as_array, empty, numpy_dtype, zoneout_mode
+from rnnkit.strategies.kernels.fused_arrays import (
+    as_array,
+    empty,
+    numpy_dtype,
+    resets_array,
+    zoneout_mode,
+)
 
 OPTIONAL_ROLES = (
     "peephole",
@@ -41,6 +47,7 @@ class _FusedLSTM(torch.autograd.Function):
         ctx: Any,
         settings: tuple[float, float, int],
         lengths: Tensor,
+        resets: Tensor | None,
         projected: Tensor,
         h0: Tensor,
         c0: Tensor,
@@ -65,6 +72,7 @@ class _FusedLSTM(torch.autograd.Function):
                 use_norm,
                 projection is not None,
                 settings[2],
+                resets is not None,
             ],
             dtype=np.int64,
         )
@@ -100,6 +108,7 @@ class _FusedLSTM(torch.autograd.Function):
             as_array(zoneout_h, 3, dtype),
             as_array(zoneout_c, 3, dtype),
             lengths.numpy(),
+            resets_array(resets),
             flags,
             outputs.numpy(),
             h_final.numpy(),
@@ -109,6 +118,7 @@ class _FusedLSTM(torch.autograd.Function):
         ctx.settings, ctx.flags = settings, flags
         ctx.save_for_backward(
             lengths,
+            resets,
             recurrent,
             peephole,
             norm_hidden,
@@ -125,6 +135,7 @@ class _FusedLSTM(torch.autograd.Function):
     def backward(ctx: Any, grad_outputs: Tensor, grad_h: Tensor, grad_c: Tensor):  # type: ignore[override]
         (
             lengths,
+            resets,
             recurrent,
             peephole,
             norm_hidden,
@@ -165,6 +176,7 @@ class _FusedLSTM(torch.autograd.Function):
             as_array(zoneout_h, 3, dtype),
             as_array(zoneout_c, 3, dtype),
             lengths.numpy(),
+            resets_array(resets),
             ctx.flags,
             gates.numpy(),
             cells_before.numpy(),
@@ -203,6 +215,7 @@ class _FusedLSTM(torch.autograd.Function):
         return (
             None,
             None,
+            None,
             grad_projected,
             grad_h0,
             grad_c0,
@@ -224,6 +237,7 @@ def run_lstm(
     weights: dict[str, Any],
     zoneout: tuple[Tensor, ...] | None,
     lengths: Tensor,
+    resets: Tensor | None = None,
 ) -> tuple[Tensor, tuple[Tensor, Tensor]]:
     """Outputs ``(B, T, R)`` and the final ``(h, c)``; see the module docstring."""
     settings = (
@@ -235,6 +249,7 @@ def run_lstm(
     outputs, h, c = _FusedLSTM.apply(
         settings,
         lengths,
+        resets,
         projected,
         state[0],
         state[1],

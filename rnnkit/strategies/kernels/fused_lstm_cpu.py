@@ -54,12 +54,12 @@ try:
     @numba.njit(cache=True, nogil=True, boundscheck=False, fastmath=True)
     def lstm_forward(
         projected, h0, c0, weight_t, hidden_mask, peephole, norm_hidden, norm_cell_weight,
-        norm_cell_bias, eps, projection_t, zoneout_h, zoneout_c, lengths, flags,
+        norm_cell_bias, eps, projection_t, zoneout_h, zoneout_c, lengths, resets, flags,
         outputs, h_final, c_final, recurrent_inputs, gates, cells_before, cells, cell_outputs,
         hiddens, normalized_recurrent, normalized_cells, inverse_stds,
     ):  # pragma: no cover - compiled
-        use_mask, use_peephole, use_norm, use_projection, zoneout_mode = (
-            flags[0], flags[1], flags[2], flags[3], flags[4]
+        use_mask, use_peephole, use_norm, use_projection, zoneout_mode, use_resets = (
+            flags[0], flags[1], flags[2], flags[3], flags[4], flags[5]
         )
         batch, steps, width = projected.shape
         hidden = width // 4
@@ -70,6 +70,9 @@ try:
         for t in range(steps):
             inputs_t = recurrent_inputs[t]
             for b in range(batch):
+                if use_resets and resets[b, t] and t < lengths[b]:
+                    h[b] = h0[b]
+                    c[b] = c0[b]
                 for k in range(h.shape[1]):
                     inputs_t[b, k] = h[b, k] * hidden_mask[b, k] if use_mask else h[b, k]
             np.dot(inputs_t, weight_t, recurrent)  # (B, 4H)
@@ -143,19 +146,21 @@ try:
     @numba.njit(cache=True, nogil=True, boundscheck=False, fastmath=True)
     def lstm_backward(
         grad_outputs, grad_h_final, grad_c_final, weight, hidden_mask, peephole, norm_hidden,
-        norm_cell_weight, projection, zoneout_h, zoneout_c, lengths, flags,
+        norm_cell_weight, projection, zoneout_h, zoneout_c, lengths, resets, flags,
         gates, cells_before, cell_outputs, normalized_recurrent, normalized_cells,
         inverse_stds, grad_projected, grad_recurrent, grad_hidden_outputs, grad_cell_outputs,
         grad_h0, grad_c0,
     ):  # pragma: no cover - compiled
-        use_mask, use_peephole, use_norm, use_projection, zoneout_mode = (
-            flags[0], flags[1], flags[2], flags[3], flags[4]
+        use_mask, use_peephole, use_norm, use_projection, zoneout_mode, use_resets = (
+            flags[0], flags[1], flags[2], flags[3], flags[4], flags[5]
         )
         batch, steps, width = grad_projected.shape
         hidden = width // 4
         recurrent_size = grad_h0.shape[1]
         one = grad_projected.dtype.type(1)
         grad_h, grad_c = grad_h_final.copy(), grad_c_final.copy()
+        grad_h0[:] = 0  # what reset steps send to the initial state
+        grad_c0[:] = 0
         grad_h_direct = np.zeros_like(grad_h)  # zoneout's path from h_t to h_{t-1}
         grad_c_direct = np.zeros(hidden, dtype=grad_c.dtype)
         grad_hidden = np.empty((batch, hidden), dtype=grad_c.dtype)
@@ -242,8 +247,13 @@ try:
                     if use_mask:
                         value *= hidden_mask[b, k]
                     grad_h[b, k] = value + grad_h_direct[b, k]
-        grad_h0[:] = grad_h
-        grad_c0[:] = grad_c
+                if use_resets and resets[b, t]:  # the step started from the initial state
+                    grad_h0[b] += grad_h[b]
+                    grad_c0[b] += grad_c[b]
+                    grad_h[b] = 0
+                    grad_c[b] = 0
+        grad_h0 += grad_h
+        grad_c0 += grad_c
 
     IMPORT_ERROR: str | None = None
 except ImportError as error:  # pragma: no cover - depends on the environment
