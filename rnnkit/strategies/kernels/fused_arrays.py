@@ -6,6 +6,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from rnnkit.strategies.kernels.workspace import Workspace
+
 
 def as_array(tensor: Tensor | None, dimensions: int, dtype: torch.dtype) -> np.ndarray:
     """A contiguous numpy view of ``tensor``, or for None a one-element placeholder of
@@ -19,9 +21,17 @@ def numpy_dtype(dtype: torch.dtype) -> np.dtype:
     return torch.empty(0, dtype=dtype).numpy().dtype
 
 
-def empty(*shape: int, like: Tensor) -> Tensor:
-    """An uninitialized CPU tensor of ``shape`` in the dtype of ``like``."""
-    return torch.empty(shape, dtype=like.dtype)
+# the per-step buffers a kernel saves for its backward pass, reused once nobody holds them
+# (fresh pages for 100 MB of saved steps cost as much as the loop; see workspace.py)
+WORKSPACE = Workspace()
+
+
+def empty(*shape: int, like: Tensor, role: str | None = None) -> Tensor:
+    """An uninitialized CPU tensor of ``shape`` in the dtype of ``like``; with ``role``, taken
+    from the fused kernels' workspace (for buffers as large as the sequence)."""
+    if role is None:
+        return torch.empty(shape, dtype=like.dtype)
+    return WORKSPACE.take(role, shape, like.dtype)
 
 
 def zoneout_mode(zoneout: tuple[Tensor, ...] | None) -> int:

@@ -76,20 +76,21 @@ class _FusedLSTM(torch.autograd.Function):
             ],
             dtype=np.int64,
         )
+        norm_shape = (steps, batch) if use_norm else (1, 1)  # placeholders without layer norm
+        shapes = {
+            "recurrent_inputs": (steps, batch, recurrent_size),
+            "gates": (steps, batch, width),
+            "cells_before": (steps, batch, hidden),
+            "cells": (steps, batch, hidden),
+            "cell_outputs": (steps, batch, hidden),
+            "hiddens": (steps, batch, hidden),
+            "normalized_recurrent": (*norm_shape, width if use_norm else 1),
+            "normalized_cells": (*norm_shape, hidden if use_norm else 1),
+            "inverse_stds": (*norm_shape, 2 if use_norm else 1),
+        }
         saved = {
-            "recurrent_inputs": empty(steps, batch, recurrent_size, like=projected),
-            "gates": empty(steps, batch, width, like=projected),
-            "cells_before": empty(steps, batch, hidden, like=projected),
-            "cells": empty(steps, batch, hidden, like=projected),
-            "cell_outputs": empty(steps, batch, hidden, like=projected),
-            "hiddens": empty(steps, batch, hidden, like=projected),
-            "normalized_recurrent": empty(
-                *((steps, batch, width) if use_norm else (1, 1, 1)), like=projected
-            ),
-            "normalized_cells": empty(
-                *((steps, batch, hidden) if use_norm else (1, 1, 1)), like=projected
-            ),
-            "inverse_stds": empty(*((steps, batch, 2) if use_norm else (1, 1, 1)), like=projected),
+            name: empty(*shape, like=projected, role=f"lstm {name}")
+            for name, shape in shapes.items()
         }
         outputs = empty(batch, steps, recurrent_size, like=projected)
         h_final, c_final = torch.empty_like(h0), torch.empty_like(c0)
@@ -158,9 +159,11 @@ class _FusedLSTM(torch.autograd.Function):
         hidden, recurrent_size = width // 4, recurrent_inputs.shape[2]
         dtype = gates.dtype
         grad_projected = empty(batch, steps, width, like=gates)
-        grad_recurrent = empty(steps, batch, width, like=gates)
-        grad_hidden_outputs = empty(steps, batch, recurrent_size, like=gates)
-        grad_cell_outputs = empty(steps, batch, hidden, like=gates)
+        grad_recurrent = empty(steps, batch, width, like=gates, role="lstm grad_recurrent")
+        grad_hidden_outputs = empty(
+            steps, batch, recurrent_size, like=gates, role="lstm grad_hidden_outputs"
+        )
+        grad_cell_outputs = empty(steps, batch, hidden, like=gates, role="lstm grad_cell_outputs")
         grad_h0 = empty(batch, recurrent_size, like=gates)
         grad_c0 = empty(batch, hidden, like=gates)
         fused_lstm_cpu.lstm_backward(

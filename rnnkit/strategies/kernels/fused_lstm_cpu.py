@@ -186,8 +186,8 @@ try:
         one = grad_pre.dtype.type(1)
         hidden = previous.shape[0]
         for j in range(hidden):
-            squashed = cell_output[j]
-            grad_cell_output[j] = grad_hidden[j] * gate[3 * hidden + j] * (one - squashed * squashed)
+            slope = one - cell_output[j] * cell_output[j]
+            grad_cell_output[j] = grad_hidden[j] * gate[3 * hidden + j] * slope
         if use_norm:
             for j in range(hidden):
                 grad_normalized[j] = grad_cell_output[j] * norm_cell_weight[j]
