@@ -1,9 +1,11 @@
-"""Layers: torch.nn against rnnkit's native and sequential strategies, forward and backward.
+"""Layers: torch.nn against rnnkit's strategies, forward and backward.
 
 For each cell and size, times forward (no autograd) and forward+backward (training) of
-torch.nn, ``rnnkit.nn`` with strategy ``native`` and with ``sequential``, and a layer-normalized
-LSTM (``Recurrent("lstm", layer_norm=True)``, sequential), all measured in one run and printed
-as ratios to torch.nn (1.00 = as fast as torch.nn; 2.00 = twice its time).
+torch.nn, ``rnnkit.nn`` with strategy ``native``, ``sequential`` and ``fused``, and for the LSTM
+its layer-normalized and peephole variants (``sequential`` and ``fused``) and zoneout 0.1 with
+DropConnect 0.2 (``fused``; regularization is active in training, so that row's forward is in
+training mode too), all measured in one run and printed as ratios to torch.nn (1.00 = as fast
+as torch.nn; 2.00 = twice its time).
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ def run(arguments: argparse.Namespace) -> int:
         torch.set_num_threads(arguments.threads)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, float32, CPU")
     print(f"median of {arguments.repeats} calls; ratio = time / torch.nn time\n")
-    header = f"{'cell':<5} {'B x T x D x H':<16} {'layer':<22} {'forward s':>10} {'ratio':>6}"
+    header = f"{'cell':<5} {'B x T x D x H':<16} {'layer':<26} {'forward s':>10} {'ratio':>6}"
     header += f" {'fwd+bwd s':>10} {'ratio':>6}"
     print(header)
     print("-" * len(header))
@@ -50,30 +52,45 @@ def run(arguments: argparse.Namespace) -> int:
             reference_forward, reference_training = rows[0][1], rows[0][2]
             for name, forward, training in rows:
                 print(
-                    f"{cell:<5} {size:<16} {name:<22} {forward:>10.4f} "
+                    f"{cell:<5} {size:<16} {name:<26} {forward:>10.4f} "
                     f"{forward / reference_forward:>6.2f} {training:>10.4f} "
                     f"{training / reference_training:>6.2f}"
                 )
     return 0
 
 
-def _measure(
-    cell: str, inputs: torch.Tensor, hidden: int, repeats: int
-) -> list[tuple[str, float, float]]:
-    features = inputs.shape[-1]
+def _layers(cell: str, features: int, hidden: int) -> list[tuple[str, nn.Module]]:
+    """The rows of one cell: torch.nn first (the ratios' denominator)."""
     torch_class = {"lstm": nn.LSTM, "gru": nn.GRU}[cell]
     rnnkit_class = {"lstm": rnnkit.nn.LSTM, "gru": rnnkit.nn.GRU}[cell]
     layers: list[tuple[str, nn.Module]] = [
         ("torch.nn", torch_class(features, hidden, batch_first=True)),
-        ("rnnkit native", rnnkit_class(features, hidden, batch_first=True, strategy="native")),
-        (
-            "rnnkit sequential",
-            rnnkit_class(features, hidden, batch_first=True, strategy="sequential"),
-        ),
+        *[
+            (f"rnnkit {name}", rnnkit_class(features, hidden, batch_first=True, strategy=name))
+            for name in ("native", "sequential", "fused")
+        ],
     ]
     if cell == "lstm":
-        layer_norm = rnnkit.nn.Recurrent("lstm", features, hidden, layer_norm=True)
-        layers.append(("layer-norm sequential", layer_norm))
+        variants = [
+            ("layer-norm", {"layer_norm": True}, ("sequential", "fused")),
+            ("peephole", {"peephole": True}, ("sequential", "fused")),
+            ("zoneout+DropConnect", {"zoneout": 0.1, "weight_dropout": 0.2}, ("fused",)),
+        ]
+        for label, options, strategies in variants:
+            layers += [
+                (
+                    f"{label} {name}",
+                    rnnkit.nn.Recurrent("lstm", features, hidden, strategy=name, **options),
+                )
+                for name in strategies
+            ]
+    return layers
+
+
+def _measure(
+    cell: str, inputs: torch.Tensor, hidden: int, repeats: int
+) -> list[tuple[str, float, float]]:
+    layers = _layers(cell, inputs.shape[-1], hidden)
     forward = median_seconds([_forward(layer, inputs) for _, layer in layers], repeats)
     training = median_seconds([_forward_backward(layer, inputs) for _, layer in layers], repeats)
     return [

@@ -12,9 +12,12 @@ Registered: ``sequential`` (the reference), ``native`` (torch's fused kernels), 
 Newton's method, parallel in time), ``newton:quasi`` (diagonal Jacobian) and ``newton:damped``
 (trust-region steps), and ``auto``. ``auto`` never picks ``newton``: ask for it by name.
 
+``fused`` runs the whole time loop of a nonlinear cell in one compiled kernel (``fused.py``).
+
 ``auto`` rule: ``native`` when torch's fused kernel can compute the cell as configured (a
 standard LSTM, GRU or Elman cell without peepholes, layer norm, zoneout or recurrent dropout in
-training); else ``scan`` when the cell is linear in its state; else ``sequential``.
+training); else ``scan`` when the cell is linear in its state; else ``fused`` when the cell has
+a fused kernel that runs here (CPU, float32 or float64); else ``sequential``.
 ``choose(cell)`` returns the name ``auto`` picks and why.
 """
 
@@ -41,7 +44,13 @@ def choose(cell: Cell) -> tuple[str, str]:
     scan_reason = scan.unsupported_reason(cell)
     if scan_reason is None:
         return "scan", f"the cell is linear in its state ({cell.linear_form} form)"
-    return "sequential", f"{native_reason}; {scan_reason}"
+    fused_reason = fused.unsupported_reason(cell)
+    if fused_reason is None:
+        return "fused", (
+            f"{native_reason}; the fused strategy's compiled '{cell.fused_kernel}' kernel "
+            "runs the cell's whole time loop"
+        )
+    return "sequential", f"{native_reason}; {scan_reason}; {fused_reason}"
 
 
 def run_auto(
@@ -51,7 +60,7 @@ def run_auto(
     lengths: Tensor | Sequence[int] | None = None,
     resets: Tensor | None = None,
 ) -> tuple[Tensor, State]:
-    """``native`` where possible, else ``sequential`` (see ``choose``)."""
+    """``native``, ``scan`` or ``fused`` where possible, else ``sequential`` (see ``choose``)."""
     name, _ = choose(cell)
     return STRATEGIES[name](cell, inputs, state, lengths, resets)
 

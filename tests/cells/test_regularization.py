@@ -237,14 +237,14 @@ def test_zoneout_alone_needs_no_begin_sequence():
 
 @pytest.mark.parametrize("config", ["elman", "lstm", "lstm_proj", "gru"])
 @pytest.mark.parametrize("training", [False, True], ids=["eval", "train"])
-def test_native_refuses_zoneout_and_auto_runs_sequential(config, training):
+def test_native_refuses_zoneout_and_auto_runs_fused(config, training):
     _, cell = twin_cells(config, zoneout=0.3)
     cell.train(training)
     inputs = sequence()
     with pytest.raises(StrategyUnsupportedError, match=r"strategy 'native' cannot run.*zoneout"):
         STRATEGIES["native"](cell, inputs)
     name, reason = choose(cell)
-    assert name == "sequential"
+    assert name == "fused"
     assert "zoneout" in reason
     torch.manual_seed(3)
     expected_outputs, expected_state = STRATEGIES["sequential"](cell, inputs)
@@ -261,7 +261,7 @@ def test_native_refuses_dropout_in_training_only(config, dropout):
     inputs = sequence()
     with pytest.raises(StrategyUnsupportedError, match=r"recurrent dropout in training"):
         STRATEGIES["native"](cell, inputs)
-    assert choose(cell)[0] == "sequential"
+    assert choose(cell)[0] == "fused"
     torch.manual_seed(4)
     expected, _ = STRATEGIES["sequential"](cell, inputs)
     torch.manual_seed(4)

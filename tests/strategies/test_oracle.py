@@ -179,7 +179,8 @@ def check_close(actual, expected, name: str, tolerance: dict) -> None:
 
 @pytest.mark.parametrize("config", list(ORACLE_TABLE))
 def test_auto_resolves_to_a_tested_strategy(config):
-    """``auto`` follows ``choose``'s documented rule: native, else scan, else sequential."""
+    """``auto`` follows ``choose``'s documented rule: native, else scan, else fused, else
+    sequential."""
     cell = build_oracle_cell(config, 2, 4)
     name, reason = choose(cell)
     assert reason, "choose gave no reason"
@@ -187,6 +188,8 @@ def test_auto_resolves_to_a_tested_strategy(config):
         assert name == "native"
     elif "scan" in ACCEPTING[config]:
         assert name == "scan"
+    elif "fused" in ACCEPTING[config]:
+        assert name == "fused"
     else:
         assert name == "sequential"
     assert name == "sequential" or name in ACCEPTING[config]
