@@ -11,6 +11,8 @@ Recurrent regularization (variational dropout, DropConnect, zoneout): see
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor, nn
 from torch.nn import functional
@@ -25,6 +27,7 @@ NONLINEARITIES = {"tanh": torch.tanh, "relu": torch.relu}
 class ElmanCell(Cell):
     """Elman cell; parameter names and shapes as torch.nn.RNNCell."""
 
+    fused_kernel = "elman"
     state_type = HiddenState
     output_field = "h"
     regularization: Regularization  # always set: the base Cell applies it
@@ -78,6 +81,16 @@ class ElmanCell(Cell):
         if self.bias_ih is not None and self.bias_hh is not None:
             weights += [self.bias_ih, self.bias_hh]
         return weights
+
+    def fused_weights(self, batch_size: int) -> dict[str, Any]:
+        """W_hh after DropConnect, this sequence's hidden dropout mask and the nonlinearity, by
+        role (``kernels/fused_elman.py``)."""
+        hidden_mask, recurrent = self.recurrence_noise(batch_size)
+        return {
+            "recurrent": recurrent,
+            "hidden_mask": hidden_mask,
+            "nonlinearity": self.nonlinearity,
+        }
 
     def extra_repr(self) -> str:
         options = [super().extra_repr(), f"nonlinearity={self.nonlinearity!r}"]

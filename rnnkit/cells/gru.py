@@ -15,7 +15,7 @@ enters W_hh; the interpolation uses the undropped h_{t-1}.
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor, nn
@@ -33,6 +33,7 @@ class GRUCell(Cell):
     """GRU cell; parameter names and shapes as torch.nn.GRUCell."""
 
     native_kernel = "gru"
+    fused_kernel = "gru"
     state_type = HiddenState
     output_field = "h"
     regularization: Regularization  # always set: the base Cell applies it
@@ -82,6 +83,12 @@ class GRUCell(Cell):
         if self.bias_ih is not None and self.bias_hh is not None:
             weights += [self.bias_ih, self.bias_hh]
         return weights
+
+    def fused_weights(self, batch_size: int) -> dict[str, Any]:
+        """W_hh after DropConnect, b_hh (inside the recurrent product: the reset gate multiplies
+        it) and this sequence's hidden dropout mask, by role (``kernels/fused_gru.py``)."""
+        hidden_mask, recurrent = self.recurrence_noise(batch_size)
+        return {"recurrent": recurrent, "recurrent_bias": self.bias_hh, "hidden_mask": hidden_mask}
 
     def extra_repr(self) -> str:
         options = [super().extra_repr()] + ([] if self.bias else ["bias=False"])

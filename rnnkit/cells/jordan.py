@@ -15,7 +15,7 @@ Recurrent regularization (variational dropout, DropConnect, zoneout): see
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor, nn
@@ -32,6 +32,7 @@ class OutputState(NamedTuple):
 class JordanCell(Cell):
     """Jordan cell with ``weight_ih (H, D)``, ``weight_hh (H, O)`` and ``weight_ho (O, H)``."""
 
+    fused_kernel = "jordan"
     state_type = OutputState
     output_field = "y"
     regularization: Regularization  # always set: the base Cell applies it
@@ -85,6 +86,17 @@ class JordanCell(Cell):
         y_new = torch.tanh(functional.linear(hidden, self.weight_ho, self.bias_ho))
         new_state = self.zoneout(state, OutputState(y_new))
         return new_state.y, new_state
+
+    def fused_weights(self, batch_size: int) -> dict[str, Any]:
+        """W_hh after DropConnect, this sequence's dropout mask of y_{t-1}, W_ho and b_ho, by
+        role (``kernels/fused_elman.py``: Elman's loop with the output layer fed back)."""
+        hidden_mask, recurrent = self.recurrence_noise(batch_size)
+        return {
+            "recurrent": recurrent,
+            "hidden_mask": hidden_mask,
+            "output_weight": self.weight_ho,
+            "output_bias": self.bias_ho,
+        }
 
     def extra_repr(self) -> str:
         options = [super().extra_repr(), f"output_size={self.jordan_output_size}"]

@@ -22,6 +22,8 @@ from torch import Tensor
 
 from rnnkit.cells.base import Cell, State
 from rnnkit.strategies.kernels import numba_cpu
+from rnnkit.strategies.kernels.fused_elman import run_elman
+from rnnkit.strategies.kernels.fused_gru import run_gru
 from rnnkit.strategies.kernels.fused_lstm import run_lstm
 from rnnkit.strategies.native import StrategyUnsupportedError
 from rnnkit.strategies.validation import prepare_with_resets
@@ -29,6 +31,9 @@ from rnnkit.strategies.validation import prepare_with_resets
 # name -> run(projected, state fields, weights by role, zoneout masks, lengths, resets)
 KERNELS: dict[str, Callable[..., tuple[Tensor, tuple[Tensor, ...]]]] = {
     "lstm": run_lstm,
+    "gru": run_gru,
+    "elman": run_elman,
+    "jordan": run_elman,  # Elman's loop with the output layer fed back
 }
 DTYPES = (torch.float32, torch.float64)
 
