@@ -46,6 +46,9 @@ ORACLE_TABLE: dict[str, tuple[str, dict]] = {
     "paragru": ("paragru", {}),
     "paragru_heads": ("paragru", {"num_heads": 2}),
     "paralstm": ("paralstm", {}),
+    "slstm": ("slstm", {}),
+    "slstm_heads": ("slstm", {"num_heads": 2}),
+    "slstm_sigmoid": ("slstm", {"forget_gate": "sigmoid"}),
     "lru": ("lru", {}),
     "lru_ring_nobias": ("lru", {"bias": False, "r_min": 0.5, "r_max": 0.99, "max_phase": 0.3}),
     "s4d_lin": ("s4d", {}),
@@ -57,8 +60,9 @@ ORACLE_TABLE: dict[str, tuple[str, dict]] = {
     ),
 }
 
-# State fields that must be positive (Aaren's softmax denominator), by cell name.
-POSITIVE_STATE_FIELDS: dict[str, tuple[int, ...]] = {"aaren": (2,)}
+# State fields that must be positive (Aaren's softmax denominator, sLSTM's normalizer n), by
+# cell name.
+POSITIVE_STATE_FIELDS: dict[str, tuple[int, ...]] = {"aaren": (2,), "slstm": (2,)}
 
 
 def build_oracle_cell(

@@ -15,6 +15,7 @@ from rnnkit.cells.mlstm import MLSTMCell, MLSTMState
 from rnnkit.cells.pararnn import ParaGRUCell, ParaLSTMCell, ParaLSTMState
 from rnnkit.cells.s4d import S4DCell, S4DState
 from rnnkit.cells.selective_ssm import SelectiveSSMCell, SelectiveState
+from rnnkit.cells.slstm import SLSTMCell, SLSTMState
 
 CELLS: dict[str, type[Cell]] = {
     "elman": ElmanCell,
@@ -30,6 +31,7 @@ CELLS: dict[str, type[Cell]] = {
     "aaren": AarenCell,
     "paragru": ParaGRUCell,
     "paralstm": ParaLSTMCell,
+    "slstm": SLSTMCell,
     "lru": LRUCell,
     "s4d": S4DCell,
     "selective_ssm": SelectiveSSMCell,
@@ -70,6 +72,8 @@ __all__ = [
     "ParaLSTMState",
     "S4DCell",
     "S4DState",
+    "SLSTMCell",
+    "SLSTMState",
     "SelectiveSSMCell",
     "SelectiveState",
     "State",
