@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import nn
@@ -71,7 +72,7 @@ def _layers(cell: str, features: int, hidden: int) -> list[tuple[str, nn.Module]
         ],
     ]
     if cell == "lstm":
-        variants = [
+        variants: list[tuple[str, dict[str, Any], tuple[str, ...]]] = [
             ("layer-norm", {"layer_norm": True}, ("sequential", "fused")),
             ("peephole", {"peephole": True}, ("sequential", "fused")),
             ("zoneout+DropConnect", {"zoneout": 0.1, "weight_dropout": 0.2}, ("fused",)),

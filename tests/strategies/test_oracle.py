@@ -41,6 +41,13 @@ QUASI_MAX_ITERATIONS = 200
 # gradients differ from sequential by up to 9e-4 (inputs) and 3.5e-4 (weight_ih) absolute;
 # newton:damped diverges (residual 3.0 after 30 iterations, fallback from step 2).
 NEWTON_FLOAT32_NOT_CONVERGING = {"lstm_peephole_layernorm"}
+# Damped Newton on the sLSTM with heads, float64, T=37 with lengths (strict xfail): with the
+# exponential forget gate Newton's iterates pass through residuals of 1e2-1e3 (one had a
+# negative normalizer) before converging; undamped Newton converges in 6-12 iterations, but
+# the damped strategy keeps only steps that beat its best residual, its damping grows fourfold
+# on each of those, and it stalls at a residual of 9.6 after 30 iterations and falls back
+# (over 12 seeds: 16/24 runs of slstm and 15/24 of slstm_heads fail, 0/24 of lstm and gru).
+NEWTON_DAMPED_NOT_CONVERGING = {("slstm_heads", "B3-T37-H16-len")}
 # mLSTM's exponential forget gate amplifies float32 rounding in the scan's gradients (float64
 # agrees to 1e-10): measured 9e-4 absolute on grad of inputs at T=37.
 FLOAT32_OVERRIDES = {"mlstm_expforget": {"rtol": 1e-2, "atol": 2e-3}}
@@ -91,6 +98,12 @@ def oracle_cases() -> list:
                         dtype == torch.float32
                         and strategy.startswith("newton")
                         and config in NEWTON_FLOAT32_NOT_CONVERGING
+                    ):
+                        marks.append(pytest.mark.xfail(strict=True, reason="see comment"))
+                    if (
+                        dtype == torch.float64
+                        and strategy == "newton:damped"
+                        and (config, shape_id(shape)) in NEWTON_DAMPED_NOT_CONVERGING
                     ):
                         marks.append(pytest.mark.xfail(strict=True, reason="see comment"))
                     cases.append(

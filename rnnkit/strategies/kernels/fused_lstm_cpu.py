@@ -19,6 +19,8 @@ their inverse standard deviations ``(T, B, 2)``.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 try:
@@ -28,11 +30,11 @@ try:
 
     # error_model="numpy": no ZeroDivisionError check in the divisions, which kept LLVM from
     # vectorizing every loop with a sigmoid (measured 4x slower)
-    COMPILED = {
+    COMPILED: dict[str, Any] = {
         "cache": True, "nogil": True, "boundscheck": False, "fastmath": True,
         "error_model": "numpy",
     }
-    INLINE = {**COMPILED, "inline": "always"}
+    INLINE: dict[str, Any] = {**COMPILED, "inline": "always"}
 
     @numba.njit(**INLINE)
     def _normalize_row(values, normalized, eps):  # pragma: no cover - compiled
