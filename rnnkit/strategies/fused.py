@@ -25,6 +25,8 @@ from rnnkit.strategies.kernels import numba_cpu
 from rnnkit.strategies.kernels.fused_elman import run_elman
 from rnnkit.strategies.kernels.fused_gru import run_gru
 from rnnkit.strategies.kernels.fused_lstm import run_lstm
+from rnnkit.strategies.kernels.fused_pararnn import run_paragru, run_paralstm
+from rnnkit.strategies.kernels.fused_slstm import run_slstm
 from rnnkit.strategies.native import StrategyUnsupportedError
 from rnnkit.strategies.validation import prepare_with_resets
 
@@ -34,6 +36,9 @@ KERNELS: dict[str, Callable[..., tuple[Tensor, tuple[Tensor, ...]]]] = {
     "gru": run_gru,
     "elman": run_elman,
     "jordan": run_elman,  # Elman's loop with the output layer fed back
+    "paragru": run_paragru,
+    "paralstm": run_paralstm,
+    "slstm": run_slstm,
 }
 DTYPES = (torch.float32, torch.float64)
 
@@ -66,7 +71,7 @@ def run(
 
     ``resets (B, T)``: the kernel restarts a row from ``state`` before a flagged step.
     """
-    reason = unsupported_reason(cell, inputs.device)
+    reason = unsupported_reason(cell, inputs.device if isinstance(inputs, Tensor) else None)
     if reason is not None:
         raise StrategyUnsupportedError(f"strategy 'fused' cannot run this cell: {reason}")
     assert cell.fused_kernel is not None  # unsupported_reason checked it

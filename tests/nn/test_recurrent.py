@@ -174,10 +174,10 @@ def test_describe_strategy():
     )
     peephole = Recurrent("lstm", 3, 4, peephole=True)
     assert peephole.describe_strategy().startswith(
-        "layer 0: auto -> sequential "
+        "layer 0: auto -> fused "
         "(peephole connections are not supported by torch's fused LSTM kernel"
     )
-    assert Recurrent("jordan", 3, 4).describe_strategy().startswith("layer 0: auto -> sequential")
+    assert Recurrent("jordan", 3, 4).describe_strategy().startswith("layer 0: auto -> fused")
     explicit = Recurrent("gru", 3, 4, num_layers=2, strategy="sequential")
     assert explicit.describe_strategy() == "layer 0: sequential\nlayer 1: sequential"
 
@@ -185,7 +185,7 @@ def test_describe_strategy():
 def test_describe_strategy_follows_the_training_mode():
     layer = Recurrent("gru", 3, 4, hidden_dropout=0.2)
     assert "auto -> native" in layer.eval().describe_strategy()
-    assert "auto -> sequential (recurrent dropout in training" in layer.train().describe_strategy()
+    assert "auto -> fused (recurrent dropout in training" in layer.train().describe_strategy()
 
 
 def test_dropout_between_layers_only_in_training():

@@ -26,8 +26,11 @@ from rnnkit.strategies.kernels import fused_lstm_cpu
 from rnnkit.strategies.kernels.fused_arrays import (
     as_array,
     empty,
+    for_each_chunk,
     numpy_dtype,
     resets_array,
+    row_chunks,
+    rows_array,
     zoneout_mode,
 )
 
@@ -62,7 +65,7 @@ class _FusedLSTM(torch.autograd.Function):
         zoneout_c: Tensor | None,
     ) -> tuple[Tensor, Tensor, Tensor]:
         batch, steps, width = projected.shape
-        hidden, recurrent_size = width // 4, h0.shape[1]
+        recurrent_size = h0.shape[1]
         use_norm = norm_hidden is not None
         dtype = projected.dtype
         flags = np.array(
@@ -76,47 +79,46 @@ class _FusedLSTM(torch.autograd.Function):
             ],
             dtype=np.int64,
         )
-        norm_shape = (steps, batch) if use_norm else (1, 1)  # placeholders without layer norm
-        shapes = {
-            "recurrent_inputs": (steps, batch, recurrent_size),
-            "gates": (steps, batch, width),
-            "cells_before": (steps, batch, hidden),
-            "cells": (steps, batch, hidden),
-            "cell_outputs": (steps, batch, hidden),
-            "hiddens": (steps, batch, hidden),
-            "normalized_recurrent": (*norm_shape, width if use_norm else 1),
-            "normalized_cells": (*norm_shape, hidden if use_norm else 1),
-            "inverse_stds": (*norm_shape, 2 if use_norm else 1),
-        }
-        saved = {
-            name: empty(*shape, like=projected, role=f"lstm {name}")
-            for name, shape in shapes.items()
-        }
+        chunks = row_chunks(batch)
+        saved = [
+            _saved_buffers(
+                steps, rows.stop - rows.start, width, recurrent_size, use_norm, projected, index
+            )
+            for index, rows in enumerate(chunks)
+        ]
         outputs = empty(batch, steps, recurrent_size, like=projected)
         h_final, c_final = torch.empty_like(h0), torch.empty_like(c0)
-        fused_lstm_cpu.lstm_forward(
-            as_array(projected, 3, dtype),
-            as_array(h0, 2, dtype),
-            as_array(c0, 2, dtype),
-            as_array(recurrent.t(), 2, dtype),
-            as_array(hidden_mask, 2, dtype),
-            as_array(peephole, 2, dtype),
-            as_array(norm_hidden, 1, dtype),
-            as_array(norm_cell_weight, 1, dtype),
-            as_array(norm_cell_bias, 1, dtype),
-            np.array(settings[:2], dtype=numpy_dtype(dtype)),
-            as_array(None if projection is None else projection.t(), 2, dtype),
-            as_array(zoneout_h, 3, dtype),
-            as_array(zoneout_c, 3, dtype),
-            lengths.numpy(),
-            resets_array(resets),
-            flags,
-            outputs.numpy(),
-            h_final.numpy(),
-            c_final.numpy(),
-            *(tensor.numpy() for tensor in saved.values()),
-        )
-        ctx.settings, ctx.flags = settings, flags
+        weight_t = as_array(recurrent.t(), 2, dtype)
+        projection_t = as_array(None if projection is None else projection.t(), 2, dtype)
+        eps = np.array(settings[:2], dtype=numpy_dtype(dtype))
+        outputs_array, h_array, c_array = outputs.numpy(), h_final.numpy(), c_final.numpy()
+
+        def work(index: int, rows: slice) -> None:
+            fused_lstm_cpu.lstm_forward(
+                rows_array(projected, rows, 3, dtype),
+                rows_array(h0, rows, 2, dtype),
+                rows_array(c0, rows, 2, dtype),
+                weight_t,
+                rows_array(hidden_mask, rows, 2, dtype),
+                as_array(peephole, 2, dtype),
+                as_array(norm_hidden, 1, dtype),
+                as_array(norm_cell_weight, 1, dtype),
+                as_array(norm_cell_bias, 1, dtype),
+                eps,
+                projection_t,
+                rows_array(zoneout_h, rows, 3, dtype, axis=1),
+                rows_array(zoneout_c, rows, 3, dtype, axis=1),
+                lengths[rows].numpy(),
+                resets_array(None if resets is None else resets[rows]),
+                flags,
+                outputs_array[rows],
+                h_array[rows],
+                c_array[rows],
+                *(tensor.numpy() for tensor in saved[index].values()),
+            )
+
+        for_each_chunk(work, chunks)
+        ctx.settings, ctx.flags, ctx.chunks, ctx.saved_chunks = settings, flags, chunks, saved
         ctx.save_for_backward(
             lengths,
             resets,
@@ -128,7 +130,6 @@ class _FusedLSTM(torch.autograd.Function):
             hidden_mask,
             zoneout_h,
             zoneout_c,
-            *saved.values(),
         )
         return outputs, h_final, c_final
 
@@ -145,63 +146,146 @@ class _FusedLSTM(torch.autograd.Function):
             hidden_mask,
             zoneout_h,
             zoneout_c,
-            recurrent_inputs,
-            gates,
-            cells_before,
-            cells,
-            cell_outputs,
-            hiddens,
-            normalized_recurrent,
-            normalized_cells,
-            inverse_stds,
         ) = ctx.saved_tensors
-        steps, batch, width = gates.shape
-        hidden, recurrent_size = width // 4, recurrent_inputs.shape[2]
-        dtype = gates.dtype
-        grad_projected = empty(batch, steps, width, like=gates)
-        grad_recurrent = empty(steps, batch, width, like=gates, role="lstm grad_recurrent")
-        grad_hidden_outputs = empty(
-            steps, batch, recurrent_size, like=gates, role="lstm grad_hidden_outputs"
+        batch, steps, recurrent_size = grad_outputs.shape
+        width = recurrent.shape[0]
+        dtype = recurrent.dtype
+        grad_projected = empty(batch, steps, width, like=recurrent)
+        grad_h0 = empty(batch, recurrent_size, like=recurrent)
+        grad_c0 = empty(batch, width // 4, like=recurrent)
+        gradients = [
+            _gradient_buffers(
+                steps, rows.stop - rows.start, width, recurrent_size, recurrent, index
+            )
+            for index, rows in enumerate(ctx.chunks)
+        ]
+        weight, projection_array = as_array(recurrent, 2, dtype), as_array(projection, 2, dtype)
+        grad_projected_array = grad_projected.numpy()
+        grad_h0_array, grad_c0_array = grad_h0.numpy(), grad_c0.numpy()
+
+        def work(index: int, rows: slice) -> None:
+            saved = ctx.saved_chunks[index]
+            fused_lstm_cpu.lstm_backward(
+                rows_array(grad_outputs, rows, 3, dtype),
+                rows_array(grad_h, rows, 2, dtype),
+                rows_array(grad_c, rows, 2, dtype),
+                weight,
+                rows_array(hidden_mask, rows, 2, dtype),
+                as_array(peephole, 2, dtype),
+                as_array(norm_hidden, 1, dtype),
+                as_array(norm_cell_weight, 1, dtype),
+                projection_array,
+                rows_array(zoneout_h, rows, 3, dtype, axis=1),
+                rows_array(zoneout_c, rows, 3, dtype, axis=1),
+                lengths[rows].numpy(),
+                resets_array(None if resets is None else resets[rows]),
+                ctx.flags,
+                *(saved[name].numpy() for name in BACKWARD_READS),
+                grad_projected_array[rows],
+                *(tensor.numpy() for tensor in gradients[index].values()),
+                grad_h0_array[rows],
+                grad_c0_array[rows],
+            )
+
+        for_each_chunk(work, ctx.chunks)
+        grads = _parameter_gradients(
+            ctx.chunks,
+            ctx.saved_chunks,
+            gradients,
+            grad_projected,
+            peephole,
+            norm_hidden,
+            projection,
+            ctx.needs_input_grad,
         )
-        grad_cell_outputs = empty(steps, batch, hidden, like=gates, role="lstm grad_cell_outputs")
-        grad_h0 = empty(batch, recurrent_size, like=gates)
-        grad_c0 = empty(batch, hidden, like=gates)
-        fused_lstm_cpu.lstm_backward(
-            as_array(grad_outputs, 3, dtype),
-            as_array(grad_h, 2, dtype),
-            as_array(grad_c, 2, dtype),
-            as_array(recurrent, 2, dtype),
-            as_array(hidden_mask, 2, dtype),
-            as_array(peephole, 2, dtype),
-            as_array(norm_hidden, 1, dtype),
-            as_array(norm_cell_weight, 1, dtype),
-            as_array(projection, 2, dtype),
-            as_array(zoneout_h, 3, dtype),
-            as_array(zoneout_c, 3, dtype),
-            lengths.numpy(),
-            resets_array(resets),
-            ctx.flags,
-            gates.numpy(),
-            cells_before.numpy(),
-            cell_outputs.numpy(),
-            normalized_recurrent.numpy(),
-            normalized_cells.numpy(),
-            inverse_stds.numpy(),
-            grad_projected.numpy(),
-            grad_recurrent.numpy(),
-            grad_hidden_outputs.numpy(),
-            grad_cell_outputs.numpy(),
-            grad_h0.numpy(),
-            grad_c0.numpy(),
-        )
-        needs = ctx.needs_input_grad
-        rows = steps * batch
-        grad_weight = grad_recurrent.reshape(rows, width).t() @ recurrent_inputs.reshape(rows, -1)
-        grad_peephole = grad_norm_hidden = grad_norm_weight = grad_norm_bias = None
-        grad_projection = None
-        if peephole is not None and needs[6]:
-            by_time = grad_projected.transpose(0, 1)  # (T, B, 4H)
-            grad_peephole = torch.stack(
+        return (None, None, None, grad_projected, grad_h0, grad_c0, *grads, None, None, None)
+
+
+BACKWARD_READS = (
+    "gates",
+    "cells_before",
+    "cell_outputs",
+    "normalized_recurrent",
+    "normalized_cells",
+    "inverse_stds",
+)
+
+
+def _saved_buffers(
+    steps: int,
+    rows: int,
+    width: int,
+    recurrent_size: int,
+    use_norm: bool,
+    like: Tensor,
+    chunk: int,
+) -> dict[str, Tensor]:
+    """What the forward loop of one chunk of rows saves, time-major (module docstring)."""
+    hidden = width // 4
+    norm_shape = (steps, rows) if use_norm else (1, 1)  # placeholders without layer norm
+    shapes = {
+        "recurrent_inputs": (steps, rows, recurrent_size),
+        "gates": (steps, rows, width),
+        "cells_before": (steps, rows, hidden),
+        "cells": (steps, rows, hidden),
+        "cell_outputs": (steps, rows, hidden),
+        "hiddens": (steps, rows, hidden),
+        "normalized_recurrent": (*norm_shape, width if use_norm else 1),
+        "normalized_cells": (*norm_shape, hidden if use_norm else 1),
+        "inverse_stds": (*norm_shape, 2 if use_norm else 1),
+    }
+    return {
+        name: empty(*shape, like=like, role=f"lstm {name} {chunk}")
+        for name, shape in shapes.items()
+    }
+
+
+def _gradient_buffers(
+    steps: int, rows: int, width: int, recurrent_size: int, like: Tensor, chunk: int
+) -> dict[str, Tensor]:
+    """The backward loop's per-step gradients of one chunk, for the products after it."""
+    shapes = {
+        "grad_recurrent": (steps, rows, width),  # d (W_hh r_t), layer norm undone
+        "grad_hidden_outputs": (steps, rows, recurrent_size),  # d h_t before zoneout
+        "grad_cell_outputs": (steps, rows, width // 4),  # d tanh argument (layer-norm output)
+    }
+    return {
+        name: empty(*shape, like=like, role=f"lstm {name} {chunk}")
+        for name, shape in shapes.items()
+    }
+
+
+def _parameter_gradients(
+    chunks: list[slice],
+    saved: list[dict[str, Tensor]],
+    gradients: list[dict[str, Tensor]],
+    grad_projected: Tensor,
+    peephole: Tensor | None,
+    norm_hidden: Tensor | None,
+    projection: Tensor | None,
+    needs: tuple[bool, ...],
+) -> tuple[Tensor | None, ...]:
+    """Gradients of W_hh, the peepholes, the layer-norm gains and W_hr: one product or
+    reduction per chunk over all its steps, summed over the chunks."""
+    hidden = grad_projected.shape[2] // 4
+    grad_weight = grad_peephole = grad_norm_hidden = grad_norm_weight = None
+    grad_norm_bias = grad_projection = None
+    for rows, saved_rows, gradient_rows in zip(chunks, saved, gradients, strict=True):
+        by_time = grad_projected[rows].transpose(0, 1)  # (T, b, 4H)
+        grad_recurrent = gradient_rows["grad_recurrent"]
+        recurrent_inputs = saved_rows["recurrent_inputs"]
+        count = grad_recurrent.shape[0] * grad_recurrent.shape[1]
+        terms: list[Tensor | None] = [
+            grad_recurrent.reshape(count, -1).t() @ recurrent_inputs.reshape(count, -1),
+            None,
+            None,
+            None,
+            None,
+            None,
+        ]
+        if peephole is not None and needs[7]:
+            cells_before, cells = saved_rows["cells_before"], saved_rows["cells"]
+            terms[1] = torch.stack(
                 [
                     (by_time[..., :hidden] * cells_before).sum((0, 1)),
                     (by_time[..., hidden : 2 * hidden] * cells_before).sum((0, 1)),
@@ -209,29 +293,40 @@ class _FusedLSTM(torch.autograd.Function):
                 ]
             )
         if norm_hidden is not None:
-            by_time = grad_projected.transpose(0, 1)
-            grad_norm_hidden = (by_time * normalized_recurrent).sum((0, 1))
-            grad_norm_weight = (grad_cell_outputs * normalized_cells).sum((0, 1))
-            grad_norm_bias = grad_cell_outputs.sum((0, 1))
+            grad_cell_outputs = gradient_rows["grad_cell_outputs"]
+            terms[2] = (by_time * saved_rows["normalized_recurrent"]).sum((0, 1))
+            terms[3] = (grad_cell_outputs * saved_rows["normalized_cells"]).sum((0, 1))
+            terms[4] = grad_cell_outputs.sum((0, 1))
         if projection is not None:
-            grad_projection = grad_hidden_outputs.reshape(rows, -1).t() @ hiddens.reshape(rows, -1)
-        return (
-            None,
-            None,
-            None,
-            grad_projected,
-            grad_h0,
-            grad_c0,
+            grad_hidden = gradient_rows["grad_hidden_outputs"].reshape(count, -1)
+            terms[5] = grad_hidden.t() @ saved_rows["hiddens"].reshape(count, -1)
+        totals = [
             grad_weight,
             grad_peephole,
             grad_norm_hidden,
             grad_norm_weight,
             grad_norm_bias,
             grad_projection,
-            None,
-            None,
-            None,
-        )
+        ]
+        (
+            grad_weight,
+            grad_peephole,
+            grad_norm_hidden,
+            grad_norm_weight,
+            grad_norm_bias,
+            grad_projection,
+        ) = [
+            term if total is None else (total if term is None else total + term)
+            for total, term in zip(totals, terms, strict=True)
+        ]
+    return (
+        grad_weight,
+        grad_peephole,
+        grad_norm_hidden,
+        grad_norm_weight,
+        grad_norm_bias,
+        grad_projection,
+    )
 
 
 def run_lstm(

@@ -152,7 +152,13 @@ try:
             np.dot(inputs_t, weight_t, recurrent)  # (B, 4H)
             for b in range(batch):
                 if t >= lengths[b]:
+                    # zero rows: the weight gradients multiply them by this step's zero gradient
                     hiddens[t, b, :] = 0
+                    cells_before[t, b, :] = 0
+                    cells[t, b, :] = 0
+                    if use_norm:
+                        normalized_recurrent[t, b, :] = 0
+                        normalized_cells[t, b, :] = 0
                     continue
                 cells_before[t, b] = c[b]
                 stds = _gates_row(
