@@ -27,6 +27,10 @@ Gradients come from the implicit function theorem: with ``G = dL/ds``, the adjoi
 scans, and one vector-Jacobian product of f at the solution gives the gradients of the inputs,
 the initial state and the parameters. No autograd graph is kept through the iterations.
 
+With ``resets (B, T)``, a restart step reads the initial state instead of ``s_{t-1}``: f is
+evaluated there at ``s_0`` and ``J_t = 0``, so the Newton steps and the adjoint do not cross the
+boundary, and the gradient of ``s_0`` gathers the vector-Jacobian products of every restart step.
+
 ``reports`` holds a ``NewtonReport`` (iterations, final residual, convergence, fallback) for
 each of the recent calls.
 """
@@ -46,7 +50,7 @@ from rnnkit.strategies import newton_linear as linear
 from rnnkit.strategies.kernels import pararnn_cpu
 from rnnkit.strategies.native import StrategyUnsupportedError
 from rnnkit.strategies.scan import time_mask
-from rnnkit.strategies.validation import all_finite, prepare
+from rnnkit.strategies.validation import all_finite, prepare_with_resets
 
 
 @dataclass
@@ -62,7 +66,8 @@ class NewtonReport:
 
 
 class NewtonStrategy:
-    """``run(cell, inputs, state=None, lengths=None)`` by Newton's method; see the module."""
+    """``run(cell, inputs, state=None, lengths=None, resets=None)`` by Newton's method; see the
+    module."""
 
     def __init__(
         self,
@@ -95,22 +100,25 @@ class NewtonStrategy:
         inputs: Tensor,
         state: State | None = None,
         lengths: Tensor | Sequence[int] | None = None,
+        resets: Tensor | None = None,
     ) -> tuple[Tensor, State]:
         reason = unsupported_reason(cell)
         if reason is not None:
             raise StrategyUnsupportedError(f"strategy 'newton' cannot run this cell: {reason}")
-        state, lengths = prepare(cell, inputs, state, lengths)
+        state, lengths, resets = prepare_with_resets(cell, inputs, state, lengths, resets)
         cell.begin_sequence(inputs.shape[0], device=inputs.device, dtype=inputs.dtype)
         projected = cell.project_inputs(inputs)  # (B, T, P)
         initial = cell.flatten_state(state)  # (B, S)
         active = None if lengths is None else time_mask(lengths, inputs.shape[1], inputs.device)
+        restart = None if resets is None else resets.unsqueeze(-1)  # (B, T, 1)
         self.check_memory(cell, projected, initial)
         parameters = [p for p in cell.parameters() if p.requires_grad]
-        states = NewtonSolve.apply(self, cell, projected, initial, active, *parameters)
+        states = NewtonSolve.apply(self, cell, projected, initial, active, restart, *parameters)
         if cell.output_field is not None:  # y_t is part of s_t: no second pass over the cell
             outputs = getattr(cell.unflatten_state(states), cell.output_field)
         else:
-            outputs, _ = linear.evaluate(cell, projected, linear.shift(states, initial))
+            previous = linear.shift(states, initial, restart=restart)
+            outputs, _ = linear.evaluate(cell, projected, previous)
         if active is not None:
             outputs = torch.where(active, outputs, torch.zeros((), dtype=outputs.dtype))
         return outputs, cell.unflatten_state(states[:, -1])
@@ -147,8 +155,15 @@ class NewtonStrategy:
                 f"diagonal) with smaller chunks, or raise memory_limit_bytes"
             )
 
-    def solve(self, cell: Cell, projected: Tensor, initial: Tensor, active: Tensor | None):
-        """The states ``(B, T, S)`` without gradients, and the report."""
+    def solve(
+        self,
+        cell: Cell,
+        projected: Tensor,
+        initial: Tensor,
+        active: Tensor | None,
+        restart: Tensor | None = None,
+    ):
+        """The states ``(B, T, S)`` without gradients; the report goes to ``reports``."""
         tolerance = self.tolerance or (1e-10 if projected.dtype == torch.float64 else 1e-5)
         fused = pararnn_cpu.lookup(cell, projected.device, projected.dtype)
         previous = initial.unsqueeze(1).expand(-1, projected.shape[1], -1)
@@ -157,8 +172,9 @@ class NewtonStrategy:
         iterations, residual = 0, float("inf")
         diagonal_only = self.jacobian == "diagonal"
         # one compiled pass for linearization, offsets and residual where the kernel has one
-        # and nothing else changes them (no padding, no damping)
-        iterate = None if fused is None or active is not None or self.damping else fused.iterate
+        # and nothing else changes them (no padding, no resets, no damping)
+        plain = active is None and restart is None and not self.damping
+        iterate = fused.iterate if fused is not None and plain else None
         while True:
             if iterate is not None:
                 next_states, diagonal, offsets, residual = _iterate(
@@ -169,14 +185,14 @@ class NewtonStrategy:
                 states = linear.solve(diagonal, offsets, initial)
                 iterations += 1
                 continue
-            previous = linear.shift(states, initial)
-            next_states, jacobian = _linearize(cell, projected, previous, active, fused)
+            previous = linear.shift(states, initial, restart=restart)
+            next_states, jacobian = _linearize(cell, projected, previous, active, fused, restart)
             residual = float((states - next_states).abs().max())
             if residual <= tolerance or iterations == self.max_iterations:
                 break
             if jacobian is None:
                 jacobian = linear.jacobian(cell, projected, previous, diagonal_only)
-                jacobian = linear.identity_where_inactive(jacobian, active)
+                jacobian = _masked(jacobian, active, restart)
             elif diagonal_only:
                 jacobian = linear.to_diagonal(jacobian, states.shape[-1])
             offsets = next_states - linear.multiply(jacobian, previous)
@@ -197,7 +213,7 @@ class NewtonStrategy:
             # not <=: a NaN error is a step to recompute too
             report.fallback_from = int(torch.nonzero(~(errors <= tolerance))[0])
             states = _finish_sequentially(
-                cell, projected, initial, states, active, report.fallback_from
+                cell, projected, initial, states, active, restart, report.fallback_from
             )
             self.fallbacks += 1
             warnings.warn(
@@ -230,25 +246,25 @@ class NewtonSolve(torch.autograd.Function):
     """States by Newton's method forward; the implicit-function adjoint backward."""
 
     @staticmethod
-    def forward(ctx, strategy, cell, projected, initial, active, *parameters):
+    def forward(ctx, strategy, cell, projected, initial, active, restart, *parameters):
         with torch.no_grad():
-            states = strategy.solve(cell, projected.detach(), initial.detach(), active)
-        ctx.cell, ctx.active = cell, active
+            states = strategy.solve(cell, projected.detach(), initial.detach(), active, restart)
+        ctx.cell, ctx.active, ctx.restart = cell, active, restart
         ctx.save_for_backward(projected, initial, states)
         return states
 
     @staticmethod
     def backward(ctx, grad_states):
         projected, initial, states = ctx.saved_tensors
-        cell, active = ctx.cell, ctx.active
+        cell, active, restart = ctx.cell, ctx.active, ctx.restart
         parameters = [p for p in cell.parameters() if p.requires_grad]
-        previous = linear.shift(states, initial, reuse=True)
+        previous = linear.shift(states, initial, reuse=True, restart=restart)
         fused = pararnn_cpu.lookup(cell, projected.device, projected.dtype)
         with torch.no_grad():
-            _, jacobian = _linearize(cell, projected.detach(), previous, active, fused)
+            _, jacobian = _linearize(cell, projected.detach(), previous, active, fused, restart)
             if jacobian is None:
                 jacobian = linear.jacobian(cell, projected.detach(), previous, False)
-                jacobian = linear.identity_where_inactive(jacobian, active)
+                jacobian = _masked(jacobian, active, restart)
             adjoint = linear.solve_adjoint(jacobian, grad_states)
         if fused is not None:
             grads = _fused_vjp(fused, cell, projected.detach(), previous, adjoint, active)
@@ -257,11 +273,24 @@ class NewtonSolve(torch.autograd.Function):
         grad_projected, grad_previous, named = grads
         names = {id(p): name for name, p in cell.named_parameters()}
         grad_parameters = [named.get(names[id(p)]) for p in parameters]
-        return (None, None, grad_projected, grad_previous[:, 0], None, *grad_parameters)
+        grad_initial = grad_previous[:, 0]
+        if restart is not None:  # restart steps read the initial state too
+            grad_initial = grad_initial + (grad_previous * restart).sum(1)
+        return (None, None, grad_projected, grad_initial, None, None, *grad_parameters)
 
 
-def _linearize(cell, projected, previous, active, fused) -> tuple[Tensor, linear.Jacobian | None]:
-    """``f(s_{t-1}, p_t)`` for all t (padded steps copy), and J when a fused kernel gives it."""
+def _masked(
+    jacobian: linear.Jacobian, active: Tensor | None, restart: Tensor | None
+) -> linear.Jacobian:
+    """J with ``I`` at padded steps and ``0`` at restart steps."""
+    return linear.zero_where_restarted(linear.identity_where_inactive(jacobian, active), restart)
+
+
+def _linearize(
+    cell, projected, previous, active, fused, restart=None
+) -> tuple[Tensor, linear.Jacobian | None]:
+    """``f(s_{t-1}, p_t)`` for all t (padded steps copy), and J when a fused kernel gives it
+    (``I`` at padded steps, ``0`` at restart steps)."""
     if fused is None:
         return _masked_step(cell, projected, previous, active), None
     batch, steps = previous.shape[:2]
@@ -270,8 +299,7 @@ def _linearize(cell, projected, previous, active, fused) -> tuple[Tensor, linear
     jacobian = linear.Jacobian(cell.jacobian_structure, values.unflatten(0, (batch, steps)))
     if active is not None:
         next_states = torch.where(active, next_states, previous)
-        jacobian = linear.identity_where_inactive(jacobian, active)
-    return next_states, jacobian
+    return next_states, _masked(jacobian, active, restart)
 
 
 def _iterate(
@@ -344,11 +372,13 @@ def _masked_step(cell: Cell, projected: Tensor, previous: Tensor, active: Tensor
     return next_states if active is None else torch.where(active, next_states, previous)
 
 
-def _finish_sequentially(cell, projected, initial, states, active, start: int) -> Tensor:
+def _finish_sequentially(cell, projected, initial, states, active, restart, start: int) -> Tensor:
     """Recompute steps ``start..T-1`` one after another from the solved prefix."""
     states = states.clone()
     state = initial if start == 0 else states[:, start - 1]
     for t in range(start, states.shape[1]):
+        if restart is not None:
+            state = torch.where(restart[:, t], initial, state)
         _, new_state = cell.recur(projected[:, t], cell.unflatten_state(state))
         new_flat = cell.flatten_state(new_state)
         state = new_flat if active is None else torch.where(active[:, t], new_flat, state)

@@ -7,6 +7,10 @@ States are flat ``(B, T, S)`` tensors in the cell's ``flatten_state`` layout. A 
 - ``"diagonal"``: ``(B, T, S)``;
 - ``"block"``: ``(B, T, S / k, k, k)``, blocks along the flat state;
 - ``"dense"``: ``(B, T, S, S)``.
+
+With resets, ``restart (B, T, 1)`` is True at the steps where a sequence restarts: there
+``s_{t-1}`` is the initial state (``shift``) and ``J_t = 0`` (``zero_where_restarted``), since
+the step does not depend on the state before it.
 """
 
 from __future__ import annotations
@@ -90,6 +94,15 @@ def identity_where_inactive(jacobian_: Jacobian, active: Tensor | None) -> Jacob
     return Jacobian(jacobian_.structure, torch.where(mask, values, eye))
 
 
+def zero_where_restarted(jacobian_: Jacobian, restart: Tensor | None) -> Jacobian:
+    """``J = 0`` at restart steps (``restart (B, T, 1)`` True), which read the initial state."""
+    if restart is None:
+        return jacobian_
+    values = jacobian_.values
+    mask = restart.view(*restart.shape[:2], *([1] * (values.dim() - 2)))
+    return Jacobian(jacobian_.structure, torch.where(mask, 0, values))
+
+
 def multiply(jacobian_: Jacobian, vectors: Tensor) -> Tensor:
     """``J_t v_t`` for ``vectors (B, T, S)``."""
     if jacobian_.structure == "diagonal":
@@ -134,12 +147,19 @@ def solve_adjoint(jacobian_: Jacobian, gradients: Tensor) -> Tensor:
     return solve(Jacobian(jacobian_.structure, shifted), gradients, zeros, reverse=True)
 
 
-def shift(states: Tensor, initial: Tensor, reuse: bool = False) -> Tensor:
-    """``s_{t-1}`` for every t: ``initial`` then ``states[:, :-1]``; ``reuse``: into a
-    workspace buffer, without autograd (for the adjoint pass)."""
+def shift(
+    states: Tensor, initial: Tensor, reuse: bool = False, restart: Tensor | None = None
+) -> Tensor:
+    """``s_{t-1}`` for every t: ``initial`` then ``states[:, :-1]``, and ``initial`` at the
+    steps where ``restart (B, T, 1)`` is True; ``reuse``: into a workspace buffer, without
+    autograd (for the adjoint pass)."""
     if not reuse:
-        return torch.cat([initial.unsqueeze(1), states[:, :-1]], 1)
-    previous = _scratch("previous", states.detach())
-    previous[:, 0] = initial.detach()
-    previous[:, 1:] = states.detach()[:, :-1]
-    return previous
+        previous = torch.cat([initial.unsqueeze(1), states[:, :-1]], 1)
+    else:
+        previous = _scratch("previous", states.detach())
+        previous[:, 0] = initial.detach()
+        previous[:, 1:] = states.detach()[:, :-1]
+        initial = initial.detach()
+    if restart is None:
+        return previous
+    return torch.where(restart, initial.unsqueeze(1), previous)
