@@ -45,7 +45,7 @@ For the Newton strategy the flat state holds each head's ``(h, c, n, m)`` side b
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor, nn
@@ -84,6 +84,7 @@ class SLSTMCell(Cell):
     state_type = SLSTMState
     output_field = "h"
     jacobian_structure = "block"
+    fused_kernel = "slstm"
 
     def __init__(
         self,
@@ -155,6 +156,11 @@ class SLSTMCell(Cell):
         n_new = forget_gate * n + input_gate
         h_new = torch.sigmoid(output_pre) * c_new / n_new
         return h_new, SLSTMState(h_new, c_new, n_new, m_new)
+
+    def fused_weights(self, batch_size: int) -> dict[str, Any]:
+        """``recurrent``: ``weight_hh (k, 4d, d)``; ``sigmoid_forget``: whether the forget gate
+        is the sigmoid one (``kernels/fused_slstm.py``). No regularization, so no masks."""
+        return {"recurrent": self.weight_hh, "sigmoid_forget": self.forget_gate == "sigmoid"}
 
     def flatten_state(self, state: SLSTMState) -> Tensor:
         """``(N, 4H)`` with each head's ``(h, c, n, m)`` side by side: the Jacobian's blocks."""

@@ -1,0 +1,288 @@
+"""The whole sLSTM time loop compiled for the CPU with Numba, forward and backward in one call each.
+
+Equations: those of ``SLSTMCell.recur`` (``rnnkit/cells/slstm.py``), per unit j of a row::
+
+    i~, f~, z~, o~ = projected + R h_{t-1}      (R block-diagonal: one product per head)
+    l   = f~ (exponential forget gate) or logsigmoid(f~) (sigmoid forget gate)
+    a   = l + m_{t-1};  w = (a >= i~) and (n_{t-1} != 0);  m_t = a if w else i~
+    i'  = exp(i~ - m_t);  f' = exp(min(a - m_t, 0));  z = tanh(z~);  o = sigmoid(o~)
+    c_t = f' c_{t-1} + i' z;  n_t = f' n_{t-1} + i';  h_t = o c_t / n_t
+
+The backward pass takes the gradients torch autograd gives ``recur``: the max through the
+selected side of the ``where`` (``w``), the min's clamp passing the gradient where ``a - m_t <=
+0`` (ties included), m not detached. Per step the recurrent product is one ``np.dot`` per head on
+contiguous head-major blocks ``(B, d) x (d, 4d)``; the input projection runs outside, and the
+gradient of the recurrent weights is one batched product after the loop (``fused_slstm.py``).
+
+Saved for the backward pass, time-major so that every step reads contiguous blocks:
+``recurrent_inputs (k, T, B, d)`` (each head's h_{t-1}), ``gates (T, B, 4H)`` (i', f', z, o),
+``slopes (T, B, 3H)`` (f' where the clamp passes else 0, w as 0 or 1, dl / df~),
+``cells_before``, ``normalizers_before``, ``cells``, ``normalizers`` (each ``(T, B, H)``:
+c_{t-1}, n_{t-1}, c_t, n_t).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+try:
+    import numba
+
+    from rnnkit.strategies.kernels.compiled_math import exp, sigmoid, tanh
+
+    # error_model="numpy": no ZeroDivisionError checks, so the pointwise loops vectorize
+    COMPILED: dict[str, Any] = {
+        "cache": True,
+        "nogil": True,
+        "boundscheck": False,
+        "fastmath": True,
+        "error_model": "numpy",
+    }
+    INLINE: dict[str, Any] = {**COMPILED, "inline": "always"}
+
+    @numba.njit(**INLINE)
+    def _gather_row(projected, recurrent, b, pre):  # pragma: no cover - compiled
+        # pre (4H) gate-major = projected (4H) + the heads' products recurrent (k, B, 4d)
+        heads, head_size = recurrent.shape[0], recurrent.shape[2] // 4
+        hidden = heads * head_size
+        for k in range(heads):
+            head_row = recurrent[k, b]
+            for g in range(4):
+                start = g * hidden + k * head_size
+                for a in range(head_size):
+                    pre[start + a] = projected[start + a] + head_row[g * head_size + a]
+
+    @numba.njit(**INLINE)
+    def _forget_row(pre, slope, sigmoid_forget):  # pragma: no cover - compiled
+        # l = f~ or logsigmoid(f~) into pre's forget block; dl / df~ into slope
+        one = pre.dtype.type(1)
+        hidden = slope.shape[0]
+        if sigmoid_forget:
+            for j in range(hidden):
+                value = pre[hidden + j]
+                slope[j] = sigmoid(-value, one)
+                pre[hidden + j] = min(value, 0) - np.log1p(exp(-abs(value)))
+        else:
+            slope[:] = one
+
+    @numba.njit(**INLINE)
+    def _step_row(pre, h, c, n, m, gate, slope, cell, normalizer):  # pragma: no cover
+        # one row of one step (module docstring); the new state into h, c, n, m
+        one = pre.dtype.type(1)
+        zero = pre.dtype.type(0)
+        hidden = h.shape[0]
+        for j in range(hidden):
+            input_pre, forget_total = pre[j], pre[hidden + j] + m[j]
+            wins = (forget_total >= input_pre) & (n[j] != zero)
+            m_new = forget_total if wins else input_pre
+            exponent = forget_total - m_new
+            input_gate = exp(input_pre - m_new)
+            forget_gate = exp(min(exponent, zero))
+            candidate = tanh(pre[2 * hidden + j], one)
+            output_gate = sigmoid(pre[3 * hidden + j], one)
+            c_new = forget_gate * c[j] + input_gate * candidate
+            n_new = forget_gate * n[j] + input_gate
+            gate[j], gate[hidden + j] = input_gate, forget_gate
+            gate[2 * hidden + j], gate[3 * hidden + j] = candidate, output_gate
+            slope[j] = forget_gate if exponent <= zero else zero
+            slope[hidden + j] = one if wins else zero
+            cell[j], normalizer[j] = c_new, n_new
+            h[j] = output_gate * c_new / n_new
+            c[j], n[j], m[j] = c_new, n_new, m_new
+
+    @numba.njit(**COMPILED)
+    def slstm_forward(
+        projected,
+        h0,
+        c0,
+        n0,
+        m0,
+        weight_t,
+        lengths,
+        resets,
+        flags,
+        outputs,
+        h_final,
+        c_final,
+        n_final,
+        m_final,
+        recurrent_inputs,
+        gates,
+        slopes,
+        cells_before,
+        normalizers_before,
+        cells,
+        normalizers,
+    ):  # pragma: no cover - compiled
+        use_resets, sigmoid_forget = flags[0], flags[1]
+        batch, steps, width = projected.shape
+        heads, head_size = weight_t.shape[0], weight_t.shape[1]
+        hidden = width // 4
+        h, c, n, m = h0.copy(), c0.copy(), n0.copy(), m0.copy()
+        recurrent = np.empty((heads, batch, 4 * head_size), dtype=projected.dtype)
+        pre = np.empty(width, dtype=projected.dtype)
+        for t in range(steps):
+            for b in range(batch):
+                if use_resets and resets[b, t] and t < lengths[b]:
+                    h[b], c[b], n[b], m[b] = h0[b], c0[b], n0[b], m0[b]
+                for k in range(heads):
+                    recurrent_inputs[k, t, b] = h[b, k * head_size : (k + 1) * head_size]
+            for k in range(heads):
+                np.dot(recurrent_inputs[k, t], weight_t[k], recurrent[k])  # (B, 4d)
+            for b in range(batch):
+                if t >= lengths[b]:
+                    outputs[b, t, :] = 0
+                    continue
+                cells_before[t, b], normalizers_before[t, b] = c[b], n[b]
+                _gather_row(projected[b, t], recurrent, b, pre)
+                _forget_row(pre, slopes[t, b, 2 * hidden :], sigmoid_forget)
+                _step_row(
+                    pre,
+                    h[b],
+                    c[b],
+                    n[b],
+                    m[b],
+                    gates[t, b],
+                    slopes[t, b],
+                    cells[t, b],
+                    normalizers[t, b],
+                )
+                outputs[b, t] = h[b]
+        h_final[:], c_final[:], n_final[:], m_final[:] = h, c, n, m
+
+    @numba.njit(**INLINE)
+    def _backward_row(
+        grad_hidden,
+        grad_c,
+        grad_n,
+        grad_m,
+        gate,
+        slope,
+        previous_c,
+        previous_n,
+        cell,
+        normalizer,
+        grad_pre,
+    ):  # pragma: no cover - compiled
+        # d pre-activations (grad_pre, 4H) of one row of one step from d h_t (grad_hidden) and
+        # the carried d (c, n, m)_t, which become d (c, n, m)_{t-1} in place
+        one = grad_pre.dtype.type(1)
+        hidden = grad_c.shape[0]
+        for j in range(hidden):
+            input_gate, forget_gate = gate[j], gate[hidden + j]
+            candidate, output_gate = gate[2 * hidden + j], gate[3 * hidden + j]
+            ratio = cell[j] / normalizer[j]
+            scaled = grad_hidden[j] * output_gate / normalizer[j]
+            grad_cell = grad_c[j] + scaled
+            grad_normalizer = grad_n[j] - scaled * ratio
+            grad_forget_gate = grad_cell * previous_c[j] + grad_normalizer * previous_n[j]
+            grad_input_gate = grad_cell * candidate + grad_normalizer
+            grad_exponent = grad_forget_gate * slope[j]
+            grad_input_pre = grad_input_gate * input_gate
+            grad_m_new = grad_m[j] - grad_input_pre - grad_exponent
+            wins = slope[hidden + j]
+            grad_forget_total = grad_exponent + wins * grad_m_new
+            grad_pre[j] = grad_input_pre + (one - wins) * grad_m_new
+            grad_pre[hidden + j] = grad_forget_total * slope[2 * hidden + j]
+            grad_pre[2 * hidden + j] = grad_cell * input_gate * (one - candidate * candidate)
+            grad_pre[3 * hidden + j] = grad_hidden[j] * ratio * output_gate * (one - output_gate)
+            grad_c[j] = grad_cell * forget_gate
+            grad_n[j] = grad_normalizer * forget_gate
+            grad_m[j] = grad_forget_total
+
+    @numba.njit(**INLINE)
+    def _scatter_row(grad_pre, grad_recurrent, t, b, grad_projected_row):  # pragma: no cover
+        # grad_pre (4H) gate-major into grad_projected's row and each head's (k, T, B, 4d) row
+        heads, head_size = grad_recurrent.shape[0], grad_recurrent.shape[3] // 4
+        hidden = heads * head_size
+        grad_projected_row[:] = grad_pre
+        for k in range(heads):
+            head_row = grad_recurrent[k, t, b]
+            for g in range(4):
+                start = g * hidden + k * head_size
+                for a in range(head_size):
+                    head_row[g * head_size + a] = grad_pre[start + a]
+
+    @numba.njit(**COMPILED)
+    def slstm_backward(
+        grad_outputs,
+        grad_h_final,
+        grad_c_final,
+        grad_n_final,
+        grad_m_final,
+        weight,
+        lengths,
+        resets,
+        flags,
+        gates,
+        slopes,
+        cells_before,
+        normalizers_before,
+        cells,
+        normalizers,
+        grad_projected,
+        grad_recurrent,
+        grad_h0,
+        grad_c0,
+        grad_n0,
+        grad_m0,
+    ):  # pragma: no cover - compiled
+        use_resets = flags[0]
+        batch, steps, width = grad_projected.shape
+        heads, head_size = weight.shape[0], weight.shape[2]
+        dtype = grad_projected.dtype
+        grad_h, grad_c = grad_h_final.copy(), grad_c_final.copy()
+        grad_n, grad_m = grad_n_final.copy(), grad_m_final.copy()
+        for grad_initial in (grad_h0, grad_c0, grad_n0, grad_m0):
+            grad_initial[:] = 0  # what reset steps send to the initial state
+        grad_hidden = np.empty(width // 4, dtype=dtype)
+        grad_pre = np.empty(width, dtype=dtype)
+        through = np.empty((heads, batch, head_size), dtype=dtype)
+        for index in range(steps):
+            t = steps - 1 - index
+            for b in range(batch):
+                if t >= lengths[b]:
+                    grad_projected[b, t, :] = 0
+                    for k in range(heads):
+                        grad_recurrent[k, t, b, :] = 0
+                    continue
+                carried, output_row = grad_h[b], grad_outputs[b, t]
+                for j in range(grad_hidden.shape[0]):
+                    grad_hidden[j] = carried[j] + output_row[j]
+                _backward_row(
+                    grad_hidden,
+                    grad_c[b],
+                    grad_n[b],
+                    grad_m[b],
+                    gates[t, b],
+                    slopes[t, b],
+                    cells_before[t, b],
+                    normalizers_before[t, b],
+                    cells[t, b],
+                    normalizers[t, b],
+                    grad_pre,
+                )
+                _scatter_row(grad_pre, grad_recurrent, t, b, grad_projected[b, t])
+            for k in range(heads):
+                np.dot(grad_recurrent[k, t], weight[k], through[k])  # (B, d)
+            for b in range(batch):
+                if t >= lengths[b]:
+                    continue
+                for k in range(heads):
+                    grad_h[b, k * head_size : (k + 1) * head_size] = through[k, b]
+                if use_resets and resets[b, t]:  # the step started from the initial state
+                    grad_h0[b] += grad_h[b]
+                    grad_c0[b] += grad_c[b]
+                    grad_n0[b] += grad_n[b]
+                    grad_m0[b] += grad_m[b]
+                    grad_h[b], grad_c[b], grad_n[b], grad_m[b] = 0, 0, 0, 0
+        grad_h0 += grad_h
+        grad_c0 += grad_c
+        grad_n0 += grad_n
+        grad_m0 += grad_m
+
+    IMPORT_ERROR: str | None = None
+except ImportError as error:  # pragma: no cover - depends on the environment
+    IMPORT_ERROR = f"numba could not be imported ({error})"
