@@ -146,3 +146,19 @@ def test_fused_slstm_large_inputs_do_not_overflow(config, dtype):
     assert float(actual[4].detach().abs().max()) > 1000, "the stabilizer should be large"
     relative = FLOAT32_RELATIVE if dtype == F32 else 1e-10
     assert_relative_close(actual, expected, result_names(cell, state), relative)
+
+
+@pytest.mark.parametrize(
+    "threads", [pytest.param(t, id=f"slstm_heads-fused-threads{t}") for t in (1, 2)]
+)
+def test_fused_slstm_rows_split_over_threads(threads):
+    """One thread runs every row; two split the batch (1 and 2 rows): both match sequential."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        cell, inputs, state, lengths, resets = make_case("slstm_heads", "len-h0-resets", F64)
+        actual = run_with_gradients("fused", cell, inputs, state, lengths, resets)
+    finally:
+        torch.set_num_threads(previous)
+    expected = run_with_gradients("sequential", cell, inputs, state, lengths, resets)
+    assert_all_close(actual, expected, result_names(cell, state), F64)
