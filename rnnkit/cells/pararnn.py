@@ -29,7 +29,7 @@ N(0, (2 / sqrt(5 H))^2), input weights Xavier-uniform, biases zero except the fi
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor, nn
@@ -62,6 +62,7 @@ class ParaGRUCell(Cell):
 
     state_type = HiddenState
     output_field = "h"
+    fused_kernel = "paragru"  # diagonal and block-diagonal (heads) recurrence alike
 
     def __init__(
         self, input_size: int, hidden_size: int, bias: bool = True, *, num_heads: int | None = None
@@ -99,6 +100,12 @@ class ParaGRUCell(Cell):
     def compiled_weights(self) -> dict[str, Tensor]:
         """``{"recurrent": weight_hh (3, H)}``."""
         return {"recurrent": self.weight_hh}
+
+    def fused_weights(self, batch_size: int) -> dict[str, Any]:
+        """``{"recurrent": weight_hh (3, H)}``, or with heads ``{"recurrent_blocks": weight_hh
+        (3, k, H/k, H/k)}`` (``kernels/fused_pararnn.py``); no regularization to apply."""
+        role = "recurrent" if self.num_heads is None else "recurrent_blocks"
+        return {role: self.weight_hh}
 
     def project_inputs(self, inputs: Tensor) -> Tensor:
         """``(..., D) -> (..., 3H)``: W x + b for z, r, n."""
@@ -152,6 +159,7 @@ class ParaLSTMCell(Cell):
     jacobian_structure = "block"
     jacobian_block_size = 2
     compiled_kernel = "paralstm"
+    fused_kernel = "paralstm"
 
     def __init__(self, input_size: int, hidden_size: int, bias: bool = True) -> None:
         super().__init__(input_size, hidden_size)
@@ -167,6 +175,11 @@ class ParaLSTMCell(Cell):
 
     def compiled_weights(self) -> dict[str, Tensor]:
         """``{"recurrent": weight_hh (3, H), "peephole": weight_peephole (2, H)}``."""
+        return {"recurrent": self.weight_hh, "peephole": self.weight_peephole}
+
+    def fused_weights(self, batch_size: int) -> dict[str, Any]:
+        """``{"recurrent": weight_hh (3, H), "peephole": weight_peephole (2, H)}``
+        (``kernels/fused_pararnn.py``); no regularization to apply."""
         return {"recurrent": self.weight_hh, "peephole": self.weight_peephole}
 
     def state_sizes(self) -> tuple[int, ...]:
