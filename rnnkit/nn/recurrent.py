@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Sequence
+from functools import partial
 
+import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence
 
 from rnnkit.cells import CELLS, Cell, State, make_cell
 from rnnkit.cells.base import check_positive_int, check_probability
 from rnnkit.nn.packing import repack, unpack
-from rnnkit.nn.stack import run_stack, step_stack
+from rnnkit.nn.stack import reverse_padded, run_stack, step_stack
 from rnnkit.strategies import Strategy, choose, make_strategy, strategy_name
+from rnnkit.strategies.validation import check_lengths, check_resets
 
 
 class Recurrent(nn.Module):
@@ -110,9 +113,17 @@ class Recurrent(nn.Module):
         inputs: Tensor | PackedSequence,
         state: Sequence[State] | None = None,
         lengths: Tensor | Sequence[int] | None = None,
+        resets: Tensor | None = None,
     ) -> tuple[Tensor | PackedSequence, tuple[State, ...]]:
         """``inputs (B, T, D)`` (or ``(T, B, D)``, or a PackedSequence) -> outputs
-        ``(B, T, directions * O)`` and the final states."""
+        ``(B, T, directions * O)`` and the final states.
+
+        ``resets``: booleans ``(B, T)`` (``(T, B)`` when not batch_first, also for a
+        PackedSequence, laid out as its padded form), True where a sequence restarts from the
+        initial states before that step (an episode or document boundary). Every layer and
+        direction sees the segments separately: the reverse direction restarts at the same
+        boundaries in reversed time.
+        """
         packed = inputs if isinstance(inputs, PackedSequence) else None
         if isinstance(inputs, PackedSequence):
             if lengths is not None:
@@ -130,13 +141,17 @@ class Recurrent(nn.Module):
                 f"state must hold one state per layer and direction ({len(self.cells)}), "
                 f"got {len(state)}"
             )
+        strategies = self.strategies
+        if resets is not None:
+            resets = self._batch_first_resets(resets, padded)
+            strategies = with_resets(strategies, resets, lengths, self.num_directions)
         outputs, final_states = run_stack(
             self.layer_cells(),
             self.num_directions,
             padded,
             state,
             lengths,
-            self.strategies,
+            strategies,
             self.dropout,
             self.training,
         )
@@ -146,6 +161,18 @@ class Recurrent(nn.Module):
         if not self.batch_first:
             outputs = outputs.transpose(0, 1)
         return outputs, final_states
+
+    def _batch_first_resets(self, resets: Tensor, padded: Tensor) -> Tensor:
+        """``resets`` checked against ``padded (B, T, D)``, as ``(B, T)``."""
+        batch_size, steps = padded.shape[:2]
+        if self.batch_first or not isinstance(resets, Tensor):
+            return check_resets(resets, batch_size, steps)
+        if tuple(resets.shape) != (steps, batch_size):
+            raise ValueError(
+                f"resets must have shape (time, batch) = ({steps}, {batch_size}) with "
+                f"batch_first=False, got shape {tuple(resets.shape)}"
+            )
+        return check_resets(resets.transpose(0, 1), batch_size, steps)
 
     def step(
         self, inputs: Tensor, state: Sequence[State] | None = None
@@ -216,6 +243,34 @@ def _build_cells(
             size = input_size if layer == 0 else num_directions * cells[0].output_size
             cells.append(factory(size))
     return cells
+
+
+def reversed_resets(resets: Tensor, lengths: Tensor | None) -> Tensor:
+    """The boundaries of ``resets (B, T)`` in each sequence reversed within its length.
+
+    A reset at step t is a boundary between t - 1 and t; reversed, the sequence restarts at the
+    reversed position of t - 1.
+    """
+    ends = torch.zeros_like(resets)  # True at the last step of a segment that is followed by one
+    ends[:, :-1] = resets[:, 1:]
+    return reverse_padded(ends.unsqueeze(-1), lengths).squeeze(-1)
+
+
+def with_resets(
+    strategies: Sequence[Strategy],
+    resets: Tensor,
+    lengths: Tensor | Sequence[int] | None,
+    num_directions: int,
+) -> list[Strategy]:
+    """Each cell's strategy bound to its resets: ``resets (B, T)`` in the forward direction,
+    ``reversed_resets`` in the reverse one (cells ordered ``[layer0, layer0_reverse, ...]``)."""
+    if lengths is not None:
+        lengths = check_lengths(lengths, resets.shape[0], resets.shape[1])
+    backward = reversed_resets(resets, lengths) if num_directions == 2 else resets
+    return [
+        partial(strategy, resets=backward if index % num_directions else resets)
+        for index, strategy in enumerate(strategies)
+    ]
 
 
 def per_cell_strategies(strategy: str | Strategy, options: dict, count: int) -> list[Strategy]:
