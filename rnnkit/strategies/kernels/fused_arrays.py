@@ -108,7 +108,7 @@ def _single_threaded_blas() -> Any:
     """A context in which the OpenBLAS that Numba's ``np.dot`` calls uses one thread."""
     global _blas_controller
     if _blas_controller is None:
-        from threadpoolctl import ThreadpoolController
+        from threadpoolctl import ThreadpoolController  # type: ignore[import-untyped]
 
         _blas_controller = ThreadpoolController().select(internal_api="openblas")
     return _blas_controller.limit(limits=1)

@@ -268,21 +268,16 @@ def _parameter_gradients(
     """Gradients of W_hh, the peepholes, the layer-norm gains and W_hr: one product or
     reduction per chunk over all its steps, summed over the chunks."""
     hidden = grad_projected.shape[2] // 4
-    grad_weight = grad_peephole = grad_norm_hidden = grad_norm_weight = None
-    grad_norm_bias = grad_projection = None
+    # W_hh, peepholes, norm_hidden gain, norm_cell gain and bias, W_hr
+    totals: list[Tensor | None] = [None] * 6
     for rows, saved_rows, gradient_rows in zip(chunks, saved, gradients, strict=True):
         by_time = grad_projected[rows].transpose(0, 1)  # (T, b, 4H)
         grad_recurrent = gradient_rows["grad_recurrent"]
-        recurrent_inputs = saved_rows["recurrent_inputs"]
         count = grad_recurrent.shape[0] * grad_recurrent.shape[1]
-        terms: list[Tensor | None] = [
-            grad_recurrent.reshape(count, -1).t() @ recurrent_inputs.reshape(count, -1),
-            None,
-            None,
-            None,
-            None,
-            None,
-        ]
+        terms: list[Tensor | None] = [None] * 6
+        terms[0] = grad_recurrent.reshape(count, -1).t() @ saved_rows["recurrent_inputs"].reshape(
+            count, -1
+        )
         if peephole is not None and needs[7]:
             cells_before, cells = saved_rows["cells_before"], saved_rows["cells"]
             terms[1] = torch.stack(
@@ -300,33 +295,14 @@ def _parameter_gradients(
         if projection is not None:
             grad_hidden = gradient_rows["grad_hidden_outputs"].reshape(count, -1)
             terms[5] = grad_hidden.t() @ saved_rows["hiddens"].reshape(count, -1)
-        totals = [
-            grad_weight,
-            grad_peephole,
-            grad_norm_hidden,
-            grad_norm_weight,
-            grad_norm_bias,
-            grad_projection,
-        ]
-        (
-            grad_weight,
-            grad_peephole,
-            grad_norm_hidden,
-            grad_norm_weight,
-            grad_norm_bias,
-            grad_projection,
-        ) = [
-            term if total is None else (total if term is None else total + term)
-            for total, term in zip(totals, terms, strict=True)
-        ]
-    return (
-        grad_weight,
-        grad_peephole,
-        grad_norm_hidden,
-        grad_norm_weight,
-        grad_norm_bias,
-        grad_projection,
-    )
+        totals = [_sum(total, term) for total, term in zip(totals, terms, strict=True)]
+    return tuple(totals)
+
+
+def _sum(total: Tensor | None, term: Tensor | None) -> Tensor | None:
+    if total is None:
+        return term
+    return total if term is None else total + term
 
 
 def run_lstm(
