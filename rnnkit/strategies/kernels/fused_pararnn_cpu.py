@@ -257,19 +257,22 @@ try:
                 previous_c[b, t] = c
                 row, gate, cell = projected[b, t], gates[b, t], cells[b, t]
                 h_old, c_old = previous_h[b, t], previous_c[b, t]
-                for j in range(hidden):
+                for j in range(hidden):  # two branch-free loops, each vectorized
                     forget = sigmoid(
                         row[j] + recurrent[0, j] * h_old[j] + peephole[0, j] * c_old[j], one
                     )
                     candidate = tanh(row[2 * hidden + j] + recurrent[2, j] * h_old[j], one)
-                    c_new = candidate + forget * (c_old[j] - candidate)
+                    gate[j] = forget
+                    gate[2 * hidden + j] = candidate
+                    cell[j] = candidate + forget * (c_old[j] - candidate)
+                for j in range(hidden):
                     output = sigmoid(
-                        row[hidden + j] + recurrent[1, j] * h_old[j] + peephole[1, j] * c_new, one
+                        row[hidden + j] + recurrent[1, j] * h_old[j] + peephole[1, j] * cell[j],
+                        one,
                     )
-                    gate[j], gate[hidden + j], gate[2 * hidden + j] = forget, output, candidate
-                    cell[j] = c_new
-                    c[j] = c_new
-                    h[j] = output * tanh(c_new, one)
+                    gate[hidden + j] = output
+                    h[j] = output * tanh(cell[j], one)
+                c[:] = cell
                 outputs[b, t] = h
 
     @numba.njit(**INLINE)
