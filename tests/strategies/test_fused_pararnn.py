@@ -3,8 +3,9 @@ and ParaLSTM (``rnnkit/strategies/kernels/fused_pararnn.py``).
 
 In float64: outputs, final states and the gradients of the inputs, the initial state and every
 parameter, plain, with lengths and a random initial state, and with resets as well (including a
-reset at step 0, a one-step segment and one past a row's length). In float32 the two agree
-within 1e-4 of each tensor's largest value.
+reset at step 0, a one-step segment and one past a row's length), also with the rows split over
+one and three threads; ``bias=False``, one head per unit and four heads. In float32 the two agree
+within 1e-4 of each tensor's largest value. ``auto`` picks ``fused`` for these cells.
 """
 
 from __future__ import annotations
@@ -125,3 +126,18 @@ def test_without_bias_and_with_one_head_per_unit():
         expected = run_with_gradients("sequential", cell, inputs, None, LENGTHS, None)
         actual = run_with_gradients("fused", cell, inputs, None, LENGTHS, None)
         assert_all_close(actual, expected, result_names(cell, None), F64)
+
+
+@pytest.mark.parametrize("threads", [1, 3])
+@pytest.mark.parametrize("config", ["paragru_heads", "paralstm"])
+def test_rows_split_over_threads(config, threads):
+    """One block of rows per thread (1 thread: one block; 3: one row each)."""
+    previous_threads = torch.get_num_threads()
+    cell, inputs, state, lengths, resets = make_case(config, "len-h0-resets", F64)
+    expected = run_with_gradients("sequential", cell, inputs, state, lengths, resets)
+    torch.set_num_threads(threads)
+    try:
+        actual = run_with_gradients("fused", cell, inputs, state, lengths, resets)
+    finally:
+        torch.set_num_threads(previous_threads)
+    assert_all_close(actual, expected, result_names(cell, state), F64)

@@ -10,11 +10,14 @@ p_o). These cells take no recurrent regularization: ``zoneout`` is None. ``reset
 restart a row from the initial state before a flagged step.
 
 The backward pass runs the loop in reverse in one compiled call, which also accumulates the
-weight gradients per row; they are summed over the rows here.
+weight gradients per row; they are summed over the rows here. Rows are independent (no product
+across the batch), so both passes split the batch into one block of rows per thread torch may
+use (``row_chunks``), each block's whole loop on its own thread.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -25,9 +28,38 @@ from rnnkit.strategies.kernels import fused_pararnn_cpu
 from rnnkit.strategies.kernels.fused_arrays import (
     as_array,
     empty,
+    for_each_chunk,
     numpy_dtype,
     resets_array,
+    row_chunks,
 )
+
+
+class ByRows:
+    """A kernel argument split by batch rows (first axis): one array or a tuple of them."""
+
+    def __init__(self, *arrays: np.ndarray) -> None:
+        self.arrays = arrays
+
+    def rows(self, rows: slice) -> Any:
+        parts = tuple(array[rows] for array in self.arrays)
+        return parts[0] if len(parts) == 1 else parts
+
+
+def run_by_rows(kernel: Callable[..., None], batch_size: int, *arguments: Any) -> None:
+    """``kernel(*arguments)`` once per block of rows (``row_chunks``), on parallel threads:
+    rows are independent, and every per-row array is batch-major, so a block is a contiguous
+    view. ``ByRows`` arguments are sliced, the others passed whole."""
+
+    def work(index: int, rows: slice) -> None:
+        kernel(*(arg.rows(rows) if isinstance(arg, ByRows) else arg for arg in arguments))
+
+    for_each_chunk(work, row_chunks(batch_size))
+
+
+def _resets(resets: Tensor | None) -> Any:
+    """``resets (B, T)`` split by rows, or the placeholder the kernel never reads."""
+    return resets_array(None) if resets is None else ByRows(resets_array(resets))
 
 
 def _no_zoneout(zoneout: tuple[Tensor, ...] | None) -> None:
@@ -72,17 +104,19 @@ class _FusedParaGRU(torch.autograd.Function):
         gates = empty(batch, steps, width, like=projected, role="paragru gates")
         outputs = empty(batch, steps, hidden, like=projected)
         h_final = torch.empty_like(h0)
-        fused_pararnn_cpu.paragru_forward(
-            as_array(projected, 3, dtype),
-            as_array(h0, 2, dtype),
+        run_by_rows(
+            fused_pararnn_cpu.paragru_forward,
+            batch,
+            ByRows(as_array(projected, 3, dtype)),
+            ByRows(as_array(h0, 2, dtype)),
             *_weight_arrays(diagonal, blocks, dtype),
-            lengths.numpy(),
-            resets_array(resets),
+            ByRows(lengths.numpy()),
+            _resets(resets),
             flags,
-            outputs.numpy(),
-            h_final.numpy(),
-            previous.numpy(),
-            gates.numpy(),
+            ByRows(outputs.numpy()),
+            ByRows(h_final.numpy()),
+            ByRows(previous.numpy()),
+            ByRows(gates.numpy()),
         )
         ctx.flags = flags
         ctx.save_for_backward(lengths, resets, diagonal, blocks, previous, gates)
@@ -99,19 +133,21 @@ class _FusedParaGRU(torch.autograd.Function):
         blocks_shape = (1, 1, 1) if blocks is None else tuple(blocks.shape[1:])
         grad_diagonal = empty(batch, 3, *diagonal_shape, like=gates)
         grad_blocks = empty(batch, 3, *blocks_shape, like=gates)
-        fused_pararnn_cpu.paragru_backward(
-            as_array(grad_outputs, 3, dtype),
-            as_array(grad_h, 2, dtype),
+        run_by_rows(
+            fused_pararnn_cpu.paragru_backward,
+            batch,
+            ByRows(as_array(grad_outputs, 3, dtype)),
+            ByRows(as_array(grad_h, 2, dtype)),
             *_weight_arrays(diagonal, blocks, dtype),
-            lengths.numpy(),
-            resets_array(resets),
+            ByRows(lengths.numpy()),
+            _resets(resets),
             ctx.flags,
-            previous.numpy(),
-            gates.numpy(),
-            grad_projected.numpy(),
-            grad_h0.numpy(),
-            grad_diagonal.numpy(),
-            grad_blocks.numpy(),
+            ByRows(previous.numpy()),
+            ByRows(gates.numpy()),
+            ByRows(grad_projected.numpy()),
+            ByRows(grad_h0.numpy()),
+            ByRows(grad_diagonal.numpy()),
+            ByRows(grad_blocks.numpy()),
         )
         grad_diagonal_sum = None if diagonal is None else grad_diagonal.sum(0)
         grad_blocks_sum = None if blocks is None else grad_blocks.sum(0)
@@ -141,17 +177,19 @@ class _FusedParaLSTM(torch.autograd.Function):
         }
         outputs = empty(batch, steps, hidden, like=projected)
         h_final, c_final = torch.empty_like(h0), torch.empty_like(c0)
-        fused_pararnn_cpu.paralstm_forward(
-            as_array(projected, 3, dtype),
-            (as_array(h0, 2, dtype), as_array(c0, 2, dtype)),
+        run_by_rows(
+            fused_pararnn_cpu.paralstm_forward,
+            batch,
+            ByRows(as_array(projected, 3, dtype)),
+            ByRows(as_array(h0, 2, dtype), as_array(c0, 2, dtype)),
             as_array(recurrent, 2, dtype),
             as_array(peephole, 2, dtype),
-            lengths.numpy(),
-            resets_array(resets),
+            ByRows(lengths.numpy()),
+            _resets(resets),
             flags,
-            outputs.numpy(),
-            (h_final.numpy(), c_final.numpy()),
-            tuple(tensor.numpy() for tensor in saved.values()),
+            ByRows(outputs.numpy()),
+            ByRows(h_final.numpy(), c_final.numpy()),
+            ByRows(*(tensor.numpy() for tensor in saved.values())),
         )
         ctx.flags = flags
         ctx.save_for_backward(lengths, resets, recurrent, peephole, *saved.values())
@@ -168,17 +206,19 @@ class _FusedParaLSTM(torch.autograd.Function):
         grad_h0, grad_c0 = empty(batch, hidden, like=gates), empty(batch, hidden, like=gates)
         grad_recurrent = empty(batch, 3, hidden, like=gates)
         grad_peephole = empty(batch, 2, hidden, like=gates)
-        fused_pararnn_cpu.paralstm_backward(
-            as_array(grad_outputs, 3, dtype),
-            (as_array(grad_h, 2, dtype), as_array(grad_c, 2, dtype)),
+        run_by_rows(
+            fused_pararnn_cpu.paralstm_backward,
+            batch,
+            ByRows(as_array(grad_outputs, 3, dtype)),
+            ByRows(as_array(grad_h, 2, dtype), as_array(grad_c, 2, dtype)),
             (as_array(recurrent, 2, dtype), as_array(peephole, 2, dtype)),
-            lengths.numpy(),
-            resets_array(resets),
+            ByRows(lengths.numpy()),
+            _resets(resets),
             ctx.flags,
-            (previous_h.numpy(), previous_c.numpy(), gates.numpy(), cells.numpy()),
-            grad_projected.numpy(),
-            (grad_h0.numpy(), grad_c0.numpy()),
-            (grad_recurrent.numpy(), grad_peephole.numpy()),
+            ByRows(previous_h.numpy(), previous_c.numpy(), gates.numpy(), cells.numpy()),
+            ByRows(grad_projected.numpy()),
+            ByRows(grad_h0.numpy(), grad_c0.numpy()),
+            ByRows(grad_recurrent.numpy(), grad_peephole.numpy()),
         )
         return (
             None,
