@@ -9,8 +9,9 @@ sequence's dropout masks and DropConnect weights from ``begin_sequence``, zoneou
 front (``cell.zoneout_masks``) in the order the sequential strategy draws them, so a seeded run
 gives the same numbers.
 
-Runs on the CPU in float32 and float64 (Numba, BLAS for the per-step product); elsewhere, and for
-cells without a kernel, it raises with the reason. No double backward.
+Runs on the CPU in float32 and float64 (Numba; the batch's rows split over the threads torch
+may use, each running the whole loop); elsewhere, and for cells without a kernel, it raises
+with the reason. No double backward.
 """
 
 from __future__ import annotations

@@ -5,7 +5,6 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
 
 import numpy as np
 import torch
@@ -69,8 +68,7 @@ def row_chunks(batch_size: int) -> list[slice]:
     """The batch split into one contiguous block of rows per thread torch may use.
 
     Rows are independent, so each block runs the whole time loop on its own thread with no
-    synchronization per step (one thread per core measured faster than multithreaded BLAS
-    calls per step, which synchronize twice a step)."""
+    synchronization per step (``compiled_matmul.py`` gives the measurements)."""
     count = max(1, min(torch.get_num_threads(), batch_size))
     bounds = [batch_size * index // count for index in range(count + 1)]
     return [slice(start, stop) for start, stop in zip(bounds, bounds[1:], strict=False)]
@@ -90,25 +88,11 @@ def _thread_pool() -> ThreadPoolExecutor:
 
 def for_each_chunk(work: Callable[[int, slice], None], chunks: list[slice]) -> None:
     """``work(index, rows)`` for every chunk, in parallel threads (the compiled kernels release
-    the GIL). Meanwhile the BLAS the kernels call runs single-threaded, so the threads do not
-    oversubscribe the cores; its thread count is restored afterwards."""
+    the GIL and call no BLAS, so the threads do not contend)."""
     if len(chunks) == 1:
         work(0, chunks[0])
         return
-    with _single_threaded_blas():
-        pending = [_thread_pool().submit(work, index, rows) for index, rows in enumerate(chunks)]
-        for future in pending:
-            future.result()
-
-
-_blas_controller: Any = None
-
-
-def _single_threaded_blas() -> Any:
-    """A context in which the OpenBLAS that Numba's ``np.dot`` calls uses one thread."""
-    global _blas_controller
-    if _blas_controller is None:
-        from threadpoolctl import ThreadpoolController  # type: ignore[import-untyped]
-
-        _blas_controller = ThreadpoolController().select(internal_api="openblas")
-    return _blas_controller.limit(limits=1)
+    pending = [_thread_pool().submit(work, index, rows) for index, rows in enumerate(chunks[1:], 1)]
+    work(0, chunks[0])
+    for future in pending:
+        future.result()

@@ -1,7 +1,7 @@
 """The whole Elman or Jordan time loop compiled for the CPU with Numba, forward and backward in
 one call each.
 
-Per step, the product with the recurrent weights (BLAS through ``np.dot``) and the nonlinearity
+Per step, the product with the recurrent weights (``compiled_matmul.py``) and the nonlinearity
 fused around it, with the regularization masks (recurrent-input dropout, zoneout masks drawn up
 front or its evaluation-mode expectation), variable lengths and resets. A Jordan network is an
 Elman hidden layer whose output layer is fed back (``use_output``). Equations: those of
@@ -35,6 +35,7 @@ try:
     import numba
 
     from rnnkit.strategies.kernels.compiled_math import tanh
+    from rnnkit.strategies.kernels.compiled_matmul import matmul_transposed
 
     # the row helpers the GRU kernel defines (masked input, zoneout, carried gradient)
     from rnnkit.strategies.kernels.fused_gru_cpu import (
@@ -88,6 +89,8 @@ try:
         use_mask, use_output, use_output_bias = flags[0], flags[1], flags[2]
         nonlinearity, zoneout_mode, use_resets = flags[3], flags[4], flags[5]
         batch, steps, hidden = projected.shape
+        weight = np.ascontiguousarray(weight_t.T)  # (H, S): rows for matmul_transposed
+        output_weight = np.ascontiguousarray(output_weight_t.T)
         state = state0.copy()
         recurrent = np.empty((batch, hidden), dtype=projected.dtype)
         for t in range(steps):
@@ -97,7 +100,7 @@ try:
                     state[b] = state0[b]
                 mask_row = hidden_mask[b] if use_mask else state[b]
                 masked_row(state[b], mask_row, use_mask, inputs_t[b])
-            np.dot(inputs_t, weight_t, recurrent)  # (B, H)
+            matmul_transposed(inputs_t, weight, recurrent)  # (B, H)
             for b in range(batch):
                 if t >= lengths[b]:
                     hiddens_t[b, :] = 0  # read by the W_ho gradient
@@ -106,7 +109,7 @@ try:
             new_state = hiddens_t
             if use_output:
                 new_state = candidates[t]
-                np.dot(hiddens_t, output_weight_t, new_state)  # (B, O)
+                matmul_transposed(hiddens_t, output_weight, new_state)  # (B, O)
                 for b in range(batch):
                     _output_row(new_state[b], output_bias, use_output_bias)
             slot = t if zoneout_mode == 2 else 0
@@ -162,6 +165,8 @@ try:
         nonlinearity, zoneout_mode, use_resets = flags[3], flags[4], flags[5]
         batch, steps, hidden = grad_projected.shape
         one = grad_projected.dtype.type(1)
+        weight_columns = np.ascontiguousarray(weight.T)  # (S, H)
+        output_weight_columns = np.ascontiguousarray(output_weight.T)
         grad_state = grad_state_final.copy()
         grad_state0[:] = 0  # what reset steps send to the initial state
         grad_state_direct = np.zeros_like(grad_state)  # zoneout's path from s_t to s_{t-1}
@@ -192,13 +197,13 @@ try:
                     for k in range(grad_output_t.shape[1]):
                         candidate = candidates[t, b, k]
                         grad_output_t[b, k] = grad_candidate[b, k] * (one - candidate * candidate)
-                np.dot(grad_output_t, output_weight, grad_hidden)  # (B, H)
+                matmul_transposed(grad_output_t, output_weight_columns, grad_hidden)  # (B, H)
             for b in range(batch):
                 _activation_backward_row(
                     grad_hidden[b], hiddens[t, b], nonlinearity, grad_recurrent[t, b]
                 )
                 grad_projected[b, t] = grad_recurrent[t, b]
-            np.dot(grad_recurrent[t], weight, grad_recurrent_input)  # (B, S)
+            matmul_transposed(grad_recurrent[t], weight_columns, grad_recurrent_input)  # (B, S)
             for b in range(batch):
                 if t >= lengths[b]:  # an inactive row carries its gradient unchanged
                     continue

@@ -1,6 +1,6 @@
 """The whole GRU time loop compiled for the CPU with Numba, forward and backward in one call each.
 
-Per step, the product with the recurrent weights (BLAS through ``np.dot``) and the gates fused
+Per step, the product with the recurrent weights (``compiled_matmul.py``) and the gates fused
 around it, with the regularization masks (recurrent-input dropout, zoneout masks drawn up front
 or its evaluation-mode expectation), variable lengths and resets. Equations: those of
 ``GRUCell.recur``, torch's GRU (the tests compare the two):
@@ -35,6 +35,7 @@ try:
     import numba
 
     from rnnkit.strategies.kernels.compiled_math import sigmoid, tanh
+    from rnnkit.strategies.kernels.compiled_matmul import matmul_transposed
 
     # error_model="numpy": no ZeroDivisionError check in the divisions, which kept LLVM from
     # vectorizing the loops with a sigmoid (see fused_lstm_cpu.py)
@@ -114,6 +115,7 @@ try:
         use_mask, use_bias = flags[0], flags[1]
         zoneout_mode, use_resets = flags[2], flags[3]
         batch, steps, width = projected.shape
+        weight = np.ascontiguousarray(weight_t.T)  # (3H, H): rows for matmul_transposed
         h = h0.copy()
         recurrent = np.empty((batch, width), dtype=projected.dtype)
         candidate_state = np.empty(h.shape[1], dtype=projected.dtype)
@@ -124,7 +126,7 @@ try:
                     h[b] = h0[b]
                 previous[t, b] = h[b]
                 masked_row(h[b], hidden_mask[b] if use_mask else h[b], use_mask, inputs_t[b])
-            np.dot(inputs_t, weight_t, recurrent)  # (B, 3H)
+            matmul_transposed(inputs_t, weight, recurrent)  # (B, 3H)
             slot = t if zoneout_mode == 2 else 0
             for b in range(batch):
                 if t >= lengths[b]:
@@ -194,6 +196,7 @@ try:
     ):  # pragma: no cover - compiled
         use_mask, zoneout_mode, use_resets = flags[0], flags[2], flags[3]
         batch, steps, _ = grad_projected.shape
+        weight_columns = np.ascontiguousarray(weight.T)  # (H, 3H)
         grad_h = grad_h_final.copy()
         grad_h0[:] = 0  # what reset steps send to the initial state
         grad_h_direct = np.zeros_like(grad_h)  # the paths from h_t to h_{t-1} outside W_hh
@@ -219,7 +222,7 @@ try:
                     grad_recurrent[t, b],
                     grad_h_direct[b],
                 )
-            np.dot(grad_recurrent[t], weight, grad_recurrent_input)  # (B, H)
+            matmul_transposed(grad_recurrent[t], weight_columns, grad_recurrent_input)  # (B, H)
             for b in range(batch):
                 if t >= lengths[b]:  # an inactive row carries its gradient unchanged
                     continue

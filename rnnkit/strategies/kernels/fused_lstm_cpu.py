@@ -1,6 +1,6 @@
 """The whole LSTM time loop compiled for the CPU with Numba, forward and backward in one call each.
 
-Per step, the product with the recurrent weights (BLAS through ``np.dot``) and the cell's
+Per step, the product with the recurrent weights (``compiled_matmul.py``) and the cell's
 pointwise math fused around it; every option of ``rnnkit.cells.lstm`` (peepholes, layer norm of
 the recurrent pre-activations and of the cell, ``proj_size``), the regularization masks
 (recurrent-input dropout, zoneout masks drawn up front or its evaluation-mode expectation) and
@@ -27,6 +27,7 @@ try:
     import numba
 
     from rnnkit.strategies.kernels.compiled_math import sigmoid, tanh
+    from rnnkit.strategies.kernels.compiled_matmul import matmul_transposed
 
     # error_model="numpy": no ZeroDivisionError check in the divisions, which kept LLVM from
     # vectorizing every loop with a sigmoid (measured 4x slower)
@@ -132,6 +133,8 @@ try:
         )
         batch, steps, width = projected.shape
         h, c = h0.copy(), c0.copy()
+        weight = np.ascontiguousarray(weight_t.T)  # (4H, R): rows for matmul_transposed
+        projection = np.ascontiguousarray(projection_t.T)
         recurrent = np.empty((batch, width), dtype=projected.dtype)
         projected_hidden = np.empty(h.shape, dtype=projected.dtype)
         pre = np.empty(width, dtype=projected.dtype)
@@ -149,7 +152,7 @@ try:
                         inputs_row[k] = h_row[k] * mask_row[k]
                 else:
                     inputs_row[:] = h_row
-            np.dot(inputs_t, weight_t, recurrent)  # (B, 4H)
+            matmul_transposed(inputs_t, weight, recurrent)  # (B, 4H)
             for b in range(batch):
                 if t >= lengths[b]:
                     # zero rows: the weight gradients multiply them by this step's zero gradient
@@ -172,7 +175,7 @@ try:
                     inverse_stds[t, b, 0], inverse_stds[t, b, 1] = stds
             new_h = hiddens[t]
             if use_projection:
-                np.dot(hiddens[t], projection_t, projected_hidden)
+                matmul_transposed(hiddens[t], projection, projected_hidden)
                 new_h = projected_hidden
             slot = t if zoneout_mode == 2 else 0
             for b in range(batch):
@@ -238,6 +241,8 @@ try:
         recurrent_size = grad_h0.shape[1]
         dtype = grad_projected.dtype
         grad_h, grad_c = grad_h_final.copy(), grad_c_final.copy()
+        weight_columns = np.ascontiguousarray(weight.T)  # (R, 4H)
+        projection_columns = np.ascontiguousarray(projection.T)
         grad_h0[:] = 0  # what reset steps send to the initial state
         grad_c0[:] = 0
         grad_h_direct = np.zeros_like(grad_h)  # zoneout's path from h_t to h_{t-1}
@@ -266,7 +271,7 @@ try:
                     for k in range(recurrent_size):
                         hidden_row[k] = carried[k] + output_row[k]
             if use_projection:
-                np.dot(grad_hidden_outputs[t], projection, grad_hidden)
+                matmul_transposed(grad_hidden_outputs[t], projection_columns, grad_hidden)
             else:
                 grad_hidden[:] = grad_hidden_outputs[t]
             for b in range(batch):
@@ -293,7 +298,7 @@ try:
                     )
                 else:
                     grad_recurrent[t, b] = grad_pre
-            np.dot(grad_recurrent[t], weight, grad_recurrent_input)  # (B, R)
+            matmul_transposed(grad_recurrent[t], weight_columns, grad_recurrent_input)  # (B, R)
             for b in range(batch):
                 if t >= lengths[b]:
                     continue

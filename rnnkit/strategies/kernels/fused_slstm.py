@@ -9,7 +9,7 @@ regularization, so ``zoneout`` must be None. ``resets (B, T)``: restart a row fr
 state before a flagged step.
 
 The batch is split into one block of rows per thread torch may use (``row_chunks``), each
-running the whole loop on its own thread with single-threaded BLAS. The backward pass runs the
+running the whole loop on its own thread. The backward pass runs the
 loop in reverse in one compiled call per block; the gradient of the recurrent weights is then
 one batched product per block over all its steps, one matrix per head.
 """

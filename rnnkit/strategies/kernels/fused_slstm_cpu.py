@@ -10,9 +10,10 @@ Equations: those of ``SLSTMCell.recur`` (``rnnkit/cells/slstm.py``), per unit j 
 
 The backward pass takes the gradients torch autograd gives ``recur``: the max through the
 selected side of the ``where`` (``w``), the min's clamp passing the gradient where ``a - m_t <=
-0`` (ties included), m not detached. Per step the recurrent product is one ``np.dot`` per head on
-contiguous head-major blocks ``(B, d) x (d, 4d)``; the input projection runs outside, and the
-gradient of the recurrent weights is one batched product after the loop (``fused_slstm.py``).
+0`` (ties included), m not detached. Per step the recurrent product is one
+``matmul_transposed`` per head on contiguous head-major blocks ``(B, d) x (d, 4d)``; the input
+projection runs outside, and the gradient of the recurrent weights is one batched product after
+the loop (``fused_slstm.py``).
 
 Saved for the backward pass, time-major so that every step reads contiguous blocks:
 ``recurrent_inputs (k, T, B, d)`` (each head's h_{t-1}), ``gates (T, B, 4H)`` (i', f', z, o),
@@ -31,6 +32,7 @@ try:
     import numba
 
     from rnnkit.strategies.kernels.compiled_math import exp, sigmoid, tanh
+    from rnnkit.strategies.kernels.compiled_matmul import matmul_transposed
 
     # error_model="numpy": no ZeroDivisionError checks, so the pointwise loops vectorize
     COMPILED: dict[str, Any] = {
@@ -120,6 +122,8 @@ try:
         batch, steps, width = projected.shape
         heads, head_size = weight_t.shape[0], weight_t.shape[1]
         hidden = width // 4
+        # (heads, 4d, d): rows for matmul_transposed
+        weight = np.ascontiguousarray(np.transpose(weight_t, (0, 2, 1)))
         h, c, n, m = h0.copy(), c0.copy(), n0.copy(), m0.copy()
         recurrent = np.empty((heads, batch, 4 * head_size), dtype=projected.dtype)
         pre = np.empty(width, dtype=projected.dtype)
@@ -130,7 +134,7 @@ try:
                 for k in range(heads):
                     recurrent_inputs[k, t, b] = h[b, k * head_size : (k + 1) * head_size]
             for k in range(heads):
-                np.dot(recurrent_inputs[k, t], weight_t[k], recurrent[k])  # (B, 4d)
+                matmul_transposed(recurrent_inputs[k, t], weight[k], recurrent[k])  # (B, 4d)
             for b in range(batch):
                 if t >= lengths[b]:
                     outputs[b, t, :] = 0
@@ -233,6 +237,7 @@ try:
         batch, steps, width = grad_projected.shape
         heads, head_size = weight.shape[0], weight.shape[2]
         dtype = grad_projected.dtype
+        weight_columns = np.ascontiguousarray(np.transpose(weight, (0, 2, 1)))  # (heads, d, 4d)
         grad_h, grad_c = grad_h_final.copy(), grad_c_final.copy()
         grad_n, grad_m = grad_n_final.copy(), grad_m_final.copy()
         for grad_initial in (grad_h0, grad_c0, grad_n0, grad_m0):
@@ -266,7 +271,7 @@ try:
                 )
                 _scatter_row(grad_pre, grad_recurrent, t, b, grad_projected[b, t])
             for k in range(heads):
-                np.dot(grad_recurrent[k, t], weight[k], through[k])  # (B, d)
+                matmul_transposed(grad_recurrent[k, t], weight_columns[k], through[k])  # (B, d)
             for b in range(batch):
                 if t >= lengths[b]:
                     continue
