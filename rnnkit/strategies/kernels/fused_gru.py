@@ -22,7 +22,15 @@ import torch
 from torch import Tensor
 
 from rnnkit.strategies.kernels import fused_gru_cpu
-from rnnkit.strategies.kernels.fused_arrays import as_array, empty, resets_array, zoneout_mode
+from rnnkit.strategies.kernels.fused_arrays import (
+    as_array,
+    empty,
+    for_each_chunk,
+    resets_array,
+    row_chunks,
+    rows_array,
+    zoneout_mode,
+)
 
 
 class _FusedGRU(torch.autograd.Function):
@@ -46,93 +54,114 @@ class _FusedGRU(torch.autograd.Function):
             [hidden_mask is not None, recurrent_bias is not None, mode, resets is not None],
             dtype=np.int64,
         )
-        recurrent_inputs = empty(steps, batch, hidden, like=projected, role="gru recurrent_inputs")
-        # without a dropout mask the recurrent input is h_{t-1} itself: one array for both
-        previous = recurrent_inputs
-        if hidden_mask is not None:
-            previous = empty(steps, batch, hidden, like=projected, role="gru previous")
-        gates = empty(steps, batch, width, like=projected, role="gru gates")
-        recurrent_candidates = empty(
-            steps, batch, hidden, like=projected, role="gru recurrent_candidates"
-        )
+        chunks = row_chunks(batch)
+        saved = [
+            _saved_buffers(
+                steps, rows.stop - rows.start, width, hidden_mask is not None, projected, index
+            )
+            for index, rows in enumerate(chunks)
+        ]
         outputs = empty(batch, steps, hidden, like=projected)
         h_final = torch.empty_like(h0)
-        fused_gru_cpu.gru_forward(
-            as_array(projected, 3, dtype),
-            as_array(h0, 2, dtype),
-            as_array(recurrent.t(), 2, dtype),
-            as_array(recurrent_bias, 1, dtype),
-            as_array(hidden_mask, 2, dtype),
-            as_array(zoneout, 3, dtype),
-            lengths.numpy(),
-            resets_array(resets),
-            flags,
-            outputs.numpy(),
-            h_final.numpy(),
-            recurrent_inputs.numpy(),
-            previous.numpy(),
-            gates.numpy(),
-            recurrent_candidates.numpy(),
-        )
-        ctx.flags = flags
-        ctx.save_for_backward(
-            lengths,
-            resets,
-            recurrent,
-            hidden_mask,
-            zoneout,
-            recurrent_inputs,
-            previous,
-            gates,
-            recurrent_candidates,
-        )
+        weight_t = as_array(recurrent.t(), 2, dtype)
+        outputs_array, h_array = outputs.numpy(), h_final.numpy()
+
+        def work(index: int, rows: slice) -> None:
+            fused_gru_cpu.gru_forward(
+                rows_array(projected, rows, 3, dtype),
+                rows_array(h0, rows, 2, dtype),
+                weight_t,
+                as_array(recurrent_bias, 1, dtype),
+                rows_array(hidden_mask, rows, 2, dtype),
+                rows_array(zoneout, rows, 3, dtype, axis=1),
+                lengths[rows].numpy(),
+                resets_array(None if resets is None else resets[rows]),
+                flags,
+                outputs_array[rows],
+                h_array[rows],
+                *(tensor.numpy() for tensor in saved[index].values()),
+            )
+
+        for_each_chunk(work, chunks)
+        ctx.flags, ctx.chunks, ctx.saved_chunks = flags, chunks, saved
+        ctx.save_for_backward(lengths, resets, recurrent, hidden_mask, zoneout)
         return outputs, h_final
 
     @staticmethod
     def backward(ctx: Any, grad_outputs: Tensor, grad_h: Tensor):  # type: ignore[override]
-        (
-            lengths,
-            resets,
-            recurrent,
-            hidden_mask,
-            zoneout,
-            recurrent_inputs,
-            previous,
-            gates,
-            recurrent_candidates,
-        ) = ctx.saved_tensors
-        steps, batch, width = gates.shape
-        dtype = gates.dtype
-        grad_projected = empty(batch, steps, width, like=gates)
-        # of W_hh h + b_hh
-        grad_recurrent = empty(steps, batch, width, like=gates, role="gru grad_recurrent")
-        grad_h0 = empty(batch, width // 3, like=gates)
-        fused_gru_cpu.gru_backward(
-            as_array(grad_outputs, 3, dtype),
-            as_array(grad_h, 2, dtype),
-            as_array(recurrent, 2, dtype),
-            as_array(hidden_mask, 2, dtype),
-            as_array(zoneout, 3, dtype),
-            lengths.numpy(),
-            resets_array(resets),
-            ctx.flags,
-            previous.numpy(),
-            gates.numpy(),
-            recurrent_candidates.numpy(),
-            grad_projected.numpy(),
-            grad_recurrent.numpy(),
-            grad_h0.numpy(),
-        )
-        needs = ctx.needs_input_grad
-        rows = steps * batch
-        grad_weight = grad_bias = None
-        if needs[5]:
-            grad_weight = grad_recurrent.reshape(rows, width).t() @ recurrent_inputs.reshape(
-                rows, -1
+        lengths, resets, recurrent, hidden_mask, zoneout = ctx.saved_tensors
+        batch, steps, hidden = grad_outputs.shape
+        width = recurrent.shape[0]
+        dtype = recurrent.dtype
+        grad_projected = empty(batch, steps, width, like=recurrent)
+        grad_h0 = empty(batch, hidden, like=recurrent)
+        # d (W_hh h + b_hh) per chunk, for the products after the loop
+        grad_recurrents = [
+            empty(
+                steps,
+                rows.stop - rows.start,
+                width,
+                like=recurrent,
+                role=f"gru grad_recurrent {index}",
             )
-        if needs[6]:
-            grad_bias = grad_recurrent.sum((0, 1))
+            for index, rows in enumerate(ctx.chunks)
+        ]
+        weight = as_array(recurrent, 2, dtype)
+        grad_projected_array, grad_h0_array = grad_projected.numpy(), grad_h0.numpy()
+
+        def work(index: int, rows: slice) -> None:
+            saved = ctx.saved_chunks[index]
+            fused_gru_cpu.gru_backward(
+                rows_array(grad_outputs, rows, 3, dtype),
+                rows_array(grad_h, rows, 2, dtype),
+                weight,
+                rows_array(hidden_mask, rows, 2, dtype),
+                rows_array(zoneout, rows, 3, dtype, axis=1),
+                lengths[rows].numpy(),
+                resets_array(None if resets is None else resets[rows]),
+                ctx.flags,
+                saved["previous"].numpy(),
+                saved["gates"].numpy(),
+                saved["recurrent_candidates"].numpy(),
+                grad_projected_array[rows],
+                grad_recurrents[index].numpy(),
+                grad_h0_array[rows],
+            )
+
+        for_each_chunk(work, ctx.chunks)
+        needs = ctx.needs_input_grad
+        grad_weight = grad_bias = None
+        for saved, grad_recurrent in zip(ctx.saved_chunks, grad_recurrents, strict=True):
+            count = grad_recurrent.shape[0] * grad_recurrent.shape[1]
+            if needs[5]:
+                term = grad_recurrent.reshape(count, width).t() @ saved["recurrent_inputs"].reshape(
+                    count, -1
+                )
+                grad_weight = term if grad_weight is None else grad_weight + term
+            if needs[6]:
+                bias_term = grad_recurrent.sum((0, 1))
+                grad_bias = bias_term if grad_bias is None else grad_bias + bias_term
         return None, None, None, grad_projected, grad_h0, grad_weight, grad_bias, None, None
+
+
+def _saved_buffers(
+    steps: int, rows: int, width: int, masked: bool, like: Tensor, chunk: int
+) -> dict[str, Tensor]:
+    """What the forward loop of one chunk of rows saves, time-major, in the kernel's order."""
+    hidden = width // 3
+    recurrent_inputs = empty(steps, rows, hidden, like=like, role=f"gru recurrent_inputs {chunk}")
+    # without a dropout mask the recurrent input is h_{t-1} itself: one array for both
+    previous = recurrent_inputs
+    if masked:
+        previous = empty(steps, rows, hidden, like=like, role=f"gru previous {chunk}")
+    return {
+        "recurrent_inputs": recurrent_inputs,
+        "previous": previous,
+        "gates": empty(steps, rows, width, like=like, role=f"gru gates {chunk}"),
+        "recurrent_candidates": empty(
+            steps, rows, hidden, like=like, role=f"gru recurrent_candidates {chunk}"
+        ),
+    }
 
 
 def run_gru(
