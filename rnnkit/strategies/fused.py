@@ -70,7 +70,8 @@ def run(
 ) -> tuple[Tensor, State]:
     """Run ``cell`` over ``inputs (B, T, D)`` with its fused kernel: ``outputs (B, T, O)``.
 
-    ``resets (B, T)``: the kernel restarts a row from ``state`` before a flagged step.
+    ``resets (B, T)``: the kernel restarts a row from the zero state (the cell's
+    ``initial_state``) before a flagged step; ``state`` starts the first segment only.
     """
     reason = unsupported_reason(cell, inputs.device if isinstance(inputs, Tensor) else None)
     if reason is not None:

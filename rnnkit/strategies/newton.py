@@ -27,9 +27,9 @@ Gradients come from the implicit function theorem: with ``G = dL/ds``, the adjoi
 scans, and one vector-Jacobian product of f at the solution gives the gradients of the inputs,
 the initial state and the parameters. No autograd graph is kept through the iterations.
 
-With ``resets (B, T)``, a restart step reads the initial state instead of ``s_{t-1}``: f is
-evaluated there at ``s_0`` and ``J_t = 0``, so the Newton steps and the adjoint do not cross the
-boundary, and the gradient of ``s_0`` gathers the vector-Jacobian products of every restart step.
+With ``resets (B, T)``, a restart step reads the zero state instead of ``s_{t-1}``: f is
+evaluated there at 0 and ``J_t = 0``, so the Newton steps and the adjoint do not cross the
+boundary.
 
 ``reports`` holds a ``NewtonReport`` (iterations, final residual, convergence, fallback) for
 each of the recent calls.
@@ -274,8 +274,6 @@ class NewtonSolve(torch.autograd.Function):
         names = {id(p): name for name, p in cell.named_parameters()}
         grad_parameters = [named.get(names[id(p)]) for p in parameters]
         grad_initial = grad_previous[:, 0]
-        if restart is not None:  # restart steps read the initial state too
-            grad_initial = grad_initial + (grad_previous * restart).sum(1)
         return (None, None, grad_projected, grad_initial, None, None, *grad_parameters)
 
 

@@ -9,7 +9,7 @@ States are flat ``(B, T, S)`` tensors in the cell's ``flatten_state`` layout. A 
 - ``"dense"``: ``(B, T, S, S)``.
 
 With resets, ``restart (B, T, 1)`` is True at the steps where a sequence restarts: there
-``s_{t-1}`` is the initial state (``shift``) and ``J_t = 0`` (``zero_where_restarted``), since
+``s_{t-1}`` is the zero state (``shift``) and ``J_t = 0`` (``zero_where_restarted``), since
 the step does not depend on the state before it.
 """
 
@@ -95,7 +95,7 @@ def identity_where_inactive(jacobian_: Jacobian, active: Tensor | None) -> Jacob
 
 
 def zero_where_restarted(jacobian_: Jacobian, restart: Tensor | None) -> Jacobian:
-    """``J = 0`` at restart steps (``restart (B, T, 1)`` True), which read the initial state."""
+    """``J = 0`` at restart steps (``restart (B, T, 1)`` True), which read the zero state."""
     if restart is None:
         return jacobian_
     values = jacobian_.values
@@ -150,7 +150,7 @@ def solve_adjoint(jacobian_: Jacobian, gradients: Tensor) -> Tensor:
 def shift(
     states: Tensor, initial: Tensor, reuse: bool = False, restart: Tensor | None = None
 ) -> Tensor:
-    """``s_{t-1}`` for every t: ``initial`` then ``states[:, :-1]``, and ``initial`` at the
+    """``s_{t-1}`` for every t: ``initial`` then ``states[:, :-1]``, and the zero state at the
     steps where ``restart (B, T, 1)`` is True; ``reuse``: into a workspace buffer, without
     autograd (for the adjoint pass)."""
     if not reuse:
@@ -162,4 +162,5 @@ def shift(
         initial = initial.detach()
     if restart is None:
         return previous
-    return torch.where(restart, initial.unsqueeze(1), previous)
+    zero = torch.zeros((), dtype=previous.dtype, device=previous.device)
+    return torch.where(restart, zero, previous)

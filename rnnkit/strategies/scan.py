@@ -44,10 +44,10 @@ exp(log_decay)``, and ``matrix_initial``, ``matrix_readout`` as above.
 - ``prefix_readout(projected, o (B, heads, T, d_v), (m_T, u_T, w_T), state, active) ->
   (outputs (B, T, O), final state)``.
 
-Resets (``resets (B, T)``, True where a sequence restarts from the initial state ``s_0``): a
+Resets (``resets (B, T)``, True where a sequence restarts from the zero state): a
 ``"diagonal"`` cell whose scan carries its whole state (one state field, the one
-``scan_initial`` returns) gets a zero transition at a reset step, ``h_t = a_t * s_0 + b_t``, i.e.
-``a_t = 0`` and ``b_t += a_t * s_0``, under every scan implementation (the compiled gated scans
+``scan_initial`` returns) gets a zero transition at a reset step, ``a_t = 0`` so that
+``h_t = b_t``, under every scan implementation (the compiled gated scans
 have no such input and step aside for ``scan_terms``). Every other cell (matrix, delta and
 softmax-prefix states, whose terms would need a whole matrix added at a step; a diagonal cell
 that keeps more state than the scan, such as the selective SSM's conv window) runs by segments
@@ -100,7 +100,7 @@ def run_diagonal(
     else:
         a, b = cell.scan_terms(projected, state)
         if resets is not None:
-            a, b = restart_terms(a, b, cell.scan_initial(state), resets)
+            a = restart_transitions(a, resets)
         if active is not None:
             a = torch.where(active, a, torch.ones((), dtype=a.dtype, device=a.device))
             b = torch.where(active, b, torch.zeros((), dtype=b.dtype, device=b.device))
@@ -111,12 +111,11 @@ def run_diagonal(
     return outputs, final_state
 
 
-def restart_terms(a: Tensor, b: Tensor, initial: Tensor, resets: Tensor) -> tuple[Tensor, Tensor]:
-    """``a, b (B, T, N)`` with a zero transition at each reset: ``a_t = 0`` and ``b_t + a_t *
-    initial``, so ``h_t = a_t * initial + b_t`` there whatever ``h_{t-1}`` was."""
-    restart = resets.unsqueeze(-1)  # (B, T, 1)
+def restart_transitions(a: Tensor, resets: Tensor) -> Tensor:
+    """``a (B, T, N)`` with a zero transition at each reset, so ``h_t = b_t`` there: the step
+    from the zero state, whatever ``h_{t-1}`` was."""
     zero = torch.zeros((), dtype=a.dtype, device=a.device)
-    return torch.where(restart, zero, a), torch.where(restart, b + a * initial.unsqueeze(1), b)
+    return torch.where(resets.unsqueeze(-1), zero, a)
 
 
 def restarts_by_transition(cell: Cell, state: State) -> bool:

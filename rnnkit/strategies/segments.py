@@ -4,7 +4,8 @@ A strategy whose kernel cannot restart a sequence midway (torch's fused kernels,
 matrix-state scans) honours ``resets (B, T)`` with ``run_segments``: row b, of length ``L_b``
 and with resets at steps ``s_1 < ... < s_k``, is cut into the segments ``[0, s_1), [s_1,
 s_2), ..., [s_k, L_b)``. Every segment becomes one row of a new batch, padded to the longest
-segment, starting from row b's initial state and run with its own length. The outputs are
+segment, its first starting from row b's initial state and the others from the zero state
+(the cell's ``initial_state``), and run with its own length. The outputs are
 gathered back to ``(B, T)`` and each row's final state is that of its last segment. Only
 gathers move the tensors, so gradients reach the inputs, the initial state and the parameters.
 
@@ -66,14 +67,19 @@ def run_segments(
     lengths: Tensor | None,
     resets: Tensor,
 ) -> tuple[Tensor, State]:
-    """``run`` over every segment of ``inputs (B, T, D)`` from the initial ``state``; returns
+    """``run`` over every segment of ``inputs (B, T, D)`` (a row's first from ``state``, the
+    others from zero); returns
     ``outputs (B, T, O)`` (zero past each row's length) and each row's final state."""
     segments = find_segments(resets, lengths)
     longest = int(segments.lengths.max())
     steps = torch.arange(longest, device=inputs.device)
     index = (segments.starts[:, None] + steps).clamp(max=inputs.shape[1] - 1)  # (N, T')
     segment_inputs = inputs[segments.rows[:, None], index]  # (N, T', D)
-    segment_state = type(state)(*(field.index_select(0, segments.rows) for field in state))
+    first = (segments.starts == 0).unsqueeze(-1)  # (N, 1): a row's first segment
+    zero = torch.zeros((), dtype=inputs.dtype, device=inputs.device)
+    segment_state = type(state)(
+        *(torch.where(first, field.index_select(0, segments.rows), zero) for field in state)
+    )
     outputs, final = run(cell, segment_inputs, segment_state, segments.lengths)
     gathered = outputs.flatten(0, 1).index_select(0, segments.positions.flatten())
     gathered = gathered.unflatten(0, segments.positions.shape)  # (B, T, O)

@@ -6,7 +6,9 @@ pass stays linear in T (indexing ``x[:, t]`` would allocate a full-size gradient
 
 With ``lengths``, a sequence that has ended keeps its state (its final state is the state at its
 own last step) and its outputs there are zero. With ``resets (B, T)``, a sequence restarts from
-the initial state (the ``state`` given, or the zero state) before each step where it is True.
+the zero state (the cell's ``initial_state``) before each step where it is True; the ``state``
+given starts the first segment only, so running in chunks with the carried state gives the
+same result as running at once.
 """
 
 from __future__ import annotations
@@ -47,7 +49,7 @@ def _run_masked(
     cell: Cell, projected: Tensor, state: State, lengths: Tensor | None, resets: Tensor | None
 ) -> tuple[Tensor, State]:
     batch_size, steps = projected.shape[:2]
-    initial = state
+    restart = cell.initial_state(batch_size, device=projected.device, dtype=projected.dtype)
     if lengths is None:
         lengths = torch.full((batch_size,), steps, device=projected.device)
     longest = int(lengths.max())
@@ -60,7 +62,7 @@ def _run_masked(
         projected.unbind(1), active.unbind(0), restarts, strict=False
     ):
         if restart_t is not None:
-            state = _where(restart_t, initial, state)
+            state = _where(restart_t, restart, state)
         output, candidate = cell.recur(projected_t, state)
         state = _where(active_t, candidate, state)
         outputs.append(torch.where(active_t, output, 0.0))

@@ -1,13 +1,14 @@
 """Resets (episode and document boundaries): ``resets (B, T)`` restarts a sequence from the
-initial state before every step where it is True, under every strategy.
+zero state before every step where it is True, under every strategy; the initial state given
+starts the first segment only (so chunks with a carried state equal one run).
 
 The oracle of the oracle: the sequential reference with resets equals each row's segments run
-separately from the initial state. Then every registered strategy that accepts an
-``ORACLE_TABLE`` entry equals the reference with resets in float64 (outputs, final states and
-the gradients of the inputs, the initial state and every parameter), with lengths and resets
-together, resets at step 0, consecutive resets, resets past a row's length and a row without
-any. ``rnnkit.nn.Recurrent``, stacked and bidirectional, with resets equals its segments run
-separately. Bad resets raise errors that name them.
+separately, the first from the initial state and the others from the zero state. Then every
+registered strategy that accepts an ``ORACLE_TABLE`` entry equals the reference with resets in
+float64 (outputs, final states and the gradients of the inputs, the initial state and every
+parameter), with lengths and resets together, resets at step 0, consecutive resets, resets past
+a row's length and a row without any. ``rnnkit.nn.Recurrent``, stacked and bidirectional, with
+resets equals its segments run separately. Bad resets raise errors that name them.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from test_oracle import (
 from torch.nn.utils.rnn import pack_padded_sequence
 
 from rnnkit.nn import Recurrent
-from rnnkit.strategies import STRATEGIES
+from rnnkit.strategies import STRATEGIES, StrategyUnsupportedError
 from rnnkit.strategies.newton import NewtonStrategy
 from rnnkit.strategies.segments import find_segments
 from rnnkit.strategies.validation import check_resets
@@ -69,15 +70,18 @@ def run_case(strategy, cell, inputs, state, lengths, resets):
 
 
 def run_segments_separately(cell, inputs, state, lengths, resets):
-    """The oracle of the oracle: each row's segments one by one through ``sequential``, each
-    from the row's initial state; outputs zero past each length, the last segment's state."""
+    """The oracle of the oracle: each row's segments one by one through ``sequential``, the
+    first from the row's initial state, the others from the zero state; outputs zero past each
+    length, the last segment's state."""
     run = STRATEGIES["sequential"]
     rows, finals = [], []
     for row in range(inputs.shape[0]):
         row_state = None if state is None else type(state)(*(f[row : row + 1] for f in state))
         pieces, final = [], None
         for start, end in segment_bounds(resets[row], int(lengths[row])):
-            outputs, final = run(cell, inputs[row : row + 1, start:end], row_state)
+            outputs, final = run(
+                cell, inputs[row : row + 1, start:end], row_state if start == 0 else None
+            )
             pieces.append(outputs)
         row_outputs = torch.cat(pieces, 1)
         padding = row_outputs.new_zeros(1, inputs.shape[1] - row_outputs.shape[1], cell.output_size)
@@ -189,6 +193,27 @@ def test_resets_that_reset_nothing_change_nothing(strategy):
                 check_close(got, want, f"final state.{field}", EXACT)
 
 
+@pytest.mark.parametrize("strategy", ["sequential", "native", "fused", "scan", "newton"])
+@pytest.mark.parametrize("config", ["lstm", "gru", "mingru", "slstm"])
+def test_chunks_with_the_carried_state_equal_one_run_with_resets(config, strategy):
+    """Full = chunked with resets: a reset restarts from zero, not from the chunk's state."""
+    cell, inputs, state = make_inputs(config)
+    resets = torch.zeros(inputs.shape[:2], dtype=torch.bool)
+    resets[0, 2] = resets[1, 6] = resets[2, 7] = True  # before and after the chunk boundary
+    run = STRATEGIES[strategy]
+    try:
+        with torch.no_grad():
+            expected, expected_final = run(cell, inputs, state, None, resets)
+            first, carried = run(cell, inputs[:, :4], state, None, resets[:, :4])
+            second, final = run(cell, inputs[:, 4:], carried, None, resets[:, 4:])
+    except StrategyUnsupportedError:
+        pytest.skip(f"{strategy} does not run {config}")
+    tolerance = {"rtol": 1e-6, "atol": 1e-7} if strategy == "newton" else {}
+    torch.testing.assert_close(torch.cat([first, second], 1), expected, **tolerance)
+    for got, want in zip(final, expected_final, strict=True):
+        torch.testing.assert_close(got, want, **tolerance)
+
+
 def test_find_segments_cuts_rows_at_resets_within_lengths():
     segments = find_segments(make_resets(), torch.tensor(LENGTHS))
     assert segments.rows.tolist() == [0, 1, 1, 2, 2, 2, 3, 3]
@@ -233,14 +258,22 @@ def build_layer(config: str, strategy: str) -> Recurrent:
 
 
 def layer_segments_separately(layer, inputs, states, lengths, resets):
-    """Each row's segments through ``layer`` one by one, each from the row's initial states:
-    forward cells end in the last segment's state, reverse cells in the first segment's."""
+    """Each row's segments through ``layer`` one by one: forward cells start the first segment
+    from the row's initial states and the others from zero, reverse cells start the last
+    segment (their first) from them; forward cells end in the last segment's state, reverse
+    cells in the first segment's."""
     rows, finals = [], []
     for row in range(inputs.shape[0]):
         row_states = tuple(type(s)(*(f[row : row + 1] for f in s)) for s in states)
         pieces, segment_finals = [], []
-        for start, end in segment_bounds(resets[row], int(lengths[row])):
-            outputs, final = layer(inputs[row : row + 1, start:end], row_states)
+        bounds = segment_bounds(resets[row], int(lengths[row]))
+        for index, (start, end) in enumerate(bounds):
+            given = [index == 0, index == len(bounds) - 1] * (len(row_states) // 2)
+            segment_states = tuple(
+                state if use else type(state)(*(torch.zeros_like(f) for f in state))
+                for state, use in zip(row_states, given, strict=True)
+            )
+            outputs, final = layer(inputs[row : row + 1, start:end], segment_states)
             pieces.append(outputs)
             segment_finals.append(final)
         row_outputs = torch.cat(pieces, 1)

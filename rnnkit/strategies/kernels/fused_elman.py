@@ -8,7 +8,7 @@ the state ``(s (B, S),)`` (Elman's h, S = H; Jordan's y, S = O) and the tensors 
 default, or ``"relu"``) and, for Jordan, ``output_weight`` (W_ho ``(O, H)``) and ``output_bias``
 (b_ho ``(O)`` or None). ``zoneout``: ``(s (T, B, S),)`` keep-previous weights drawn up front,
 ``(1, B, S)`` in evaluation (the probability itself), or None. ``resets (B, T)``: restart a row
-from the initial state before a flagged step.
+from the zero state before a flagged step.
 
 The backward pass runs the loop in reverse in one compiled call; the gradients of W_hh, W_ho and
 b_ho are then one product or sum each over all steps.

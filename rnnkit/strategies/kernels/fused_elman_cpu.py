@@ -97,7 +97,7 @@ try:
             inputs_t, hiddens_t = recurrent_inputs[t], hiddens[t]
             for b in range(batch):
                 if use_resets and resets[b, t] and t < lengths[b]:
-                    state[b] = state0[b]
+                    state[b] = 0  # a reset restarts from the zero state
                 mask_row = hidden_mask[b] if use_mask else state[b]
                 masked_row(state[b], mask_row, use_mask, inputs_t[b])
             matmul_transposed(inputs_t, weight, recurrent)  # (B, H)
@@ -168,7 +168,7 @@ try:
         weight_columns = np.ascontiguousarray(weight.T)  # (S, H)
         output_weight_columns = np.ascontiguousarray(output_weight.T)
         grad_state = grad_state_final.copy()
-        grad_state0[:] = 0  # what reset steps send to the initial state
+        grad_state0[:] = 0  # the first segment's gradient is added at the end
         grad_state_direct = np.zeros_like(grad_state)  # zoneout's path from s_t to s_{t-1}
         grad_candidate = np.zeros_like(grad_state)
         grad_hidden = grad_candidate  # Elman: c_t is u_t
@@ -211,8 +211,7 @@ try:
                 carry_row(
                     grad_recurrent_input[b], mask_row, use_mask, grad_state_direct[b], grad_state[b]
                 )
-                if use_resets and resets[b, t]:  # the step started from the initial state
-                    grad_state0[b] += grad_state[b]
+                if use_resets and resets[b, t]:  # the step started from the zero state
                     grad_state[b] = 0
         grad_state0 += grad_state
 

@@ -6,7 +6,7 @@ declares: ``projected (B, T, 3H)`` (its ``project_inputs``: W_ih x + b_ih), the 
 DropConnect, ``(3H, H)``), ``recurrent_bias`` (b_hh ``(3H)``, inside the recurrent product since
 the reset gate multiplies it, or None) and ``hidden_mask (B, H)`` (recurrent-input dropout, or
 None). ``zoneout``: ``(h (T, B, H),)`` keep-previous weights drawn up front, ``(1, B, H)`` in
-evaluation (the probability itself), or None. ``resets (B, T)``: restart a row from the initial
+evaluation (the probability itself), or None. ``resets (B, T)``: restart a row from the zero
 state before a flagged step.
 
 The backward pass runs the loop in reverse in one compiled call; the gradients of W_hh and b_hh

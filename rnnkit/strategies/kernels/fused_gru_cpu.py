@@ -123,7 +123,7 @@ try:
             inputs_t = recurrent_inputs[t]
             for b in range(batch):
                 if use_resets and resets[b, t] and t < lengths[b]:
-                    h[b] = h0[b]
+                    h[b] = 0  # a reset restarts from the zero state
                 previous[t, b] = h[b]
                 masked_row(h[b], hidden_mask[b] if use_mask else h[b], use_mask, inputs_t[b])
             matmul_transposed(inputs_t, weight, recurrent)  # (B, 3H)
@@ -198,7 +198,7 @@ try:
         batch, steps, _ = grad_projected.shape
         weight_columns = np.ascontiguousarray(weight.T)  # (H, 3H)
         grad_h = grad_h_final.copy()
-        grad_h0[:] = 0  # what reset steps send to the initial state
+        grad_h0[:] = 0  # the first segment's gradient is added at the end
         grad_h_direct = np.zeros_like(grad_h)  # the paths from h_t to h_{t-1} outside W_hh
         grad_recurrent_input = np.empty_like(grad_h)
         for index in range(steps):
@@ -228,8 +228,7 @@ try:
                     continue
                 mask_row = hidden_mask[b] if use_mask else grad_h[b]
                 carry_row(grad_recurrent_input[b], mask_row, use_mask, grad_h_direct[b], grad_h[b])
-                if use_resets and resets[b, t]:  # the step started from the initial state
-                    grad_h0[b] += grad_h[b]
+                if use_resets and resets[b, t]:  # the step started from the zero state
                     grad_h[b] = 0
         grad_h0 += grad_h
 

@@ -143,8 +143,8 @@ try:
             inputs_t = recurrent_inputs[t]
             for b in range(batch):
                 if use_resets and resets[b, t] and t < lengths[b]:
-                    h[b] = h0[b]
-                    c[b] = c0[b]
+                    h[b] = 0  # a reset restarts from the zero state
+                    c[b] = 0
                 inputs_row, h_row = inputs_t[b], h[b]
                 if use_mask:
                     mask_row = hidden_mask[b]
@@ -243,7 +243,7 @@ try:
         grad_h, grad_c = grad_h_final.copy(), grad_c_final.copy()
         weight_columns = np.ascontiguousarray(weight.T)  # (R, 4H)
         projection_columns = np.ascontiguousarray(projection.T)
-        grad_h0[:] = 0  # what reset steps send to the initial state
+        grad_h0[:] = 0  # the first segment's gradient is added at the end
         grad_c0[:] = 0
         grad_h_direct = np.zeros_like(grad_h)  # zoneout's path from h_t to h_{t-1}
         grad_hidden = np.empty((batch, hidden), dtype=dtype)
@@ -310,9 +310,7 @@ try:
                 else:
                     for k in range(recurrent_size):
                         carried[k] = through[k] + direct_row[k]
-                if use_resets and resets[b, t]:  # the step started from the initial state
-                    grad_h0[b] += grad_h[b]
-                    grad_c0[b] += grad_c[b]
+                if use_resets and resets[b, t]:  # the step started from the zero state
                     grad_h[b] = 0
                     grad_c[b] = 0
         grad_h0 += grad_h

@@ -7,7 +7,7 @@ n), the state ``(h (B, H),)`` and the tensors of ``fused_weights()`` by role: ``
 ``run_paralstm`` likewise for ``ParaLSTMCell``: ``projected (B, T, 3H)`` (f, o, c~), the state
 ``(h, c)`` each ``(B, H)``, ``recurrent (3, H)`` (a_f, a_o, a_c) and ``peephole (2, H)`` (p_f,
 p_o). These cells take no recurrent regularization: ``zoneout`` is None. ``resets (B, T)``:
-restart a row from the initial state before a flagged step.
+restart a row from the zero state before a flagged step.
 
 The backward pass runs the loop in reverse in one compiled call, which also accumulates the
 weight gradients per row; they are summed over the rows here. Rows are independent (no product

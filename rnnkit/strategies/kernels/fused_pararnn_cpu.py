@@ -3,7 +3,7 @@
 The recurrence is diagonal (vectors ``a``), or block-diagonal with ParaGRU's heads (one small
 dense ``d x d`` block per head), so a step is pointwise math over one row: the loops run row by
 row, each row's steps in order, with variable lengths (a row stops at its length) and resets
-(before a flagged step the row restarts from the initial state). Equations: those of
+(before a flagged step the row restarts from the zero state). Equations: those of
 ``rnnkit.cells.pararnn`` (the tests compare the two). ParaGRU, with ``p_t = W x_t + b``:
 
     z = sigmoid(p_z + A_z h),  r = sigmoid(p_r + A_r h),  n = tanh(p_n + A_n (r h))
@@ -142,7 +142,7 @@ try:
                     outputs[b, t, :] = 0
                     continue
                 if use_resets and resets[b, t]:
-                    h[:] = h0[b]
+                    h[:] = 0  # a reset restarts from the zero state
                 previous[b, t] = h
                 _paragru_step(
                     projected[b, t],
@@ -226,8 +226,7 @@ try:
                     carried,
                     (grad_diagonal[b], grad_blocks[b]),
                 )
-                if use_resets and resets[b, t]:  # the step started from the initial state
-                    grad_h0[b] += carried
+                if use_resets and resets[b, t]:  # the step started from the zero state
                     carried[:] = 0
             grad_h0[b] += carried
 
@@ -251,8 +250,8 @@ try:
                     outputs[b, t, :] = 0
                     continue
                 if use_resets and resets[b, t]:
-                    h[:] = h0[b]
-                    c[:] = c0[b]
+                    h[:] = 0  # a reset restarts from the zero state
+                    c[:] = 0
                 previous_h[b, t] = h
                 previous_c[b, t] = c
                 row, gate, cell = projected[b, t], gates[b, t], cells[b, t]
@@ -350,9 +349,7 @@ try:
                     grad_projected[b, t],
                     (grad_weights[0][b], grad_weights[1][b]),
                 )
-                if use_resets and resets[b, t]:  # the step started from the initial state
-                    grad_h0[b] += grad_h
-                    grad_c0[b] += grad_c
+                if use_resets and resets[b, t]:  # the step started from the zero state
                     grad_h[:] = 0
                     grad_c[:] = 0
             grad_h0[b] += grad_h

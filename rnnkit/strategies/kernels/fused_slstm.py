@@ -5,7 +5,7 @@ declares: ``projected (B, T, 4H)`` (its ``project_inputs``: W x + b for i, f, z,
 ``(h, c, n, m)`` each ``(B, H)`` and the entries of ``fused_weights()`` by role: ``recurrent``
 (``weight_hh (k, 4d, d)``, block-diagonal over k heads of d units) and ``sigmoid_forget``
 (True for the sigmoid forget gate, False for the exponential one). The cell has no recurrent
-regularization, so ``zoneout`` must be None. ``resets (B, T)``: restart a row from the initial
+regularization, so ``zoneout`` must be None. ``resets (B, T)``: restart a row from the zero
 state before a flagged step.
 
 The batch is split into one block of rows per thread torch may use (``row_chunks``), each

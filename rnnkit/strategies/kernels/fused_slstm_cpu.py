@@ -130,7 +130,7 @@ try:
         for t in range(steps):
             for b in range(batch):
                 if use_resets and resets[b, t] and t < lengths[b]:
-                    h[b], c[b], n[b], m[b] = h0[b], c0[b], n0[b], m0[b]
+                    h[b], c[b], n[b], m[b] = 0, 0, 0, 0  # a reset restarts from the zero state
                 for k in range(heads):
                     recurrent_inputs[k, t, b] = h[b, k * head_size : (k + 1) * head_size]
             for k in range(heads):
@@ -241,7 +241,7 @@ try:
         grad_h, grad_c = grad_h_final.copy(), grad_c_final.copy()
         grad_n, grad_m = grad_n_final.copy(), grad_m_final.copy()
         for grad_initial in (grad_h0, grad_c0, grad_n0, grad_m0):
-            grad_initial[:] = 0  # what reset steps send to the initial state
+            grad_initial[:] = 0
         grad_hidden = np.empty(width // 4, dtype=dtype)
         grad_pre = np.empty(width, dtype=dtype)
         through = np.empty((heads, batch, head_size), dtype=dtype)
@@ -277,11 +277,7 @@ try:
                     continue
                 for k in range(heads):
                     grad_h[b, k * head_size : (k + 1) * head_size] = through[k, b]
-                if use_resets and resets[b, t]:  # the step started from the initial state
-                    grad_h0[b] += grad_h[b]
-                    grad_c0[b] += grad_c[b]
-                    grad_n0[b] += grad_n[b]
-                    grad_m0[b] += grad_m[b]
+                if use_resets and resets[b, t]:  # the step started from the zero state
                     grad_h[b], grad_c[b], grad_n[b], grad_m[b] = 0, 0, 0, 0
         grad_h0 += grad_h
         grad_c0 += grad_c
