@@ -120,9 +120,10 @@ class Recurrent(nn.Module):
 
         ``resets``: booleans ``(B, T)`` (``(T, B)`` when not batch_first, also for a
         PackedSequence, laid out as its padded form), True where a sequence restarts from the
-        initial states before that step (an episode or document boundary). Every layer and
-        direction sees the segments separately: the reverse direction restarts at the same
-        boundaries in reversed time.
+        zero state before that step (an episode or document boundary); ``state`` starts each
+        direction's first segment only, so chunks run with the carried state equal one run.
+        Every layer and direction sees the segments separately: the reverse direction restarts
+        at the same boundaries in reversed time.
         """
         packed = inputs if isinstance(inputs, PackedSequence) else None
         if isinstance(inputs, PackedSequence):

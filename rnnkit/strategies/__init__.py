@@ -1,8 +1,10 @@
 """How a cell runs over time: every strategy is a function
 
-    run(cell, inputs, state=None, lengths=None) -> (outputs, final_state)
+    run(cell, inputs, state=None, lengths=None, resets=None) -> (outputs, final_state)
 
-with ``inputs (B, T, D)``, ``outputs (B, T, O)`` and the final state as the cell's NamedTuple.
+with ``inputs (B, T, D)``, ``outputs (B, T, O)`` and the final state as the cell's NamedTuple;
+``resets (B, T)`` bool restarts a row from the zero state before each flagged step (``state``
+starts the first segment only).
 ``STRATEGIES`` maps names to registry entries that make FRESH strategy objects
 (``make_strategy("newton", tolerance=1e-6)``), so no strategy state is shared by the process.
 
