@@ -2,9 +2,10 @@
 
 For each cell and size, times forward (no autograd) and forward+backward (training) of
 torch.nn, ``rnnkit.nn`` with strategy ``native``, ``sequential`` and ``fused``, and for the LSTM
-its layer-normalized and peephole variants (``sequential`` and ``fused``) and zoneout 0.1 with
+its layer-normalized and peephole variants (``sequential`` and ``fused``), zoneout 0.1 with
 DropConnect 0.2 (``fused``; regularization is active in training, so that row's forward is in
-training mode too), all measured in one run and printed as ratios to torch.nn (1.00 = as fast
+training mode too) and the sLSTM (``sequential`` and ``fused``, against torch.nn.LSTM), all
+measured in one run and printed as ratios to torch.nn (1.00 = as fast
 as torch.nn; 2.00 = twice its time).
 """
 
@@ -76,6 +77,10 @@ def _layers(cell: str, features: int, hidden: int) -> list[tuple[str, nn.Module]
             ("layer-norm", {"layer_norm": True}, ("sequential", "fused")),
             ("peephole", {"peephole": True}, ("sequential", "fused")),
             ("zoneout+DropConnect", {"zoneout": 0.1, "weight_dropout": 0.2}, ("fused",)),
+        ]
+        layers += [
+            (f"slstm {name}", rnnkit.nn.Recurrent("slstm", features, hidden, strategy=name))
+            for name in ("sequential", "fused")
         ]
         for label, options, strategies in variants:
             layers += [

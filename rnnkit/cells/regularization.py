@@ -160,8 +160,8 @@ class Regularization:
     ) -> tuple[Tensor, ...] | None:
         """Zoneout's weight of the previous value for ``steps`` steps, per field of ``sizes``.
 
-        Training: ``(steps, B, size)`` masks drawn step by step and field by field, the calls
-        ``apply_zoneout`` makes over a sequence, so the same seed gives the same masks.
+        Training: ``(steps, B, size)`` masks holding the draws ``apply_zoneout`` makes step by
+        step and field by field over a sequence, so the same seed gives the same masks.
         Evaluation: ``(1, B, size)`` filled with the probability. None without zoneout.
         """
         if self.zoneout == 0:
@@ -171,12 +171,16 @@ class Regularization:
                 torch.full((1, batch_size, size), self.zoneout, device=device, dtype=dtype)
                 for size in sizes
             )
-        masks: list[list[Tensor]] = [[] for _ in sizes]
-        for _ in range(steps):
-            for field, size in zip(masks, sizes, strict=True):
-                keep = torch.full((batch_size, size), self.zoneout, device=device, dtype=dtype)
-                field.append(torch.bernoulli(keep))
-        return tuple(torch.stack(field) for field in masks)
+        # One draw for all steps: torch's CPU Bernoulli consumes the generator element by
+        # element, so a (steps, B * sum(sizes)) draw holds, row by row, exactly the per-step,
+        # per-field draws of ``apply_zoneout`` (tests compare with the sequential strategy);
+        # a loop of 2T small draws measured 10 ms at T=1024.
+        width = batch_size * sum(sizes)
+        keep = torch.full((steps, width), self.zoneout, device=device, dtype=dtype)
+        drawn = torch.bernoulli(keep).split([batch_size * size for size in sizes], 1)
+        return tuple(
+            field.reshape(steps, batch_size, size) for field, size in zip(drawn, sizes, strict=True)
+        )
 
     def extra_repr(self) -> str:
         settings = [f"{name}={value}" for name, value in vars(self).items() if value > 0]

@@ -25,6 +25,8 @@ def test_bench_layers_prints_every_row_with_ratios(capsys):
         "peephole sequential",
         "peephole fused",
         "zoneout+DropConnect fused",
+        "slstm sequential",
+        "slstm fused",
         "torch.nn",
         "rnnkit native",
         "rnnkit sequential",
