@@ -78,10 +78,6 @@ def _layers(cell: str, features: int, hidden: int) -> list[tuple[str, nn.Module]
             ("peephole", {"peephole": True}, ("sequential", "fused")),
             ("zoneout+DropConnect", {"zoneout": 0.1, "weight_dropout": 0.2}, ("fused",)),
         ]
-        layers += [
-            (f"slstm {name}", rnnkit.nn.Recurrent("slstm", features, hidden, strategy=name))
-            for name in ("sequential", "fused")
-        ]
         for label, options, strategies in variants:
             layers += [
                 (
@@ -90,6 +86,10 @@ def _layers(cell: str, features: int, hidden: int) -> list[tuple[str, nn.Module]
                 )
                 for name in strategies
             ]
+        layers += [
+            (f"slstm {name}", rnnkit.nn.Recurrent("slstm", features, hidden, strategy=name))
+            for name in ("sequential", "fused")
+        ]
     return layers
 
 
