@@ -160,6 +160,8 @@ class _FusedLSTM(torch.autograd.Function):
             for index, rows in enumerate(ctx.chunks)
         ]
         weight, projection_array = as_array(recurrent, 2, dtype), as_array(projection, 2, dtype)
+        # per chunk: the peephole and layer-norm gain gradients, summed in the loop
+        sums = [torch.zeros(6, width, dtype=dtype) for _ in ctx.chunks]
         grad_projected_array = grad_projected.numpy()
         grad_h0_array, grad_c0_array = grad_h0.numpy(), grad_c0.numpy()
 
@@ -181,6 +183,7 @@ class _FusedLSTM(torch.autograd.Function):
                 resets_array(None if resets is None else resets[rows]),
                 ctx.flags,
                 *(saved[name].numpy() for name in BACKWARD_READS),
+                sums[index].numpy(),
                 grad_projected_array[rows],
                 *(tensor.numpy() for tensor in gradients[index].values()),
                 grad_h0_array[rows],
@@ -189,14 +192,7 @@ class _FusedLSTM(torch.autograd.Function):
 
         for_each_chunk(work, ctx.chunks)
         grads = _parameter_gradients(
-            ctx.chunks,
-            ctx.saved_chunks,
-            gradients,
-            grad_projected,
-            peephole,
-            norm_hidden,
-            projection,
-            ctx.needs_input_grad,
+            ctx.saved_chunks, gradients, torch.stack(sums).sum(0), peephole, norm_hidden, projection
         )
         return (None, None, None, grad_projected, grad_h0, grad_c0, *grads, None, None, None)
 
@@ -204,6 +200,7 @@ class _FusedLSTM(torch.autograd.Function):
 BACKWARD_READS = (
     "gates",
     "cells_before",
+    "cells",
     "cell_outputs",
     "normalized_recurrent",
     "normalized_cells",
@@ -256,47 +253,31 @@ def _gradient_buffers(
 
 
 def _parameter_gradients(
-    chunks: list[slice],
     saved: list[dict[str, Tensor]],
     gradients: list[dict[str, Tensor]],
-    grad_projected: Tensor,
+    sums: Tensor,
     peephole: Tensor | None,
     norm_hidden: Tensor | None,
     projection: Tensor | None,
-    needs: tuple[bool, ...],
 ) -> tuple[Tensor | None, ...]:
-    """Gradients of W_hh, the peepholes, the layer-norm gains and W_hr: one product or
-    reduction per chunk over all its steps, summed over the chunks."""
-    hidden = grad_projected.shape[2] // 4
-    # W_hh, peepholes, norm_hidden gain, norm_cell gain and bias, W_hr
-    totals: list[Tensor | None] = [None] * 6
-    for rows, saved_rows, gradient_rows in zip(chunks, saved, gradients, strict=True):
-        by_time = grad_projected[rows].transpose(0, 1)  # (T, b, 4H)
+    """Gradients of W_hh, the peepholes, the layer-norm gains and W_hr: one product per chunk
+    over all its steps summed over the chunks, and the kernel's ``sums (6, 4H)``."""
+    hidden = sums.shape[1] // 4
+    grad_weight = grad_projection = None
+    for saved_rows, gradient_rows in zip(saved, gradients, strict=True):
         grad_recurrent = gradient_rows["grad_recurrent"]
         count = grad_recurrent.shape[0] * grad_recurrent.shape[1]
-        terms: list[Tensor | None] = [None] * 6
-        terms[0] = grad_recurrent.reshape(count, -1).t() @ saved_rows["recurrent_inputs"].reshape(
-            count, -1
-        )
-        if peephole is not None and needs[7]:
-            cells_before, cells = saved_rows["cells_before"], saved_rows["cells"]
-            terms[1] = torch.stack(
-                [
-                    (by_time[..., :hidden] * cells_before).sum((0, 1)),
-                    (by_time[..., hidden : 2 * hidden] * cells_before).sum((0, 1)),
-                    (by_time[..., 3 * hidden :] * cells).sum((0, 1)),
-                ]
-            )
-        if norm_hidden is not None:
-            grad_cell_outputs = gradient_rows["grad_cell_outputs"]
-            terms[2] = (by_time * saved_rows["normalized_recurrent"]).sum((0, 1))
-            terms[3] = (grad_cell_outputs * saved_rows["normalized_cells"]).sum((0, 1))
-            terms[4] = grad_cell_outputs.sum((0, 1))
+        inputs = saved_rows["recurrent_inputs"].reshape(count, -1)
+        grad_weight = _sum(grad_weight, grad_recurrent.reshape(count, -1).t() @ inputs)
         if projection is not None:
             grad_hidden = gradient_rows["grad_hidden_outputs"].reshape(count, -1)
-            terms[5] = grad_hidden.t() @ saved_rows["hiddens"].reshape(count, -1)
-        totals = [_sum(total, term) for total, term in zip(totals, terms, strict=True)]
-    return tuple(totals)
+            hiddens = saved_rows["hiddens"].reshape(count, -1)
+            grad_projection = _sum(grad_projection, grad_hidden.t() @ hiddens)
+    grad_peephole = None if peephole is None else sums[3:, :hidden]
+    grad_norm: list[Tensor | None] = [None] * 3
+    if norm_hidden is not None:
+        grad_norm = [sums[0], sums[1, :hidden], sums[2, :hidden]]
+    return (grad_weight, grad_peephole, *grad_norm, grad_projection)
 
 
 def _sum(total: Tensor | None, term: Tensor | None) -> Tensor | None:

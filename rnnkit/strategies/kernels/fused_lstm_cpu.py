@@ -32,7 +32,10 @@ try:
     # error_model="numpy": no ZeroDivisionError check in the divisions, which kept LLVM from
     # vectorizing every loop with a sigmoid (measured 4x slower)
     COMPILED: dict[str, Any] = {
-        "cache": True, "nogil": True, "boundscheck": False, "fastmath": True,
+        "cache": True,
+        "nogil": True,
+        "boundscheck": False,
+        "fastmath": True,
         "error_model": "numpy",
     }
     INLINE: dict[str, Any] = {**COMPILED, "inline": "always"}
@@ -64,9 +67,23 @@ try:
 
     @numba.njit(**INLINE)
     def _gates_row(
-        row, recurrent, normalized, norm_hidden, use_norm, eps, peephole, use_peephole,
-        previous, pre, gate, cell, cell_normalized, cell_output, hidden_out,
-        norm_cell_weight, norm_cell_bias,
+        row,
+        recurrent,
+        normalized,
+        norm_hidden,
+        use_norm,
+        eps,
+        peephole,
+        use_peephole,
+        previous,
+        pre,
+        gate,
+        cell,
+        cell_normalized,
+        cell_output,
+        hidden_out,
+        norm_cell_weight,
+        norm_cell_bias,
     ):  # pragma: no cover - compiled
         # one row of one step: pre-activations, gates, the cell and o * tanh(cell);
         # returns the inverse standard deviations of the two layer norms (1 without)
@@ -123,13 +140,42 @@ try:
 
     @numba.njit(**COMPILED)
     def lstm_forward(
-        projected, h0, c0, weight_t, hidden_mask, peephole, norm_hidden, norm_cell_weight,
-        norm_cell_bias, eps, projection_t, zoneout_h, zoneout_c, lengths, resets, flags,
-        outputs, h_final, c_final, recurrent_inputs, gates, cells_before, cells, cell_outputs,
-        hiddens, normalized_recurrent, normalized_cells, inverse_stds,
+        projected,
+        h0,
+        c0,
+        weight_t,
+        hidden_mask,
+        peephole,
+        norm_hidden,
+        norm_cell_weight,
+        norm_cell_bias,
+        eps,
+        projection_t,
+        zoneout_h,
+        zoneout_c,
+        lengths,
+        resets,
+        flags,
+        outputs,
+        h_final,
+        c_final,
+        recurrent_inputs,
+        gates,
+        cells_before,
+        cells,
+        cell_outputs,
+        hiddens,
+        normalized_recurrent,
+        normalized_cells,
+        inverse_stds,
     ):  # pragma: no cover - compiled
         use_mask, use_peephole, use_norm, use_projection, zoneout_mode, use_resets = (
-            flags[0], flags[1], flags[2], flags[3], flags[4], flags[5]
+            flags[0],
+            flags[1],
+            flags[2],
+            flags[3],
+            flags[4],
+            flags[5],
         )
         batch, steps, width = projected.shape
         h, c = h0.copy(), c0.copy()
@@ -165,11 +211,23 @@ try:
                     continue
                 cells_before[t, b] = c[b]
                 stds = _gates_row(
-                    projected[b, t], recurrent[b], normalized_recurrent[t, b] if use_norm else pre,
-                    norm_hidden, use_norm, eps, peephole, use_peephole, cells_before[t, b], pre,
-                    gates[t, b], cells[t, b],
-                    normalized_cells[t, b] if use_norm else scratch, cell_outputs[t, b],
-                    hiddens[t, b], norm_cell_weight, norm_cell_bias,
+                    projected[b, t],
+                    recurrent[b],
+                    normalized_recurrent[t, b] if use_norm else pre,
+                    norm_hidden,
+                    use_norm,
+                    eps,
+                    peephole,
+                    use_peephole,
+                    cells_before[t, b],
+                    pre,
+                    gates[t, b],
+                    cells[t, b],
+                    normalized_cells[t, b] if use_norm else scratch,
+                    cell_outputs[t, b],
+                    hiddens[t, b],
+                    norm_cell_weight,
+                    norm_cell_bias,
                 )
                 if use_norm:
                     inverse_stds[t, b, 0], inverse_stds[t, b, 1] = stds
@@ -189,9 +247,23 @@ try:
 
     @numba.njit(**INLINE)
     def _gates_backward_row(
-        grad_hidden, grad_c, keep, use_zoneout, gate, previous, cell_output, cell_normalized,
-        inverse_std_cell, norm_cell_weight, use_norm, peephole, use_peephole,
-        grad_cell_output, grad_normalized, grad_cell_norm, grad_pre,
+        grad_hidden,
+        grad_c,
+        keep,
+        use_zoneout,
+        gate,
+        previous,
+        cell_output,
+        cell_normalized,
+        inverse_std_cell,
+        norm_cell_weight,
+        use_norm,
+        peephole,
+        use_peephole,
+        grad_cell_output,
+        grad_normalized,
+        grad_cell_norm,
+        grad_pre,
     ):  # pragma: no cover - compiled
         # d pre-activations (into grad_pre) and d c_{t-1} (into grad_c) of one row of one step
         one = grad_pre.dtype.type(1)
@@ -225,16 +297,71 @@ try:
                 grad_previous += grad_input_pre * peephole[0, j] + grad_forget_pre * peephole[1, j]
             grad_c[j] = grad_previous
 
+    @numba.njit(**INLINE)
+    def _accumulate_parameter_sums(
+        sums,
+        grad_pre,
+        grad_cell_output,
+        previous,
+        cell,
+        normalized,
+        cell_normalized,
+        use_peephole,
+        use_norm,
+    ):  # pragma: no cover - compiled
+        # one row's share of the peephole and layer-norm gain gradients, by row of ``sums``:
+        # 0 norm_hidden (4H), 1 norm_cell weight, 2 norm_cell bias, 3-5 peepholes i, f, o (H)
+        hidden = previous.shape[0]
+        if use_norm:
+            for j in range(grad_pre.shape[0]):
+                sums[0, j] += grad_pre[j] * normalized[j]
+            for j in range(hidden):
+                sums[1, j] += grad_cell_output[j] * cell_normalized[j]
+                sums[2, j] += grad_cell_output[j]
+        if use_peephole:
+            for j in range(hidden):
+                sums[3, j] += grad_pre[j] * previous[j]
+                sums[4, j] += grad_pre[hidden + j] * previous[j]
+                sums[5, j] += grad_pre[3 * hidden + j] * cell[j]
+
     @numba.njit(**COMPILED)
     def lstm_backward(
-        grad_outputs, grad_h_final, grad_c_final, weight, hidden_mask, peephole, norm_hidden,
-        norm_cell_weight, projection, zoneout_h, zoneout_c, lengths, resets, flags,
-        gates, cells_before, cell_outputs, normalized_recurrent, normalized_cells,
-        inverse_stds, grad_projected, grad_recurrent, grad_hidden_outputs, grad_cell_outputs,
-        grad_h0, grad_c0,
+        grad_outputs,
+        grad_h_final,
+        grad_c_final,
+        weight,
+        hidden_mask,
+        peephole,
+        norm_hidden,
+        norm_cell_weight,
+        projection,
+        zoneout_h,
+        zoneout_c,
+        lengths,
+        resets,
+        flags,
+        gates,
+        cells_before,
+        cells,
+        cell_outputs,
+        normalized_recurrent,
+        normalized_cells,
+        inverse_stds,
+        parameter_sums,
+        grad_projected,
+        grad_recurrent,
+        grad_hidden_outputs,
+        grad_cell_outputs,
+        grad_h0,
+        grad_c0,
     ):  # pragma: no cover - compiled
         use_mask, use_peephole, use_norm, use_projection, zoneout_mode, use_resets = (
-            flags[0], flags[1], flags[2], flags[3], flags[4], flags[5]
+            flags[0],
+            flags[1],
+            flags[2],
+            flags[3],
+            flags[4],
+            flags[5],
         )
         batch, steps, width = grad_projected.shape
         hidden = width // 4
@@ -281,19 +408,44 @@ try:
                     grad_cell_outputs[t, b, :] = 0
                     continue
                 _gates_backward_row(
-                    grad_hidden[b], grad_c[b], zoneout_c[slot, b], zoneout_mode > 0, gates[t, b],
-                    cells_before[t, b], cell_outputs[t, b],
+                    grad_hidden[b],
+                    grad_c[b],
+                    zoneout_c[slot, b],
+                    zoneout_mode > 0,
+                    gates[t, b],
+                    cells_before[t, b],
+                    cell_outputs[t, b],
                     normalized_cells[t, b] if use_norm else placeholder,
-                    inverse_stds[t, b, 1] if use_norm else dtype.type(1), norm_cell_weight,
-                    use_norm, peephole, use_peephole, grad_cell_outputs[t, b], grad_normalized,
-                    grad_cell_norm, grad_pre,
+                    inverse_stds[t, b, 1] if use_norm else dtype.type(1),
+                    norm_cell_weight,
+                    use_norm,
+                    peephole,
+                    use_peephole,
+                    grad_cell_outputs[t, b],
+                    grad_normalized,
+                    grad_cell_norm,
+                    grad_pre,
                 )
                 grad_projected[b, t] = grad_pre
+                if use_peephole or use_norm:
+                    _accumulate_parameter_sums(
+                        parameter_sums,
+                        grad_pre,
+                        grad_cell_outputs[t, b],
+                        cells_before[t, b],
+                        cells[t, b],
+                        normalized_recurrent[t, b] if use_norm else grad_pre,
+                        normalized_cells[t, b] if use_norm else placeholder,
+                        use_peephole,
+                        use_norm,
+                    )
                 if use_norm:
                     for j in range(width):
                         grad_pre[j] *= norm_hidden[j]
                     _normalize_backward(
-                        grad_pre, normalized_recurrent[t, b], inverse_stds[t, b, 0],
+                        grad_pre,
+                        normalized_recurrent[t, b],
+                        inverse_stds[t, b, 0],
                         grad_recurrent[t, b],
                     )
                 else:
