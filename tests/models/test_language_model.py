@@ -71,4 +71,4 @@ def test_tied_weights_with_mismatched_sizes_say_what_to_set():
 def test_cell_options_reach_the_cell():
     model = LanguageModel(small_config(options={"layer_norm": True}), vocabulary_size=5)
     assert all(cell.layer_norm for cell in model.recurrent.cells)
-    assert "sequential" in model.recurrent.describe_strategy()
+    assert "fused" in model.recurrent.describe_strategy()

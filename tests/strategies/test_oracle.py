@@ -52,9 +52,11 @@ NEWTON_DAMPED_NOT_CONVERGING = {("slstm_heads", "B3-T37-H16-len")}
 # agrees to 1e-10): measured 9e-4 absolute on grad of inputs at T=37.
 FLOAT32_OVERRIDES = {"mlstm_expforget": {"rtol": 1e-2, "atol": 2e-3}}
 # float32 sequential on the peephole + layer-norm LSTM is itself 4.0e-4 from float64 at its worst
-# element (fused: 3.2e-5), so the exact strategies differ from it by about that much (the
-# float32 Newton cases keep the default tolerance: strict xfails above).
-EXACT_FLOAT32_OVERRIDES = {"lstm_peephole_layernorm": {"rtol": 1e-4, "atol": 5e-4}}
+# element (fused: 3.2e-5), and weight_ih's gradient (entries up to 150, sums over B x T through
+# the input layer norm) differs by up to 9e-4 between two float32 summation orders (each within
+# 1.6e-4 of float64 on another draw), so the exact strategies get 5e-4 relative and 1e-3
+# absolute (the float32 Newton cases keep the default tolerance: strict xfails above).
+EXACT_FLOAT32_OVERRIDES = {"lstm_peephole_layernorm": {"rtol": 5e-4, "atol": 1e-3}}
 
 
 def fresh_strategy(name: str, config: str):
