@@ -4,11 +4,16 @@ A corpus is a UTF-8 text file read whole, its characters as the vocabulary, and 
 text: the first ``1 - validation_fraction`` for training, the rest for validation. Files that
 cannot be a corpus (missing, empty, not UTF-8, binary, too short) are refused with a
 ``CorpusError`` that says why.
+
+A text of packed documents names their ``document_separator``: every occurrence of it ends a
+document, and the corpus carries ``resets`` flags, True at the first character after each
+occurrence, where a model restarts from its zero state.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -21,6 +26,9 @@ BUNDLED_CORPORA = ("tinyshakespeare",)
 
 MINIMUM_CHARACTERS = 100
 """Shortest text accepted as a corpus."""
+
+SEPARATOR_ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "f": "\f", "\\": "\\"}
+"""Backslash escapes of ``document_separator`` (``\\n`` is a newline, ``\\\\`` a backslash)."""
 
 CONTROL_CHARACTER_LIMIT = 0.01
 """Largest fraction of control characters (other than tab, newline, carriage return, form
@@ -39,11 +47,51 @@ class CorpusConfig:
     """A UTF-8 text file; None for the bundled Tiny Shakespeare."""
     validation_fraction: float = 0.1
     """The last fraction of the text, held out for validation."""
+    document_separator: str = ""
+    """Ends a document at each occurrence (occurrences may overlap): the state restarts from
+    zero at the next character, in training and evaluation. Written with backslash escapes
+    ``\\n \\t \\r \\f \\\\`` so the command line can express it
+    (``--data.document_separator='\\n\\n'`` for blank lines); empty: one continuous text."""
 
     def __post_init__(self) -> None:
         fraction = self.validation_fraction
         if not (isinstance(fraction, (int, float)) and 0 < fraction < 1):
             raise ValueError(f"validation_fraction must be in (0, 1), got {fraction!r}")
+        decode_separator(self.document_separator)
+
+    @property
+    def separator(self) -> str:
+        """``document_separator`` with its escapes decoded ("" for one continuous text)."""
+        return decode_separator(self.document_separator)
+
+
+def decode_separator(text: str) -> str:
+    """``text`` with the backslash escapes of ``SEPARATOR_ESCAPES`` decoded; others are errors."""
+
+    def replace(match: re.Match[str]) -> str:
+        escape = match.group(1)
+        if escape not in SEPARATOR_ESCAPES:
+            known = " ".join("\\" + name for name in SEPARATOR_ESCAPES)
+            shown = "a lone backslash at the end" if not escape else f"\\{escape}"
+            raise ValueError(
+                f"document_separator {text!r}: unknown escape ({shown}); known: {known}"
+            )
+        return SEPARATOR_ESCAPES[escape]
+
+    return re.sub(r"\\(.?)", replace, text, flags=re.DOTALL)
+
+
+def document_starts(tokens: Tensor, separator: Tensor) -> Tensor:
+    """Resets ``(N,)`` bool of ``tokens (N,)``: True right after each occurrence of
+    ``separator (K,)`` (overlapping occurrences each count), False elsewhere."""
+    resets = torch.zeros(tokens.shape, dtype=torch.bool)
+    size = separator.numel()
+    if size == 0 or tokens.numel() <= size:
+        return resets
+    # windows[i] = tokens[i : i + K]; only occurrences followed by a character can reset
+    windows = tokens[:-1].unfold(0, size, 1)  # (N - K, K)
+    resets[size:] = (windows == separator).all(dim=1)
+    return resets
 
 
 class Vocabulary:
@@ -101,6 +149,10 @@ class Corpus:
     """Indices of the training text ``(N_train,)``."""
     validation: Tensor
     """Indices of the validation text ``(N_validation,)``."""
+    train_resets: Tensor | None = None
+    """Document starts of the training text ``(N_train,)`` bool, or None: one continuous text."""
+    validation_resets: Tensor | None = None
+    """Document starts of the validation text ``(N_validation,)`` bool, or None."""
 
 
 def bundled_path(name: str = "tinyshakespeare") -> Path:
@@ -182,9 +234,18 @@ def load_corpus(config: CorpusConfig, vocabulary: Vocabulary | None = None) -> C
             raise CorpusError(
                 f"{name}: {len(unknown)} character(s) are not in the model's vocabulary: {shown}"
             )
-    return Corpus(
-        name, vocabulary, vocabulary.encode(train_text), vocabulary.encode(validation_text)
-    )
+    tokens = vocabulary.encode(text)  # (N,), one per character
+    boundary = len(train_text)
+    corpus = Corpus(name, vocabulary, tokens[:boundary], tokens[boundary:])
+    separator = config.separator
+    if separator:
+        if separator not in text:
+            raise CorpusError(
+                f"document_separator {config.document_separator!r} never occurs in {name}"
+            )
+        resets = document_starts(tokens, vocabulary.encode(separator))
+        corpus.train_resets, corpus.validation_resets = resets[:boundary], resets[boundary:]
+    return corpus
 
 
 def _is_control(character: str) -> bool:

@@ -3,7 +3,8 @@
 Training reads window ``step`` of B streams (``rnnkit.data.StreamBatcher``); the recurrent state
 at the end of a window starts the next one, detached so gradients stop at the window boundary
 (Williams & Peng 1990; the BPTT(T, T) of Williams & Zipser 1995). The state is reset to zeros at
-the start of every pass over the text and, with ``carry_state=False``, at every window.
+the start of every pass over the text and, with ``carry_state=False``, at every window. With
+document starts (``resets``), the model also restarts from zeros at each of them.
 
 Evaluation reads the whole token sequence the same way, without gradients, so every token but
 the first of each stream is predicted with all the context before it in its stream.
@@ -50,14 +51,20 @@ class TruncatedBPTT:
         tokens: the training tokens ``(N,)``.
         batch_size: streams B.
         config: windows and carrying.
+        resets: document starts ``(N,)`` bool, or None for one continuous text.
     """
 
     def __init__(
-        self, model: LanguageModel, tokens: Tensor, batch_size: int, config: TruncatedBPTTConfig
+        self,
+        model: LanguageModel,
+        tokens: Tensor,
+        batch_size: int,
+        config: TruncatedBPTTConfig,
+        resets: Tensor | None = None,
     ) -> None:
         self.model = model
         self.config = config
-        self.batcher = StreamBatcher(tokens, batch_size, config.window, "training text")
+        self.batcher = StreamBatcher(tokens, batch_size, config.window, "training text", resets)
         self.state: tuple | None = None
 
     def loss(self, step: int) -> tuple[Tensor, int]:
@@ -65,7 +72,7 @@ class TruncatedBPTT:
         window = self.batcher.window_at(step)
         if window.starts_epoch or not self.config.carry_state:
             self.state = None
-        logits, state = self.model(window.inputs, self.state)  # (B, T, V)
+        logits, state = self.model(window.inputs, self.state, window.resets)  # (B, T, V)
         self.state = detach_state(state) if self.config.carry_state else None
         loss = functional.cross_entropy(logits.flatten(0, 1), window.targets.flatten())
         return loss, window.targets.numel()
@@ -94,24 +101,27 @@ class TruncatedBPTT:
 
 @torch.no_grad()
 def evaluate_tokens(
-    model: LanguageModel, tokens: Tensor, config: TruncatedBPTTConfig
+    model: LanguageModel,
+    tokens: Tensor,
+    config: TruncatedBPTTConfig,
+    resets: Tensor | None = None,
 ) -> dict[str, float]:
-    """Mean cross-entropy of ``tokens (N,)`` read as streams: ``loss`` (nats), ``bpc``."""
+    """Mean cross-entropy of ``tokens (N,)`` read as streams: ``loss`` (nats), ``bpc``;
+    ``resets (N,)`` bool restarts the state at document starts."""
     was_training = model.training
     model.eval()
     streams = max(1, min(config.evaluation_streams, (tokens.numel() - 1) // 2))
     window = max(1, min(config.evaluation_window, tokens.numel() // streams - 1))
-    batcher = StreamBatcher(tokens, streams, window, "validation text")
+    batcher = StreamBatcher(tokens, streams, window, "validation text", resets)
     total, count, state = 0.0, 0, None
     windows = list(batcher)
     tail = batcher.tail()
     if tail is not None:
         windows.append(tail)
-    for inputs, targets, _ in windows:
-        logits, state = model(inputs, state)
-        total += float(
-            functional.cross_entropy(logits.flatten(0, 1), targets.flatten(), reduction="sum")
-        )
+    for current in windows:
+        logits, state = model(current.inputs, state, current.resets)  # (B, T, V)
+        targets = current.targets.flatten()
+        total += float(functional.cross_entropy(logits.flatten(0, 1), targets, reduction="sum"))
         count += targets.numel()
     model.train(was_training)
     loss = total / count

@@ -3,12 +3,15 @@
 The text (bundled Tiny Shakespeare unless ``data.path`` names a file) is split into the first
 90% for training and the last 10% for validation; the vocabulary is every character of the
 file and is saved with each checkpoint. Training is truncated BPTT over contiguous streams;
-losses are nats per character, also reported in bits per character (bpc).
+losses are nats per character, also reported in bits per character (bpc). With
+``data.document_separator`` the text is packed documents: the state restarts from zero after
+each separator, in training and evaluation (the resets are recomputed from the text, so a
+resumed run gets the same ones).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -78,13 +81,18 @@ class CharLMTask:
         self.config = config
         self.corpus = corpus
         self.model = LanguageModel(config.model, len(corpus.vocabulary))
-        self.bptt = TruncatedBPTT(self.model, corpus.train, config.trainer.batch_size, config.bptt)
+        self.bptt = TruncatedBPTT(
+            self.model, corpus.train, config.trainer.batch_size, config.bptt, corpus.train_resets
+        )
 
     def train_loss(self, step: int) -> tuple[Tensor, int]:
         return self.bptt.loss(step)
 
     def evaluate(self) -> dict[str, float]:
-        return evaluate_tokens(self.model, self.corpus.validation, self.config.bptt)
+        corpus = self.corpus
+        return evaluate_tokens(
+            self.model, corpus.validation, self.config.bptt, corpus.validation_resets
+        )
 
     def training_tensors(self) -> dict[str, Tensor]:
         return self.bptt.state_tensors()
@@ -100,11 +108,19 @@ class CharLMTask:
         return (
             f"corpus {corpus.name}: {corpus.train.numel():,} training and "
             f"{corpus.validation.numel():,} validation characters, vocabulary of "
-            f"{len(corpus.vocabulary)}\nmodel: {self.model.num_parameters():,} parameters, "
+            f"{len(corpus.vocabulary)}{_documents(corpus)}\n"
+            f"model: {self.model.num_parameters():,} parameters, "
             f"{self.config.model.recurrent.num_layers} x {self.config.model.recurrent.cell} "
             f"(hidden {self.config.model.recurrent.hidden_size})\n"
             + self.model.recurrent.describe_strategy()
         )
+
+
+def _documents(corpus: Corpus) -> str:
+    """The count of training documents (``, N training documents``); "" for one text."""
+    if corpus.train_resets is None:
+        return ""
+    return f", {int(corpus.train_resets.sum()) + 1:,} training documents"
 
 
 def build(config: CharLMConfig, metadata: dict[str, Any] | None) -> CharLMTask:
@@ -164,14 +180,13 @@ def evaluate_run(
 ) -> dict[str, float]:
     """The loss of a trained run on its validation text (or ``data_path``'s, or the train split)."""
     config, model, vocabulary, step = load_trained(run_dir)
-    data = (
-        config.data
-        if data_path is None
-        else CorpusConfig(data_path, config.data.validation_fraction)
-    )
+    data = config.data if data_path is None else replace(config.data, path=data_path)
     corpus = load_corpus(data, vocabulary)
-    tokens = corpus.validation if split == "validation" else corpus.train
-    result = evaluate_tokens(model, tokens, config.bptt)
+    if split == "validation":
+        tokens, resets = corpus.validation, corpus.validation_resets
+    else:
+        tokens, resets = corpus.train, corpus.train_resets
+    result = evaluate_tokens(model, tokens, config.bptt, resets)
     stream.write(
         f"{split} loss {result['loss']:.4f} nats/char, {result['bpc']:.4f} bits/char "
         f"({result['tokens']:,} characters of {corpus.name}, model at step {step})\n"
