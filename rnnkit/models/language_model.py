@@ -14,7 +14,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-import torch
 from torch import Tensor, nn
 
 from rnnkit.cells import State
@@ -85,29 +84,9 @@ class LanguageModel(nn.Module):
         before that token, the first one included, so windows run with the carried state equal
         one run over the whole text.
         """
-        if state is not None and resets is not None:
-            # Recurrent reads a reset at step 0 as a no-op (the given state starts the first
-            # segment), which would carry the state across a document boundary at a window edge.
-            state = self.restart_rows(state, resets[:, 0])
         embedded = self.dropout(self.embedding(tokens))  # (B, T, E)
         outputs, final_state = self.recurrent(embedded, state, resets=resets)  # (B, T, O)
         return self.head(self.dropout(outputs)), final_state
-
-    def restart_rows(self, state: Sequence[State], rows: Tensor) -> tuple[State, ...]:
-        """``state`` with the rows flagged in ``rows (B,)`` bool set to each cell's zero state
-        (``initial_state``)."""
-        restarted = []
-        for layer, cell in zip(state, self.recurrent.layer_cells(), strict=True):
-            zero = cell.initial_state(rows.shape[0], device=layer[0].device, dtype=layer[0].dtype)
-            restarted.append(
-                type(layer)(
-                    *(
-                        torch.where(rows.view(-1, *[1] * (value.dim() - 1)), initial, value)
-                        for value, initial in zip(layer, zero, strict=True)
-                    )
-                )
-            )
-        return tuple(restarted)
 
     def step(
         self, tokens: Tensor, state: Sequence[State] | None = None

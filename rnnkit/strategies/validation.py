@@ -157,8 +157,9 @@ def check_resets(resets: Tensor, batch_size: int, steps: int) -> Tensor:
 
 
 def effective_resets(resets: Tensor | None, lengths: Tensor | None) -> Tensor | None:
-    """``resets (B, T)`` without the steps where a reset changes nothing (step 0, steps past
-    each sequence's length); None when no step is left."""
+    """``resets (B, T)`` without step 0 (``prepare_with_resets`` has zeroed those rows' state)
+    and the steps past each sequence's length, where a reset changes nothing; None when no step
+    is left."""
     if resets is None or resets.is_meta:  # meta: no values, and shapes do not depend on them
         return None
     resets = resets.clone()
@@ -177,10 +178,15 @@ def prepare_with_resets(
     resets: Tensor | None,
 ) -> tuple[State, Tensor | None, Tensor | None]:
     """``prepare``, and ``resets`` checked and reduced to the steps that restart a sequence
-    (None when there is none), on the inputs' device."""
+    (None when there is none), on the inputs' device. A reset at step 0 restarts its row from
+    the zero state: that row's given state is replaced by zeros here, once for every strategy."""
     state, lengths = prepare(cell, inputs, state, lengths)
     if resets is None:
         return state, lengths, None
     batch_size, steps, _ = inputs.shape
     resets = check_resets(resets, batch_size, steps).to(inputs.device)
+    first = resets[:, :1]  # (B, 1)
+    if not resets.is_meta and bool(first.any()):
+        zero = torch.zeros((), dtype=inputs.dtype, device=inputs.device)
+        state = type(state)(*(torch.where(first, zero.to(field.dtype), field) for field in state))
     return state, lengths, effective_resets(resets, lengths)

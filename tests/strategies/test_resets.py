@@ -79,8 +79,9 @@ def run_segments_separately(cell, inputs, state, lengths, resets):
         row_state = None if state is None else type(state)(*(f[row : row + 1] for f in state))
         pieces, final = [], None
         for start, end in segment_bounds(resets[row], int(lengths[row])):
+            given = start == 0 and not bool(resets[row, 0])  # a step-0 reset starts from zero
             outputs, final = run(
-                cell, inputs[row : row + 1, start:end], row_state if start == 0 else None
+                cell, inputs[row : row + 1, start:end], row_state if given else None
             )
             pieces.append(outputs)
         row_outputs = torch.cat(pieces, 1)
@@ -177,20 +178,28 @@ def first_accepted(strategy: str) -> str:
 
 @pytest.mark.parametrize("strategy", list(STRATEGIES))
 def test_resets_that_reset_nothing_change_nothing(strategy):
-    """No True value, True only at step 0 or past each length: the same as no resets."""
+    """No True value, or True only past each length: the same as no resets; True at step 0:
+    the same as starting those rows from the zero state."""
     config = first_accepted(strategy)
     cell, inputs, state = make_inputs(config)
     runner = fresh_strategy(strategy, config)
     lengths = torch.tensor(LENGTHS)
     with torch.no_grad():
         expected = runner(cell, inputs, state, lengths)
-        for resets in (make_resets(((),) * BATCH), make_resets(((0,), (0, 8), (0, 5), (2, 3)))):
+        for resets in (make_resets(((),) * BATCH), make_resets(((), (8,), (5,), (2, 3)))):
             actual = call_or_skip_pending(
                 strategy, runner, cell, inputs, state, lengths, resets=resets
             )
             check_close(actual[0], expected[0], "outputs", EXACT)
             for field, got, want in zip(expected[1]._fields, actual[1], expected[1], strict=True):
                 check_close(got, want, f"final state.{field}", EXACT)
+        first_rows = torch.tensor([True, False, True, False])[:, None]
+        zero_started = type(state)(*(torch.where(first_rows, 0.0, field) for field in state))
+        expected = runner(cell, inputs, zero_started, lengths)
+        actual = call_or_skip_pending(
+            strategy, runner, cell, inputs, state, lengths, resets=make_resets(((0,), (), (0,), ()))
+        )
+        check_close(actual[0], expected[0], "outputs with resets at step 0", EXACT)
 
 
 @pytest.mark.parametrize("strategy", ["sequential", "native", "fused", "scan", "newton"])
@@ -200,6 +209,7 @@ def test_chunks_with_the_carried_state_equal_one_run_with_resets(config, strateg
     cell, inputs, state = make_inputs(config)
     resets = torch.zeros(inputs.shape[:2], dtype=torch.bool)
     resets[0, 2] = resets[1, 6] = resets[2, 7] = True  # before and after the chunk boundary
+    resets[1, 4] = True  # on it: the second chunk's step 0
     run = STRATEGIES[strategy]
     try:
         with torch.no_grad():
@@ -268,7 +278,9 @@ def layer_segments_separately(layer, inputs, states, lengths, resets):
         pieces, segment_finals = [], []
         bounds = segment_bounds(resets[row], int(lengths[row]))
         for index, (start, end) in enumerate(bounds):
-            given = [index == 0, index == len(bounds) - 1] * (len(row_states) // 2)
+            # a reset at step 0 is a boundary before the sequence: forward cells start from zero
+            first_forward = index == 0 and not bool(resets[row, 0])
+            given = [first_forward, index == len(bounds) - 1] * (len(row_states) // 2)
             segment_states = tuple(
                 state if use else type(state)(*(torch.zeros_like(f) for f in state))
                 for state, use in zip(row_states, given, strict=True)
