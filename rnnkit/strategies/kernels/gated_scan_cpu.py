@@ -115,7 +115,7 @@ class GatedScanFunction(torch.autograd.Function):
 
 if numba is not None:
 
-    @numba.njit(inline="always")
+    @numba.njit(inline="always", error_model="numpy")
     def _candidate(value, one, identity):  # pragma: no cover - compiled
         """``(g(value), g'(value))``."""
         if identity:
@@ -125,7 +125,7 @@ if numba is not None:
             return value + one / (one + one), one
         return logistic, logistic * (one - logistic)
 
-    @numba.njit(parallel=True, cache=True, boundscheck=False, fastmath=True)
+    @numba.njit(parallel=True, cache=True, boundscheck=False, fastmath=True, error_model="numpy")
     def _mingru_forward(projected, initial, lengths, hidden, identity):  # pragma: no cover
         one = projected.dtype.type(1)
         batch, steps, width = hidden.shape
@@ -147,7 +147,7 @@ if numba is not None:
                     state[n] = value
                     hidden_t[n] = value
 
-    @numba.njit(parallel=True, cache=True, boundscheck=False, fastmath=True)
+    @numba.njit(parallel=True, cache=True, boundscheck=False, fastmath=True, error_model="numpy")
     def _mingru_backward(
         projected, initial, lengths, hidden, grad_hidden, grad_projected, grad_initial, identity
     ):  # pragma: no cover - compiled
@@ -176,7 +176,7 @@ if numba is not None:
             for n in range(width):
                 grad_initial[row, n] = carry[n]
 
-    @numba.njit(parallel=True, cache=True, boundscheck=False, fastmath=True)
+    @numba.njit(parallel=True, cache=True, boundscheck=False, fastmath=True, error_model="numpy")
     def _minlstm_forward(projected, initial, lengths, hidden, identity):  # pragma: no cover
         one = projected.dtype.type(1)
         batch, steps, width = hidden.shape
@@ -200,7 +200,7 @@ if numba is not None:
                     state[n] = value
                     hidden_t[n] = value
 
-    @numba.njit(parallel=True, cache=True, boundscheck=False, fastmath=True)
+    @numba.njit(parallel=True, cache=True, boundscheck=False, fastmath=True, error_model="numpy")
     def _minlstm_backward(
         projected, initial, lengths, hidden, grad_hidden, grad_projected, grad_initial, identity
     ):  # pragma: no cover - compiled

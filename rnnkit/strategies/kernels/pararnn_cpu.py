@@ -155,7 +155,7 @@ KERNELS: dict[str, FusedCell] = {
 
 if numba is not None:
 
-    @numba.njit(inline="always")
+    @numba.njit(inline="always", error_model="numpy")
     def _gru_point(projected, row, hidden, weight, j, h, one):  # pragma: no cover - compiled
         """``(f(h)_j, df_j/dh_j)`` of the diagonal ParaGRU at one row and channel."""
         update = _sigmoid(projected[row, j] + weight[0, j] * h, one)
@@ -168,7 +168,7 @@ if numba is not None:
         slope = one - update + (candidate - h) * update_slope + update * candidate_slope
         return value, slope
 
-    @numba.njit(parallel=True, cache=True, boundscheck=False, fastmath=True)
+    @numba.njit(parallel=True, cache=True, boundscheck=False, fastmath=True, error_model="numpy")
     def _gru_forward_kernel(projected, previous, weight, next_states, jacobian):  # pragma: no cover
         one = previous.dtype.type(1)
         rows, hidden = previous.shape
@@ -178,7 +178,7 @@ if numba is not None:
                 next_states[row, j] = value
                 jacobian[row, j] = slope
 
-    @numba.njit(parallel=True, cache=True, boundscheck=False, fastmath=True)
+    @numba.njit(parallel=True, cache=True, boundscheck=False, fastmath=True, error_model="numpy")
     def _gru_iterate_kernel(
         projected, states, initial, steps, weight, next_states, jacobian, offsets, partial
     ):  # pragma: no cover - compiled
@@ -200,7 +200,7 @@ if numba is not None:
                     offsets[row, j] = value - slope * h
                     largest[j] = max(largest[j], abs(current[j] - value))
 
-    @numba.njit(parallel=True, cache=True, boundscheck=False, fastmath=True)
+    @numba.njit(parallel=True, cache=True, boundscheck=False, fastmath=True, error_model="numpy")
     def _gru_backward_kernel(
         projected, previous, weight, adjoint, grad_projected, grad_previous, partial
     ):  # pragma: no cover - compiled
@@ -233,7 +233,7 @@ if numba is not None:
                     partial[thread, 1, j] += grad_reset_pre * h
                     partial[thread, 2, j] += grad_candidate_pre * gated
 
-    @numba.njit(parallel=True, cache=True, boundscheck=False, fastmath=True)
+    @numba.njit(parallel=True, cache=True, boundscheck=False, fastmath=True, error_model="numpy")
     def _lstm_forward_kernel(
         projected, previous, weight, peephole, next_states, jacobian
     ):  # pragma: no cover - compiled
@@ -268,7 +268,7 @@ if numba is not None:
                     output_slope * weight[1, j] * tanh_c + through_cell * dc_dh
                 )
 
-    @numba.njit(parallel=True, cache=True, boundscheck=False, fastmath=True)
+    @numba.njit(parallel=True, cache=True, boundscheck=False, fastmath=True, error_model="numpy")
     def _lstm_backward_kernel(
         projected, previous, weight, peephole, adjoint, grad_projected, grad_previous, partial
     ):  # pragma: no cover - compiled
