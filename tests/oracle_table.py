@@ -17,6 +17,7 @@ from rnnkit.cells import Cell, make_cell
 ORACLE_TABLE: dict[str, tuple[str, dict]] = {
     "elman": ("elman", {}),
     "elman_relu": ("elman", {"nonlinearity": "relu"}),
+    "elman_heads": ("elman", {"num_heads": 2}),
     "jordan": ("jordan", {}),
     "jordan_out5": ("jordan", {"output_size": 5}),
     "lstm": ("lstm", {}),
@@ -25,8 +26,10 @@ ORACLE_TABLE: dict[str, tuple[str, dict]] = {
     "lstm_peephole": ("lstm", {"peephole": True}),
     "lstm_layernorm": ("lstm", {"layer_norm": True}),
     "lstm_peephole_layernorm": ("lstm", {"peephole": True, "layer_norm": True}),
+    "lstm_heads": ("lstm", {"num_heads": 2}),
     "gru": ("gru", {}),
     "gru_nobias": ("gru", {"bias": False}),
+    "gru_heads": ("gru", {"num_heads": 2}),
     "mingru": ("mingru", {}),
     "mingru_identity": ("mingru", {"candidate_activation": "identity"}),
     "minlstm": ("minlstm", {}),

@@ -20,6 +20,10 @@ Options:
   ``h_t = W_hr (o_t * tanh(c_t))``.
 - ``forget_bias``: initial value of the forget-gate bias (Gers et al. 2000; Jozefowicz et al. 2015
   recommend 1.0), put in ``bias_ih``; ``bias_hh``'s forget slice starts at zero.
+- ``num_heads`` (FlashRNN, Poppel et al. 2024, https://arxiv.org/abs/2412.07752): W_hh is
+  block-diagonal, each of the ``num_heads`` heads of ``d = H / num_heads`` units reads only its
+  own h_{t-1}; stored as ``weight_hh (num_heads, 4d, d)``, see ``rnnkit.cells.heads``. Not
+  combined with ``proj_size``.
 - recurrent regularization, see ``rnnkit.cells.regularization``.
 """
 
@@ -32,6 +36,8 @@ from torch import Tensor, nn
 from torch.nn import functional
 
 from rnnkit.cells.base import Cell, check_positive_int, summed_bias, uniform_init
+from rnnkit.cells.gla import head_size
+from rnnkit.cells.heads import block_diagonal, headwise_product
 from rnnkit.cells.regularization import Regularization
 
 
@@ -41,7 +47,10 @@ class LSTMState(NamedTuple):
 
 
 class LSTMCell(Cell):
-    """LSTM cell; parameter names and shapes as torch.nn.LSTMCell (plus ``weight_hr``)."""
+    """LSTM cell; parameter names and shapes as torch.nn.LSTMCell (plus ``weight_hr``).
+
+    With ``num_heads > 1``: ``weight_hh (num_heads, 4d, d)``, ``d = H / num_heads``.
+    """
 
     native_kernel = "lstm"
     fused_kernel = "lstm"
@@ -63,8 +72,16 @@ class LSTMCell(Cell):
         hidden_dropout: float = 0.0,
         weight_dropout: float = 0.0,
         zoneout: float = 0.0,
+        num_heads: int = 1,
     ) -> None:
         super().__init__(input_size, hidden_size)
+        check_positive_int("num_heads", num_heads)
+        self.head_size = head_size("hidden_size", hidden_size, num_heads)
+        if num_heads > 1 and proj_size != 0:
+            raise ValueError(
+                f"proj_size is not supported with num_heads > 1, got proj_size={proj_size} "
+                f"and num_heads={num_heads}"
+            )
         if proj_size != 0:
             check_positive_int("proj_size", proj_size)
             if proj_size >= hidden_size:
@@ -79,11 +96,16 @@ class LSTMCell(Cell):
         self.peephole = peephole
         self.layer_norm = layer_norm
         self.forget_bias = forget_bias
+        self.num_heads = num_heads
         self.regularization = Regularization(input_dropout, hidden_dropout, weight_dropout, zoneout)
         gates = 4 * hidden_size
         recurrent_size = proj_size or hidden_size
         self.weight_ih = nn.Parameter(torch.empty(gates, input_size))
-        self.weight_hh = nn.Parameter(torch.empty(gates, recurrent_size))
+        if num_heads > 1:
+            shape = (num_heads, 4 * self.head_size, self.head_size)
+            self.weight_hh = nn.Parameter(torch.empty(shape))
+        else:
+            self.weight_hh = nn.Parameter(torch.empty(gates, recurrent_size))
         self.bias_ih = nn.Parameter(torch.empty(gates)) if bias else None
         self.bias_hh = nn.Parameter(torch.empty(gates)) if bias else None
         self.weight_hr = nn.Parameter(torch.empty(proj_size, hidden_size)) if proj_size else None
@@ -133,7 +155,10 @@ class LSTMCell(Cell):
         """``projected (B, 4H)``, state ``(h (B, R), c (B, H))`` -> ``h_t``, new state."""
         h, c = state
         recurrent_input, weight_hh = self.regularized_recurrence(h, self.weight_hh)
-        if self.layer_norm:
+        if self.num_heads > 1:
+            mixed = headwise_product(recurrent_input, weight_hh)  # (B, 4H)
+            gates = projected + (self.norm_hidden(mixed) if self.layer_norm else mixed)
+        elif self.layer_norm:
             gates = projected + self.norm_hidden(functional.linear(recurrent_input, weight_hh))
         else:
             gates = torch.addmm(projected, recurrent_input, weight_hh.t())  # (B, 4H)
@@ -153,6 +178,10 @@ class LSTMCell(Cell):
         new_state = self.zoneout(state, LSTMState(h_new, c_new))
         return new_state.h, new_state
 
+    def dense_weight_hh(self) -> Tensor:
+        """W_hh as one dense ``(4H, R)`` matrix: block-diagonal with heads, else ``weight_hh``."""
+        return block_diagonal(self.weight_hh) if self.num_heads > 1 else self.weight_hh
+
     def native_weights(self) -> list[Tensor]:
         weights: list[Tensor] = [self.weight_ih, self.weight_hh]
         if self.bias_ih is not None and self.bias_hh is not None:
@@ -163,8 +192,11 @@ class LSTMCell(Cell):
 
     def fused_weights(self, batch_size: int) -> dict[str, Any]:
         """W_hh after DropConnect and this sequence's hidden dropout mask, the peepholes stacked
-        ``(3, H)``, the layer-norm gains and W_hr, by role (``kernels/fused_lstm.py``)."""
+        ``(3, H)``, the layer-norm gains and W_hr, by role (``kernels/fused_lstm.py``); with
+        heads, W_hh is the dense block-diagonal matrix, so gradients reach the per-head weights."""
         hidden_mask, recurrent = self.recurrence_noise(batch_size)
+        if self.num_heads > 1:
+            recurrent = block_diagonal(recurrent)
         weights: dict[str, Any] = {"recurrent": recurrent, "hidden_mask": hidden_mask}
         if self.peephole:
             weights["peephole"] = torch.stack([self.weight_ci, self.weight_cf, self.weight_co])
@@ -178,6 +210,8 @@ class LSTMCell(Cell):
         return weights
 
     def native_unsupported_reason(self) -> str | None:
+        if self.num_heads > 1:
+            return "torch's fused kernel has no head-wise recurrent matrices"
         if self.peephole:
             return "peephole connections are not supported by torch's fused LSTM kernel"
         if self.layer_norm:
@@ -196,5 +230,7 @@ class LSTMCell(Cell):
             options.append("layer_norm=True")
         if self.forget_bias is not None:
             options.append(f"forget_bias={self.forget_bias}")
+        if self.num_heads > 1:
+            options.append(f"num_heads={self.num_heads}")
         regularization = self.regularization.extra_repr()
         return ", ".join(options + ([regularization] if regularization else []))
