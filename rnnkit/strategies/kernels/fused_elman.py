@@ -23,7 +23,15 @@ import torch
 from torch import Tensor
 
 from rnnkit.strategies.kernels import fused_elman_cpu
-from rnnkit.strategies.kernels.fused_arrays import as_array, empty, resets_array, zoneout_mode
+from rnnkit.strategies.kernels.fused_arrays import (
+    as_array,
+    empty,
+    for_each_chunk,
+    resets_array,
+    row_chunks,
+    rows_array,
+    zoneout_mode,
+)
 
 NONLINEARITIES = {"tanh": fused_elman_cpu.TANH, "relu": fused_elman_cpu.RELU}
 
@@ -59,98 +67,114 @@ class _FusedElman(torch.autograd.Function):
             ],
             dtype=np.int64,
         )
-        output_shape = (steps, batch, state_size) if use_output else (1, 1, 1)  # else unread
-        recurrent_inputs = empty(
-            steps, batch, state_size, like=projected, role="elman recurrent_inputs"
-        )
-        hiddens = empty(steps, batch, hidden, like=projected, role="elman hiddens")
-        candidates = empty(*output_shape, like=projected, role="elman candidates")
+        chunks = row_chunks(batch)
+        saved = [
+            _saved_buffers(
+                steps, rows.stop - rows.start, hidden, state_size, use_output, projected, index
+            )
+            for index, rows in enumerate(chunks)
+        ]
         outputs = empty(batch, steps, state_size, like=projected)
         state_final = torch.empty_like(state0)
-        fused_elman_cpu.elman_forward(
-            as_array(projected, 3, dtype),
-            as_array(state0, 2, dtype),
-            as_array(recurrent.t(), 2, dtype),
-            as_array(None if output_weight is None else output_weight.t(), 2, dtype),
-            as_array(output_bias, 1, dtype),
-            as_array(hidden_mask, 2, dtype),
-            as_array(zoneout, 3, dtype),
-            lengths.numpy(),
-            resets_array(resets),
-            flags,
-            outputs.numpy(),
-            state_final.numpy(),
-            recurrent_inputs.numpy(),
-            hiddens.numpy(),
-            candidates.numpy(),
-        )
-        ctx.flags = flags
-        ctx.save_for_backward(
-            lengths,
-            resets,
-            recurrent,
-            output_weight,
-            hidden_mask,
-            zoneout,
-            recurrent_inputs,
-            hiddens,
-            candidates,
-        )
+        weight_t = as_array(recurrent.t(), 2, dtype)
+        output_weight_t = as_array(None if output_weight is None else output_weight.t(), 2, dtype)
+        outputs_array, final_array = outputs.numpy(), state_final.numpy()
+
+        def work(index: int, rows: slice) -> None:
+            fused_elman_cpu.elman_forward(
+                rows_array(projected, rows, 3, dtype),
+                rows_array(state0, rows, 2, dtype),
+                weight_t,
+                output_weight_t,
+                as_array(output_bias, 1, dtype),
+                rows_array(hidden_mask, rows, 2, dtype),
+                rows_array(zoneout, rows, 3, dtype, axis=1),
+                lengths[rows].numpy(),
+                resets_array(None if resets is None else resets[rows]),
+                flags,
+                outputs_array[rows],
+                final_array[rows],
+                *(tensor.numpy() for tensor in saved[index].values()),
+            )
+
+        for_each_chunk(work, chunks)
+        ctx.flags, ctx.chunks, ctx.saved_chunks = flags, chunks, saved
+        ctx.save_for_backward(lengths, resets, recurrent, output_weight, hidden_mask, zoneout)
         return outputs, state_final
 
     @staticmethod
     def backward(ctx: Any, grad_outputs: Tensor, grad_state: Tensor):  # type: ignore[override]
-        (
-            lengths,
-            resets,
-            recurrent,
-            output_weight,
-            hidden_mask,
-            zoneout,
-            recurrent_inputs,
-            hiddens,
-            candidates,
-        ) = ctx.saved_tensors
-        steps, batch, hidden = hiddens.shape
-        state_size = recurrent_inputs.shape[2]
-        dtype = hiddens.dtype
+        lengths, resets, recurrent, output_weight, hidden_mask, zoneout = ctx.saved_tensors
+        batch, steps, state_size = grad_outputs.shape
+        hidden = recurrent.shape[0]
+        dtype = recurrent.dtype
         use_output = output_weight is not None
-        grad_projected = empty(batch, steps, hidden, like=hiddens)
-        output_shape = (steps, batch, state_size) if use_output else (1, 1, 1)  # else unread
-        # of the pre-activations of u_t and of c_t
-        grad_recurrent = empty(steps, batch, hidden, like=hiddens, role="elman grad_recurrent")
-        grad_output_pre = empty(*output_shape, like=hiddens, role="elman grad_output_pre")
-        grad_state0 = empty(batch, state_size, like=hiddens)
-        fused_elman_cpu.elman_backward(
-            as_array(grad_outputs, 3, dtype),
-            as_array(grad_state, 2, dtype),
+        grad_projected = empty(batch, steps, hidden, like=recurrent)
+        grad_state0 = empty(batch, state_size, like=recurrent)
+        # per chunk: d pre-activations of u_t and of c_t, for the products after the loop
+        gradients = []
+        for index, rows in enumerate(ctx.chunks):
+            count = rows.stop - rows.start
+            output_shape = (steps, count, state_size) if use_output else (1, 1, 1)  # else unread
+            gradients.append(
+                {
+                    "grad_recurrent": empty(
+                        steps, count, hidden, like=recurrent, role=f"elman grad_recurrent {index}"
+                    ),
+                    "grad_output_pre": empty(
+                        *output_shape, like=recurrent, role=f"elman grad_output_pre {index}"
+                    ),
+                }
+            )
+        weight, output_weight_array = (
             as_array(recurrent, 2, dtype),
             as_array(output_weight, 2, dtype),
-            as_array(hidden_mask, 2, dtype),
-            as_array(zoneout, 3, dtype),
-            lengths.numpy(),
-            resets_array(resets),
-            ctx.flags,
-            hiddens.numpy(),
-            candidates.numpy(),
-            grad_projected.numpy(),
-            grad_recurrent.numpy(),
-            grad_output_pre.numpy(),
-            grad_state0.numpy(),
         )
+        grad_projected_array, grad_state0_array = grad_projected.numpy(), grad_state0.numpy()
+
+        def work(index: int, rows: slice) -> None:
+            saved = ctx.saved_chunks[index]
+            fused_elman_cpu.elman_backward(
+                rows_array(grad_outputs, rows, 3, dtype),
+                rows_array(grad_state, rows, 2, dtype),
+                weight,
+                output_weight_array,
+                rows_array(hidden_mask, rows, 2, dtype),
+                rows_array(zoneout, rows, 3, dtype, axis=1),
+                lengths[rows].numpy(),
+                resets_array(None if resets is None else resets[rows]),
+                ctx.flags,
+                saved["hiddens"].numpy(),
+                saved["candidates"].numpy(),
+                grad_projected_array[rows],
+                gradients[index]["grad_recurrent"].numpy(),
+                gradients[index]["grad_output_pre"].numpy(),
+                grad_state0_array[rows],
+            )
+
+        for_each_chunk(work, ctx.chunks)
         needs = ctx.needs_input_grad
-        rows = steps * batch
         grad_weight = grad_output_weight = grad_output_bias = None
-        if needs[5]:
-            grad_weight = grad_recurrent.reshape(rows, hidden).t() @ recurrent_inputs.reshape(
-                rows, state_size
-            )
-        if use_output and needs[6]:
-            grad_output_weight = grad_output_pre.reshape(rows, state_size).t() @ hiddens.reshape(
-                rows, hidden
-            )
-        if use_output and needs[7]:
-            grad_output_bias = grad_output_pre.sum((0, 1))
+        for saved, gradient in zip(ctx.saved_chunks, gradients, strict=True):
+            grad_recurrent = gradient["grad_recurrent"]
+            count = grad_recurrent.shape[0] * grad_recurrent.shape[1]
+            hiddens = saved["hiddens"].reshape(count, hidden)
+            if needs[5]:
+                term = grad_recurrent.reshape(count, hidden).t() @ saved[
+                    "recurrent_inputs"
+                ].reshape(count, state_size)
+                grad_weight = term if grad_weight is None else grad_weight + term
+            if use_output and needs[6]:
+                grad_output_pre = gradient["grad_output_pre"].reshape(count, state_size)
+                term = grad_output_pre.t() @ hiddens
+                grad_output_weight = (
+                    term if grad_output_weight is None else grad_output_weight + term
+                )
+            if use_output and needs[7]:
+                bias_term = gradient["grad_output_pre"].sum((0, 1))
+                grad_output_bias = (
+                    bias_term if grad_output_bias is None else grad_output_bias + bias_term
+                )
         return (
             None,
             None,
@@ -163,6 +187,26 @@ class _FusedElman(torch.autograd.Function):
             None,
             None,
         )
+
+
+def _saved_buffers(
+    steps: int,
+    rows: int,
+    hidden: int,
+    state_size: int,
+    use_output: bool,
+    like: Tensor,
+    chunk: int,
+) -> dict[str, Tensor]:
+    """What the forward loop of one chunk of rows saves, time-major, in the kernel's order."""
+    output_shape = (steps, rows, state_size) if use_output else (1, 1, 1)  # else unread
+    return {
+        "recurrent_inputs": empty(
+            steps, rows, state_size, like=like, role=f"elman recurrent_inputs {chunk}"
+        ),
+        "hiddens": empty(steps, rows, hidden, like=like, role=f"elman hiddens {chunk}"),
+        "candidates": empty(*output_shape, like=like, role=f"elman candidates {chunk}"),
+    }
 
 
 def run_elman(
