@@ -141,7 +141,7 @@ def test_post_init_errors_name_the_dotted_path():
         (
             [("model.recurrent.cell", "gru"), ("model.recurrent.options.peephole", "true")],
             r"^model.recurrent: option 'peephole' is not taken by the cell 'gru'; "
-            r"its options: bias, input_dropout, .*zoneout$",
+            r"its options: bias, input_dropout, .*zoneout, num_heads$",
         ),
         (
             [("model.recurrent.cell", "gla"), ("model.recurrent.options.num_heads", "four")],
