@@ -8,10 +8,24 @@ here), so in float32 ``exp`` is a polynomial with the exponent written into the 
 
 from __future__ import annotations
 
+from typing import Any
+
 import numba
 import numpy as np
 from llvmlite import ir as llvm_ir  # type: ignore[import-untyped]
 from numba.extending import intrinsic, overload
+
+# The compile options of the fused kernels. error_model="numpy": no ZeroDivisionError check in
+# the divisions, which kept LLVM from vectorizing every loop with a sigmoid (4.5 -> 1.2 ns per
+# element); nogil: the row blocks run on threads of their own.
+COMPILED: dict[str, Any] = {
+    "cache": True,
+    "nogil": True,
+    "boundscheck": False,
+    "fastmath": True,
+    "error_model": "numpy",
+}
+INLINE: dict[str, Any] = {**COMPILED, "inline": "always"}
 
 
 @intrinsic

@@ -14,13 +14,7 @@ from __future__ import annotations
 
 import numba
 
-COMPILED = {
-    "cache": True,
-    "nogil": True,
-    "boundscheck": False,
-    "fastmath": True,
-    "error_model": "numpy",
-}
+from rnnkit.strategies.kernels.compiled_math import COMPILED, INLINE
 
 
 @numba.njit(**COMPILED)  # type: ignore[call-overload]
@@ -44,9 +38,6 @@ def matmul_transposed(left, right, out):  # pragma: no cover - compiled
         for column in range(columns):
             out[row, column] = _dot(left[row], right[column])
         row += 1
-
-
-INLINE = {**COMPILED, "inline": "always"}
 
 
 @numba.njit(**INLINE)  # type: ignore[call-overload]

@@ -34,13 +34,11 @@ TANH, RELU = 0, 1
 try:
     import numba
 
-    from rnnkit.strategies.kernels.compiled_math import tanh
+    from rnnkit.strategies.kernels.compiled_math import COMPILED, INLINE, tanh
     from rnnkit.strategies.kernels.compiled_matmul import matmul_transposed
 
     # the row helpers the GRU kernel defines (masked input, zoneout, carried gradient)
     from rnnkit.strategies.kernels.fused_gru_cpu import (
-        COMPILED,
-        INLINE,
         carry_row,
         masked_row,
         zoneout_row,

@@ -27,26 +27,13 @@ their length are not written there, except in ``recurrent_inputs``.
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 
 try:
     import numba
 
-    from rnnkit.strategies.kernels.compiled_math import sigmoid, tanh
+    from rnnkit.strategies.kernels.compiled_math import COMPILED, INLINE, sigmoid, tanh
     from rnnkit.strategies.kernels.compiled_matmul import matmul_transposed
-
-    # error_model="numpy": no ZeroDivisionError check in the divisions, which kept LLVM from
-    # vectorizing the loops with a sigmoid (see fused_lstm_cpu.py)
-    COMPILED: dict[str, Any] = {
-        "cache": True,
-        "nogil": True,
-        "boundscheck": False,
-        "fastmath": True,
-        "error_model": "numpy",
-    }
-    INLINE: dict[str, Any] = {**COMPILED, "inline": "always"}
 
     @numba.njit(**INLINE)
     def masked_row(values, mask, use_mask, out):  # pragma: no cover - compiled

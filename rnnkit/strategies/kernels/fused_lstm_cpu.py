@@ -24,14 +24,14 @@ import numpy as np
 try:
     import numba
 
+    from rnnkit.strategies.kernels.compiled_math import COMPILED
     from rnnkit.strategies.kernels.compiled_matmul import matmul_transposed
+    from rnnkit.strategies.kernels.fused_gru_cpu import zoneout_row
     from rnnkit.strategies.kernels.fused_lstm_rows import (
-        COMPILED,
         accumulate_parameter_sums,
         gates_backward_row,
         gates_row,
         normalize_backward,
-        zoneout_row,
     )
 
     @numba.njit(**COMPILED)

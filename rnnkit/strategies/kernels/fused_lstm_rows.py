@@ -1,33 +1,20 @@
 """One row of one step of the fused LSTM loop (``fused_lstm_cpu.py``), compiled with Numba.
 
-Forward: the pre-activations, gates, cell and ``o * tanh(.)`` of a row (``gates_row``) and its
-zoneout (``zoneout_row``); backward: the gradients of the pre-activations and of ``c_{t-1}``
-(``gates_backward_row``) and the row's share of the peephole and layer-norm gain gradients
-(``accumulate_parameter_sums``); layer norm without its gain, forward and backward. Equations:
-those of ``LSTMCell.recur``. Import only where Numba imports.
+Forward: the pre-activations, gates, cell and ``o * tanh(.)`` of a row (``gates_row``; zoneout
+is the GRU kernel's ``zoneout_row``). Backward: the gradients of the pre-activations and of
+``c_{t-1}`` (``gates_backward_row``) and the row's share of the peephole and layer-norm gain
+gradients (``accumulate_parameter_sums``). Layer norm without its gain, forward and backward.
+Equations: those of ``LSTMCell.recur``. Import only where Numba imports.
 """
 
 from __future__ import annotations
-
-from typing import Any
 
 import numpy as np
 
 try:
     import numba
 
-    from rnnkit.strategies.kernels.compiled_math import sigmoid, tanh
-
-    # error_model="numpy": no ZeroDivisionError check in the divisions, which kept LLVM from
-    # vectorizing every loop with a sigmoid (measured 4x slower)
-    COMPILED: dict[str, Any] = {
-        "cache": True,
-        "nogil": True,
-        "boundscheck": False,
-        "fastmath": True,
-        "error_model": "numpy",
-    }
-    INLINE: dict[str, Any] = {**COMPILED, "inline": "always"}
+    from rnnkit.strategies.kernels.compiled_math import INLINE, sigmoid, tanh
 
     @numba.njit(**INLINE)
     def normalize_row(values, normalized, eps):  # pragma: no cover - compiled
@@ -113,19 +100,6 @@ try:
             gate[3 * hidden + j] = output_gate
             hidden_out[j] = output_gate * cell_output[j]
         return inverse_std_recurrent, inverse_std_cell
-
-    @numba.njit(**INLINE)
-    def zoneout_row(candidate, keep, use_zoneout, state, output):  # pragma: no cover
-        # state <- candidate + keep * (state - candidate), also written to output
-        if use_zoneout:
-            for k in range(state.shape[0]):
-                value = candidate[k] + keep[k] * (state[k] - candidate[k])
-                state[k] = value
-                output[k] = value
-        else:
-            for k in range(state.shape[0]):
-                state[k] = candidate[k]
-                output[k] = candidate[k]
 
     @numba.njit(**INLINE)
     def gates_backward_row(

@@ -36,24 +36,12 @@ not written there.
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 
 try:
     import numba
 
-    from rnnkit.strategies.kernels.compiled_math import sigmoid, tanh
-
-    # error_model="numpy" lets LLVM vectorize the loops with a division (see fused_lstm_cpu.py)
-    COMPILED: dict[str, Any] = {
-        "cache": True,
-        "nogil": True,
-        "boundscheck": False,
-        "fastmath": True,
-        "error_model": "numpy",
-    }
-    INLINE: dict[str, Any] = {**COMPILED, "inline": "always"}
+    from rnnkit.strategies.kernels.compiled_math import COMPILED, INLINE, sigmoid, tanh
 
     @numba.njit(**INLINE)
     def recurrent_product(diagonal, blocks, use_heads, source, out):  # pragma: no cover

@@ -24,25 +24,13 @@ c_{t-1}, n_{t-1}, c_t, n_t).
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 
 try:
     import numba
 
-    from rnnkit.strategies.kernels.compiled_math import exp, sigmoid, tanh
+    from rnnkit.strategies.kernels.compiled_math import COMPILED, INLINE, exp, sigmoid, tanh
     from rnnkit.strategies.kernels.compiled_matmul import matmul_transposed
-
-    # error_model="numpy": no ZeroDivisionError checks, so the pointwise loops vectorize
-    COMPILED: dict[str, Any] = {
-        "cache": True,
-        "nogil": True,
-        "boundscheck": False,
-        "fastmath": True,
-        "error_model": "numpy",
-    }
-    INLINE: dict[str, Any] = {**COMPILED, "inline": "always"}
 
     @numba.njit(**INLINE)
     def _gather_row(projected, recurrent, b, pre):  # pragma: no cover - compiled
