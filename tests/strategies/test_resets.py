@@ -42,7 +42,6 @@ BATCH, STEPS, INPUT_SIZE, HIDDEN_SIZE = 4, 9, 3, 4
 LENGTHS = (9, 7, 5, 2)
 RESET_STEPS = ((), (0, 4), (2, 3, 6), (1, 5))
 # Strategies that take resets in their own change: a TypeError naming resets skips the case.
-PENDING_RESETS = {"fused"}
 
 
 def make_resets(reset_steps=RESET_STEPS, steps: int = STEPS) -> torch.Tensor:
@@ -135,17 +134,6 @@ def strategy_cases() -> list:
     return cases
 
 
-def call_or_skip_pending(strategy_name: str, call, *arguments, **keywords):
-    """``call(...)``; a strategy of ``PENDING_RESETS`` without the resets keyword skips."""
-    try:
-        return call(*arguments, **keywords)
-    except TypeError as error:
-        # fused: resets added by its own change
-        if strategy_name in PENDING_RESETS and "keyword argument 'resets'" in str(error):
-            pytest.skip(f"{strategy_name} does not take resets yet")
-        raise
-
-
 @pytest.mark.parametrize(("config", "strategy", "variant"), strategy_cases())
 def test_strategy_with_resets_matches_sequential(config, strategy, variant):
     """``len-h0``: lengths, resets and a random initial state; ``zero``: full lengths, the zero
@@ -157,7 +145,7 @@ def test_strategy_with_resets_matches_sequential(config, strategy, variant):
         lengths, resets = None, make_resets(((), (0, 8), (1, 2, 5), (4,)))
     runner = fresh_strategy(strategy, config)
     expected = run_case(STRATEGIES["sequential"], cell, inputs, state, lengths, resets)
-    actual = call_or_skip_pending(strategy, run_case, runner, cell, inputs, state, lengths, resets)
+    actual = run_case(runner, cell, inputs, state, lengths, resets)
     if isinstance(runner, NewtonStrategy):
         for report in runner.reports:
             assert report.converged and report.fallback_from is None, f"{strategy}: {report}"
@@ -187,18 +175,14 @@ def test_resets_that_reset_nothing_change_nothing(strategy):
     with torch.no_grad():
         expected = runner(cell, inputs, state, lengths)
         for resets in (make_resets(((),) * BATCH), make_resets(((), (8,), (5,), (2, 3)))):
-            actual = call_or_skip_pending(
-                strategy, runner, cell, inputs, state, lengths, resets=resets
-            )
+            actual = runner(cell, inputs, state, lengths, resets=resets)
             check_close(actual[0], expected[0], "outputs", EXACT)
             for field, got, want in zip(expected[1]._fields, actual[1], expected[1], strict=True):
                 check_close(got, want, f"final state.{field}", EXACT)
         first_rows = torch.tensor([True, False, True, False])[:, None]
         zero_started = type(state)(*(torch.where(first_rows, 0.0, field) for field in state))
         expected = runner(cell, inputs, zero_started, lengths)
-        actual = call_or_skip_pending(
-            strategy, runner, cell, inputs, state, lengths, resets=make_resets(((0,), (), (0,), ()))
-        )
+        actual = runner(cell, inputs, state, lengths, resets=make_resets(((0,), (), (0,), ())))
         check_close(actual[0], expected[0], "outputs with resets at step 0", EXACT)
 
 
@@ -411,7 +395,7 @@ def test_bad_resets_raise_naming_them(strategy, case):
     cell, inputs, _ = make_inputs(config, initial=False)
     runner = fresh_strategy(strategy, config)
     with pytest.raises(error, match=match):
-        call_or_skip_pending(strategy, runner, cell, inputs, None, None, resets=resets)
+        runner(cell, inputs, None, None, resets=resets)
 
 
 def test_bad_resets_raise_in_recurrent_and_check_resets():
