@@ -34,6 +34,8 @@ ORACLE_TABLE: dict[str, tuple[str, dict]] = {
     "mingru_identity": ("mingru", {"candidate_activation": "identity"}),
     "minlstm": ("minlstm", {}),
     "minlstm_identity": ("minlstm", {"candidate_activation": "identity"}),
+    "mingru_negative": ("mingru", {"allow_negative_eigenvalues": True}),
+    "minlstm_negative": ("minlstm", {"allow_negative_eigenvalues": True}),
     "gla": ("gla", {"num_heads": 2}),
     "gla_plain": ("gla", {"output_projection": False, "bias": False}),
     "mlstm": ("mlstm", {"num_heads": 2}),
@@ -60,6 +62,10 @@ ORACLE_TABLE: dict[str, tuple[str, dict]] = {
     "selective_ssm_k2": (
         "selective_ssm",
         {"state_size": 2, "conv_size": 2, "dt_rank": 2, "bias": False, "projection_bias": True},
+    ),
+    "selective_ssm_negative": (
+        "selective_ssm",
+        {"state_size": 3, "allow_negative_eigenvalues": True},
     ),
 }
 

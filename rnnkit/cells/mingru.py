@@ -18,6 +18,14 @@ g(v) = v + 0.5 for v >= 0, sigmoid(v) otherwise: the paper's continuous positive
 its log-space version (``candidate_activation="g"``, the default); ``"identity"`` gives the
 plain version. Both are diagonal linear recurrences ``h_t = a_t * h_{t-1} + b_t`` with
 (a, b) = (1 - z, z h~) for minGRU and (f', i' h~) for minLSTM. The output is h_t.
+
+``allow_negative_eigenvalues=True`` stretches the transition from (0, 1) to (-1, 1),
+``a_t -> 2 a_t - 1`` (for minGRU ``1 - 2 z_t``), with ``b_t`` unchanged: the change Grazzi et al.
+2025 ("Unlocking State-Tracking in Linear RNNs Through Negative Eigenvalues",
+https://arxiv.org/abs/2411.12537) make to Mamba's diagonal transition, applied to these gates, so
+that a channel can flip its sign each step (as parity needs). The compiled scans of
+``kernels/gated_scan_cpu.py`` hold the positive form only; with the option the scan strategy runs
+the generic diagonal scan on ``scan_terms``.
 Parameters: ``weight_ih (kH, D)``, ``bias_ih (kH)`` initialized as torch.nn.Linear.
 """
 
@@ -57,6 +65,7 @@ class MinimalCell(Cell):
         bias: bool = True,
         *,
         candidate_activation: str = "g",
+        allow_negative_eigenvalues: bool = False,
     ) -> None:
         super().__init__(input_size, hidden_size)
         if candidate_activation not in CANDIDATE_ACTIVATIONS:
@@ -66,6 +75,7 @@ class MinimalCell(Cell):
             )
         self.bias = bias
         self.candidate_activation = candidate_activation
+        self.allow_negative_eigenvalues = allow_negative_eigenvalues
         rows = (self.gates + 1) * hidden_size
         self.weight_ih = nn.Parameter(torch.empty(rows, input_size))
         self.bias_ih = nn.Parameter(torch.empty(rows)) if bias else None
@@ -80,7 +90,10 @@ class MinimalCell(Cell):
 
     @property
     def compiled_kernel(self) -> str | None:  # type: ignore[override]  # a property here
-        """The compiled scan of this cell and activation (``kernels/gated_scan_cpu.py``)."""
+        """The compiled scan of this cell and activation (``kernels/gated_scan_cpu.py``); None
+        with negative eigenvalues, which it does not hold."""
+        if self.allow_negative_eigenvalues:
+            return None
         return f"{self.kernel_family}_{self.candidate_activation}"
 
     def compiled_weights(self) -> dict[str, Tensor]:
@@ -95,9 +108,16 @@ class MinimalCell(Cell):
         values = projected[..., self.gates * self.hidden_size :]
         return positive_g(values) if self.candidate_activation == "g" else values
 
+    def gate_coefficients(self, projected: Tensor) -> tuple[Tensor, Tensor]:
+        """``(a, b)`` of the paper's cell, ``a`` in (0, 1), from ``projected (..., kH)``."""
+        raise NotImplementedError
+
     def coefficients(self, projected: Tensor) -> tuple[Tensor, Tensor]:
         """``(a, b)`` of ``h_t = a_t * h_{t-1} + b_t`` from ``projected (..., kH)``."""
-        raise NotImplementedError
+        transition, update = self.gate_coefficients(projected)
+        if self.allow_negative_eigenvalues:
+            transition = 2 * transition - 1
+        return transition, update
 
     def recur(self, projected: Tensor, state: HiddenState) -> tuple[Tensor, HiddenState]:
         """``projected (B, kH)``, state ``(h (B, H),)`` -> ``h_t``, new state."""
@@ -118,7 +138,9 @@ class MinimalCell(Cell):
 
     def extra_repr(self) -> str:
         options = [super().extra_repr(), f"candidate_activation={self.candidate_activation!r}"]
-        return ", ".join(options + ([] if self.bias else ["bias=False"]))
+        options += [] if self.bias else ["bias=False"]
+        options += ["allow_negative_eigenvalues=True"] if self.allow_negative_eigenvalues else []
+        return ", ".join(options)
 
 
 class MinGRUCell(MinimalCell):
@@ -127,7 +149,7 @@ class MinGRUCell(MinimalCell):
     gates = 1
     kernel_family = "mingru"
 
-    def coefficients(self, projected: Tensor) -> tuple[Tensor, Tensor]:
+    def gate_coefficients(self, projected: Tensor) -> tuple[Tensor, Tensor]:
         update = torch.sigmoid(projected[..., : self.hidden_size])
         return 1 - update, update * self.candidate(projected)
 
@@ -138,7 +160,7 @@ class MinLSTMCell(MinimalCell):
     gates = 2
     kernel_family = "minlstm"
 
-    def coefficients(self, projected: Tensor) -> tuple[Tensor, Tensor]:
+    def gate_coefficients(self, projected: Tensor) -> tuple[Tensor, Tensor]:
         forget_pre, input_pre = projected[..., : 2 * self.hidden_size].chunk(2, -1)
         forget, input_gate = torch.sigmoid(forget_pre), torch.sigmoid(input_pre)
         total = forget + input_gate

@@ -16,6 +16,15 @@ d_model``), N = state_size, K = conv_size and R = dt_rank:
 
 (h_t C_t sums over N; B_bar = delta B is Mamba's simplified discretization of B.)
 
+``allow_negative_eigenvalues=True`` (Grazzi, Siems, Zela, Franke, Hutter, Pontil 2025,
+"Unlocking State-Tracking in Linear RNNs Through Negative Eigenvalues",
+https://arxiv.org/abs/2411.12537, Section 4, as their Mamba change) stretches the transition from
+(0, 1] to (-1, 1]:
+
+    a_t = 2 exp(delta_t A) - 1
+
+so that a channel can flip its sign each step (parity needs an eigenvalue of -1).
+
 The state is ``SelectiveState(h, window)``: ``h (B, E * N)``, the SSM state (channel-major,
 index e * N + n), and ``window (B, (K - 1) * E)``, the last K - 1 conv inputs x_{t-K+2..t}
 (time-major, oldest first: ``window.view(B, K - 1, E)``). The zero window is the conv's
@@ -69,6 +78,8 @@ class SelectiveSSMCell(Cell):
         dt_rank: R, the rank of the delta projection; ``"auto"`` is ceil(d_model / 16).
         dt_min, dt_max: the range of softplus(dt_proj.bias) at initialization (log-uniform).
         projection_bias: whether in_proj and out_proj have biases (Mamba's ``bias``).
+        allow_negative_eigenvalues: the transition ``2 exp(delta A) - 1`` in (-1, 1] instead of
+            ``exp(delta A)`` in (0, 1] (Grazzi et al. 2025).
     """
 
     is_linear = True
@@ -87,6 +98,7 @@ class SelectiveSSMCell(Cell):
         dt_min: float = 0.001,
         dt_max: float = 0.1,
         projection_bias: bool = False,
+        allow_negative_eigenvalues: bool = False,
     ) -> None:
         super().__init__(input_size, hidden_size)
         check_positive_int("state_size", state_size)
@@ -98,6 +110,7 @@ class SelectiveSSMCell(Cell):
         if not dt_min <= dt_max:
             raise ValueError(f"need dt_min <= dt_max, got dt_min={dt_min}, dt_max={dt_max}")
         self.bias, self.projection_bias = bias, projection_bias
+        self.allow_negative_eigenvalues = allow_negative_eigenvalues
         self.state_size, self.conv_size, self.dt_rank = state_size, conv_size, int(dt_rank)
         self.dt_min, self.dt_max = float(dt_min), float(dt_max)
         self.in_proj = nn.Linear(input_size, 2 * hidden_size, bias=projection_bias)
@@ -142,6 +155,12 @@ class SelectiveSSMCell(Cell):
         low_rank, input_matrix, output_matrix = self.x_proj(convolved).split(sizes, -1)
         return functional.softplus(self.dt_proj(low_rank)), input_matrix, output_matrix
 
+    def transition(self, delta: Tensor) -> Tensor:
+        """``a = exp(delta A)`` (or ``2 exp(delta A) - 1``), ``(..., E, N)`` from ``delta
+        (..., E)``."""
+        decay = torch.exp(delta[..., None] * -torch.exp(self.A_log))
+        return 2 * decay - 1 if self.allow_negative_eigenvalues else decay
+
     def gated_output(self, read: Tensor, convolved: Tensor, gate: Tensor) -> Tensor:
         """``out_proj((h C + D v) * SiLU(z))`` from ``read = h C (..., E)``."""
         return self.out_proj((read + self.D * convolved) * functional.silu(gate))
@@ -156,9 +175,8 @@ class SelectiveSSMCell(Cell):
             convolved = convolved + self.conv1d.bias
         convolved = functional.silu(convolved)
         delta, input_matrix, output_matrix = self.selection(convolved)
-        A = -torch.exp(self.A_log)
         h = state.h.unflatten(-1, (self.hidden_size, self.state_size))  # (B, E, N)
-        h = torch.exp(delta[..., None] * A) * h
+        h = self.transition(delta) * h
         h = h + (delta * convolved)[..., None] * input_matrix[:, None]
         read = (h * output_matrix[:, None]).sum(-1)
         output = self.gated_output(read, convolved, z)
@@ -175,11 +193,11 @@ class SelectiveSSMCell(Cell):
         return functional.silu(convolved.transpose(1, 2)), frames
 
     def scan_terms(self, projected: Tensor, state: SelectiveState) -> tuple[Tensor, Tensor]:
-        """``a = exp(delta A)`` and ``b = (delta v) B``, both ``(B, T, E * N)``."""
+        """``a = exp(delta A)`` (see ``transition``) and ``b = (delta v) B``, both
+        ``(B, T, E * N)``."""
         convolved, _ = self.convolve(projected, state)
         delta, input_matrix, _ = self.selection(convolved)
-        A = -torch.exp(self.A_log)
-        a = torch.exp(delta[..., None] * A)  # (B, T, E, N)
+        a = self.transition(delta)  # (B, T, E, N)
         b = (delta * convolved)[..., None] * input_matrix[..., None, :]
         return a.flatten(-2), b.flatten(-2)
 
@@ -212,4 +230,6 @@ class SelectiveSSMCell(Cell):
             f"dt_min={self.dt_min}, dt_max={self.dt_max}",
         ]
         options += [] if self.bias else ["bias=False"]
-        return ", ".join(options + (["projection_bias=True"] if self.projection_bias else []))
+        options += ["projection_bias=True"] if self.projection_bias else []
+        options += ["allow_negative_eigenvalues=True"] if self.allow_negative_eigenvalues else []
+        return ", ".join(options)
