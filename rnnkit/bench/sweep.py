@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from rnnkit.cells import CELLS
+from rnnkit.models.recurrent_config import cell_option_types
 from rnnkit.train.config import ConfigError, apply_overrides
 from rnnkit.train.tasks import TASKS
 
@@ -46,15 +47,19 @@ SWEEP_KEYS = {
 
 @dataclass(frozen=True)
 class Mixer:
-    """``attention`` or a registered cell, with the strategy it runs under (None: the task's)."""
+    """``attention`` or a registered cell, with the strategy it runs under (None: the task's)
+    and cell options as ``(KEY, VALUE)`` text pairs (``--model.recurrent.options.KEY=VALUE``)."""
 
     name: str
     strategy: str | None = None
+    options: tuple[tuple[str, str], ...] = ()
 
     @property
     def label(self) -> str:
-        """``paragru-newton``: the mixer in folder names and tables."""
-        return self.name if self.strategy is None else f"{self.name}-{self.strategy}"
+        """``paragru-newton``, ``deltaproduct-num_householder=2``: the mixer in folder names
+        and tables."""
+        parts = [self.name] + ([] if self.strategy is None else [self.strategy])
+        return "-".join(parts + [f"{key}={value}" for key, value in self.options])
 
     def overrides(self, width: int) -> list[tuple[str, str]]:
         """The task settings that make this mixer ``width`` wide."""
@@ -64,20 +69,35 @@ class Mixer:
         settings.append(("model.recurrent.hidden_size", str(width)))
         if self.strategy is not None:
             settings.append(("model.recurrent.strategy", self.strategy))
+        settings += [(f"model.recurrent.options.{key}", value) for key, value in self.options]
         return settings
 
 
 def parse_mixer(text: str) -> Mixer:
-    """``NAME`` or ``NAME:STRATEGY``; an unknown name is an error listing the known ones."""
-    name, _, strategy = text.partition(":")
+    """``NAME``, ``NAME:STRATEGY``, each optionally followed by ``@KEY=VALUE,KEY=VALUE`` cell
+    options (``deltaproduct@num_householder=2,allow_negative_eigenvalues=true``); an unknown
+    name is an error listing the known ones, an option the cell does not take one naming it."""
+    spec, at, option_text = text.partition("@")
+    name, _, strategy = spec.partition(":")
     if name != ATTENTION and name not in CELLS:
         raise ConfigError(
             f"--mixers: expected attention or a registered cell ({', '.join(sorted(CELLS))}), "
             f"got {name!r}"
         )
-    if name == ATTENTION and strategy:
-        raise ConfigError(f"--mixers: attention takes no strategy, got {text!r}")
-    return Mixer(name, strategy or None)
+    if name == ATTENTION and (strategy or at):
+        raise ConfigError(f"--mixers: attention takes no strategy or options, got {text!r}")
+    options = []
+    for item in option_text.split(",") if at else []:
+        key, equals, value = item.partition("=")
+        if not (equals and key and value):
+            raise ConfigError(f"--mixers {text}: expected @KEY=VALUE,KEY=VALUE, got {item!r}")
+        if key not in cell_option_types(name):
+            raise ConfigError(
+                f"--mixers {text}: cell {name!r} takes no option {key!r}; it takes "
+                f"{', '.join(cell_option_types(name))}"
+            )
+        options.append((key, value))
+    return Mixer(name, strategy or None, tuple(options))
 
 
 def parse_settings(texts: list[str]) -> dict[str | None, list[tuple[str, str]]]:

@@ -41,7 +41,10 @@ DEFAULT_MIXERS = [
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tasks", nargs="+", default=TASK_NAMES, choices=TASK_NAMES)
     parser.add_argument(
-        "--mixers", nargs="+", default=DEFAULT_MIXERS, help="attention or CELL[:STRATEGY]"
+        "--mixers",
+        nargs="+",
+        default=DEFAULT_MIXERS,
+        help="attention or CELL[:STRATEGY][@KEY=VALUE,...] (cell options)",
     )
     parser.add_argument("--widths", nargs="+", type=int, default=[64], help="model widths")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0])

@@ -66,6 +66,19 @@ class SequenceModelConfig:
     dropout: float = 0.0
     """Dropout on the mixer and MLP outputs before they are added to the stream."""
 
+    @staticmethod
+    def prepare_data(data: dict[str, Any]) -> dict[str, Any]:
+        """A cell's name as ``mixer`` moves into ``recurrent.cell`` before the recurrent config
+        checks its options (``--model.cell=mingru --model.recurrent.options.X=...`` are then
+        checked against minGRU, not the default cell)."""
+        mixer = data.get("mixer")
+        if isinstance(mixer, str) and mixer not in MIXERS and mixer in CELLS:
+            recurrent = data.get("recurrent")
+            if recurrent is None or isinstance(recurrent, dict):
+                data["recurrent"] = {**(recurrent or {}), "cell": mixer}
+                data["mixer"] = "recurrent"
+        return data
+
     def __post_init__(self) -> None:
         """Option checks; errors name the option, the value and what is allowed."""
         for name in ("model_size", "num_blocks", "num_heads", "mlp_expansion"):

@@ -47,9 +47,14 @@ def to_json(config: Any) -> str:
 
 
 def from_dict(config_type: type[Config], data: dict[str, Any], prefix: str = "") -> Config:
-    """Build ``config_type`` from nested dicts; missing keys take their defaults."""
+    """Build ``config_type`` from nested dicts; missing keys take their defaults. A config
+    type with a static ``prepare_data(data) -> data`` rewrites its raw mapping first (a
+    shorthand key that fills a nested group, before that group checks itself)."""
     if not isinstance(data, dict):
         raise ConfigError(f"{prefix or 'config'} must be a mapping, got {type(data).__name__}")
+    prepare = getattr(config_type, "prepare_data", None)
+    if prepare is not None:
+        data = prepare(dict(data))
     hints = typing.get_type_hints(config_type)
     known = {field.name for field in dataclasses.fields(config_type)}
     values = {}

@@ -37,6 +37,19 @@ def test_mixers_are_cells_or_attention_with_an_optional_strategy():
         sweep.parse_mixer("attention:scan")
 
 
+def test_mixers_take_cell_options():
+    mixer = sweep.parse_mixer("mingru:scan@allow_negative_eigenvalues=true,bias=false")
+    assert mixer.options == (("allow_negative_eigenvalues", "true"), ("bias", "false"))
+    assert mixer.label == "mingru-scan-allow_negative_eigenvalues=true-bias=false"
+    assert ("model.recurrent.options.allow_negative_eigenvalues", "true") in mixer.overrides(8)
+    with pytest.raises(ConfigError, match="cell 'mingru' takes no option 'num_layers'"):
+        sweep.parse_mixer("mingru@num_layers=2")
+    with pytest.raises(ConfigError, match="expected @KEY=VALUE"):
+        sweep.parse_mixer("mingru@bias")
+    with pytest.raises(ConfigError, match="attention takes no strategy or options"):
+        sweep.parse_mixer("attention@num_heads=2")
+
+
 def test_settings_go_to_every_task_or_to_one():
     settings = sweep.parse_settings(["data.x=3", "mqar:data.num_pairs=4", "icll:data.a=b=c"])
     assert settings == {

@@ -98,6 +98,18 @@ def test_every_registered_cell_is_a_mixer_through_the_command_line(cell, tmp_pat
     assert f"blocks {name}, strategy {strategy or 'auto'};" in capsys.readouterr().out
 
 
+def test_cell_options_follow_the_cell_named_by_model_cell(tmp_path, capsys):
+    arguments = ["train", "state-tracking", "--steps", "1", "--run-dir", str(tmp_path / "run")]
+    arguments += ["--model.cell=mingru", "--model.recurrent.options.allow_negative_eigenvalues=on"]
+    assert cli.main([*arguments, *TINY]) == 0
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert config["model"]["recurrent"]["cell"] == "mingru"
+    assert config["model"]["recurrent"]["options"] == {"allow_negative_eigenvalues": True}
+    arguments[5] = str(tmp_path / "other")
+    assert cli.main([*arguments[:-1], "--model.recurrent.options.num_householder=2"]) == 1
+    assert "not taken by the cell 'mingru'" in capsys.readouterr().err
+
+
 def test_an_unknown_cell_names_the_option_and_the_cells(tmp_path, capsys):
     arguments = ["train", "mqar", "--steps", "1", "--run-dir", str(tmp_path / "run")]
     assert cli.main([*arguments, "--model.cell=lstmm"]) == 1
