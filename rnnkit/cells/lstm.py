@@ -193,11 +193,13 @@ class LSTMCell(Cell):
     def fused_weights(self, batch_size: int) -> dict[str, Any]:
         """W_hh after DropConnect and this sequence's hidden dropout mask, the peepholes stacked
         ``(3, H)``, the layer-norm gains and W_hr, by role (``kernels/fused_lstm.py``); with
-        heads, W_hh is the dense block-diagonal matrix, so gradients reach the per-head weights."""
+        heads, W_hh is the dense block-diagonal matrix, so gradients reach the per-head weights,
+        and ``num_heads`` says how many blocks it holds."""
         hidden_mask, recurrent = self.recurrence_noise(batch_size)
         if self.num_heads > 1:
             recurrent = block_diagonal(recurrent)
         weights: dict[str, Any] = {"recurrent": recurrent, "hidden_mask": hidden_mask}
+        weights["num_heads"] = self.num_heads
         if self.peephole:
             weights["peephole"] = torch.stack([self.weight_ci, self.weight_cf, self.weight_co])
         if self.layer_norm:

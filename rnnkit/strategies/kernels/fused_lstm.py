@@ -294,7 +294,14 @@ def run_lstm(
     lengths: Tensor,
     resets: Tensor | None = None,
 ) -> tuple[Tensor, tuple[Tensor, Tensor]]:
-    """Outputs ``(B, T, R)`` and the final ``(h, c)``; see the module docstring."""
+    """Outputs ``(B, T, R)`` and the final ``(h, c)``; see the module docstring. CUDA tensors
+    run the Triton kernels (``triton_fused_lstm.py``), which refuse the options they lack."""
+    if projected.device.type == "cuda":
+        from rnnkit.strategies.kernels import triton_fused_lstm  # imports Triton: only when used
+
+        return triton_fused_lstm.run_lstm_triton(
+            projected, state, weights, zoneout, lengths, resets
+        )
     settings = (
         float(weights.get("norm_hidden_eps", 0.0)),
         float(weights.get("norm_cell_eps", 0.0)),
