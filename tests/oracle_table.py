@@ -41,11 +41,21 @@ ORACLE_TABLE: dict[str, tuple[str, dict]] = {
     "mlstm": ("mlstm", {"num_heads": 2}),
     "mlstm_expforget": ("mlstm", {"forget_activation": "exp"}),
     "deltanet": ("deltanet", {"num_heads": 2}),
+    "deltanet_negative": ("deltanet", {"num_heads": 2, "allow_negative_eigenvalues": True}),
     "deltanet_plain": ("deltanet", {"feature_map": "identity", "output_projection": False}),
     "gated_deltanet": ("gated_deltanet", {"num_heads": 2}),
+    "gated_deltanet_negative": (
+        "gated_deltanet",
+        {"num_heads": 2, "allow_negative_eigenvalues": True},
+    ),
     "gated_deltanet_plain": (
         "gated_deltanet",
         {"feature_map": "identity", "output_projection": False, "bias": False},
+    ),
+    "deltaproduct": ("deltaproduct", {"num_heads": 2, "num_householder": 2}),
+    "deltaproduct_gated_negative": (
+        "deltaproduct",
+        {"num_householder": 3, "gate": True, "allow_negative_eigenvalues": True},
     ),
     "aaren": ("aaren", {"num_heads": 2}),
     "paragru": ("paragru", {}),
@@ -59,6 +69,19 @@ ORACLE_TABLE: dict[str, tuple[str, dict]] = {
     "s4d_lin": ("s4d", {}),
     "s4d_inv_nobias": ("s4d", {"initialization": "inv", "bias": False}),
     "selective_ssm": ("selective_ssm", {"state_size": 3}),
+    "titans": ("titans", {"num_heads": 2, "chunk_size": 4, "max_gradient_norm": 1.0}),
+    "titans_linear": ("titans", {"memory_depth": 1, "chunk_size": 1}),
+    "titans_gelu_huber": (
+        "titans",
+        {
+            "memory_activation": "gelu",
+            "attentional_bias": "huber",
+            "huber_delta": 0.05,
+            "chunk_size": 3,
+            "output_projection": False,
+            "bias": False,
+        },
+    ),
     "selective_ssm_k2": (
         "selective_ssm",
         {"state_size": 2, "conv_size": 2, "dt_rank": 2, "bias": False, "projection_bias": True},

@@ -3,6 +3,7 @@
 from rnnkit.cells.aaren import AarenCell, AarenState
 from rnnkit.cells.base import Cell, State
 from rnnkit.cells.deltanet import DeltaNetCell
+from rnnkit.cells.deltaproduct import DeltaProductCell
 from rnnkit.cells.elman import ElmanCell
 from rnnkit.cells.gated_deltanet import GatedDeltaNetCell
 from rnnkit.cells.gla import GatedLinearAttentionCell, MatrixState
@@ -16,6 +17,7 @@ from rnnkit.cells.pararnn import ParaGRUCell, ParaLSTMCell, ParaLSTMState
 from rnnkit.cells.s4d import S4DCell, S4DState
 from rnnkit.cells.selective_ssm import SelectiveSSMCell, SelectiveState
 from rnnkit.cells.slstm import SLSTMCell, SLSTMState
+from rnnkit.cells.titans import TitansCell, TitansState
 
 CELLS: dict[str, type[Cell]] = {
     "elman": ElmanCell,
@@ -28,6 +30,7 @@ CELLS: dict[str, type[Cell]] = {
     "mlstm": MLSTMCell,
     "deltanet": DeltaNetCell,
     "gated_deltanet": GatedDeltaNetCell,
+    "deltaproduct": DeltaProductCell,
     "aaren": AarenCell,
     "paragru": ParaGRUCell,
     "paralstm": ParaLSTMCell,
@@ -35,6 +38,7 @@ CELLS: dict[str, type[Cell]] = {
     "lru": LRUCell,
     "s4d": S4DCell,
     "selective_ssm": SelectiveSSMCell,
+    "titans": TitansCell,
 }
 
 
@@ -51,6 +55,7 @@ __all__ = [
     "CELLS",
     "Cell",
     "DeltaNetCell",
+    "DeltaProductCell",
     "ElmanCell",
     "GRUCell",
     "GatedDeltaNetCell",
@@ -77,5 +82,7 @@ __all__ = [
     "SelectiveSSMCell",
     "SelectiveState",
     "State",
+    "TitansCell",
+    "TitansState",
     "make_cell",
 ]

@@ -22,7 +22,14 @@ Strategies read only the capabilities a cell declares, all declared here with a 
   ``scan_readout`` (diagonal); ``matrix_terms``, ``matrix_initial``, ``matrix_readout``
   (matrix); ``delta_terms`` with ``matrix_initial``, ``matrix_readout`` (delta);
   ``prefix_terms``, ``prefix_initial``, ``prefix_readout`` (softmax prefix). Here they raise
-  NotImplementedError naming the cell and the form;
+  NotImplementedError naming the cell and the form. ``"chunkwise"`` (Titans) is the one form
+  of a cell that keeps ``is_linear = False``: linear within each chunk of ``chunk_size`` steps
+  given the chunk-start state, with ``chunk_initial``, ``chunk_final``, ``chunk_terms``,
+  ``chunk_gradients``, ``chunk_readout`` (shapes in ``rnnkit/strategies/chunkwise.py``);
+- ``virtual_steps``: delta form only, the delta-rule writes per input step (1; a DeltaProduct's
+  ``num_householder``): ``delta_terms`` then returns ``T * virtual_steps`` steps (input step
+  ``t``'s j-th write at ``t * virtual_steps + j - 1``) and ``matrix_readout`` gets the outputs
+  of each input step's last write;
 - ``native_kernel``: the name of the torch fused kernel that computes exactly this cell
   (``"lstm"``, ``"gru"``, ``"rnn_tanh"``, ``"rnn_relu"``) with ``native_weights()`` and
   ``native_unsupported_reason()`` saying why it cannot be used in the current configuration;
@@ -72,9 +79,11 @@ class Cell(nn.Module):
     """
 
     is_linear: bool = False
-    linear_form: str | None = None  # "diagonal", "matrix", "delta", "softmax_prefix"
+    linear_form: str | None = None  # "diagonal", "matrix", "delta", "softmax_prefix", "chunkwise"
+    chunk_size: int = 1  # chunkwise form: steps whose gradients share the chunk-start state
     jacobian_structure: str | None = None  # "diagonal", "block" or None (differentiate recur)
     jacobian_block_size: int = 1
+    virtual_steps: int = 1  # delta form: delta-rule writes per input step, see docstring
     native_kernel: str | None = None
     compiled_kernel: str | None = None  # name in the compiled-kernel registry, see docstring
     fused_kernel: str | None = None  # name in the fused strategy's registry, see docstring
@@ -303,6 +312,28 @@ class Cell(nn.Module):
     ) -> tuple[Tensor, State]:
         """Softmax prefix form: outputs ``(B, T, O)`` and final state from ``u / w``."""
         raise self._missing_hook("softmax_prefix", "prefix_readout")
+
+    def chunk_initial(self, state: State) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """Chunkwise form: ``(M, S, M_c)`` each ``(B, G, W)``, steps into the chunk ``(B, 1)``."""
+        raise self._missing_hook("chunkwise", "chunk_initial")
+
+    def chunk_final(
+        self, memory: Tensor, momentum: Tensor, reference: Tensor, position: Tensor
+    ) -> State:
+        """Chunkwise form: the state from ``chunk_initial``'s four quantities."""
+        raise self._missing_hook("chunkwise", "chunk_final")
+
+    def chunk_terms(self, projected: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Chunkwise form: ``log eta, log rho, theta``, each ``(B, T, G)``."""
+        raise self._missing_hook("chunkwise", "chunk_terms")
+
+    def chunk_gradients(self, reference: Tensor, projected: Tensor) -> Tensor:
+        """Chunkwise form: ``M_c (B, G, W)``, ``projected (B, C, P)`` -> ``(B, C, G, W)``."""
+        raise self._missing_hook("chunkwise", "chunk_gradients")
+
+    def chunk_readout(self, memories: Tensor, projected: Tensor) -> Tensor:
+        """Chunkwise form: ``memories (B, C, G, W)`` -> outputs ``(B, C, O)``."""
+        raise self._missing_hook("chunkwise", "chunk_readout")
 
     def extra_repr(self) -> str:
         return f"input_size={self.input_size}, hidden_size={self.hidden_size}"

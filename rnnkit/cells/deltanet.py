@@ -15,6 +15,14 @@ Sequence Length", https://arxiv.org/abs/2406.06484 (Sections 2.2 and 4). Per hea
 ``k_t`` a fraction ``beta_t`` of the way to ``v_t``. With unit keys and ``beta_t in (0, 1)``
 every ``I - beta_t k_t k_t^T`` is a contraction, so the memory stays bounded.
 
+With ``allow_negative_eigenvalues=True`` (Grazzi, Siems, Zela, Franke, Hutter, Pontil 2025,
+"Unlocking State-Tracking in Linear RNNs Through Negative Eigenvalues",
+https://arxiv.org/abs/2411.12537, Section 4) ``beta_t = 2 sigmoid(w_beta^T x_t + b_beta)`` in
+``(0, 2)``: the eigenvalue ``1 - beta_t`` of the transition along ``k_t`` then lies in ``(-1,
+1)``, so a step can reflect (``beta_t = 2``: a Householder reflection) and the memory still stays
+bounded. With ``beta_t in (0, 1)`` every eigenvalue is non-negative, and the paper shows that
+a finite-precision linear RNN with only such eigenvalues cannot solve parity.
+
 The state ``memory (B, heads * d_k * d_v)`` holds ``S^T`` per head, row-major: the ``(d_k,
 d_v)`` layout of ``rnnkit.strategies.kernels.delta``, where the rule reads ``S_t = (I - beta_t
 k_t k_t^T) S_{t-1} + beta_t k_t v_t^T``, ``o_t = S_t^T q_t``. The ``"delta"`` linear form of
@@ -52,6 +60,7 @@ class DeltaNetCell(Cell):
         key_size: int | None = None,
         feature_map: str = "silu",
         output_projection: bool = True,
+        allow_negative_eigenvalues: bool = False,
     ) -> None:
         super().__init__(input_size, hidden_size)
         check_positive_int("num_heads", num_heads)
@@ -63,8 +72,9 @@ class DeltaNetCell(Cell):
         self.key_head_size = head_size("key_size", self.key_size, num_heads)
         self.feature_map = feature_map
         self.output_projection = output_projection
+        self.allow_negative_eigenvalues = allow_negative_eigenvalues
         self.bias = bias
-        self.sizes = [self.key_size, self.key_size, hidden_size, num_heads, *self.gate_sizes()]
+        self.sizes = [*self.write_sizes(), *self.gate_sizes()]
         self.weight_ih = nn.Parameter(torch.empty(sum(self.sizes), input_size))
         self.bias_ih = nn.Parameter(torch.empty(sum(self.sizes))) if bias else None
         if output_projection:
@@ -72,6 +82,10 @@ class DeltaNetCell(Cell):
             self.bias_out = nn.Parameter(torch.empty(hidden_size)) if bias else None
         self.add_gate_parameters()
         self.reset_parameters()
+
+    def write_sizes(self) -> list[int]:
+        """Rows of ``weight_ih`` for (q, k, v, beta); a DeltaProduct has several k, v, beta."""
+        return [self.key_size, self.key_size, self.hidden_size, self.num_heads]
 
     def gate_sizes(self) -> list[int]:
         """Rows of ``weight_ih`` after (q, k, v, beta) for a subclass's gates (none here)."""
@@ -113,7 +127,12 @@ class DeltaNetCell(Cell):
         query, key, value = (
             tensor.unflatten(-1, (self.num_heads, -1)) for tensor in (query, key, value)
         )
-        return self.features(query), self.features(key), value, torch.sigmoid(rate)
+        return self.features(query), self.features(key), value, self.write_rates(rate)
+
+    def write_rates(self, rate: Tensor) -> Tensor:
+        """``beta = sigmoid(rate)``, or ``2 sigmoid(rate)`` with negative eigenvalues allowed."""
+        beta = torch.sigmoid(rate)
+        return 2 * beta if self.allow_negative_eigenvalues else beta
 
     def read_out(self, attended: Tensor) -> Tensor:
         """``y`` from the heads' outputs ``attended (..., H)``."""
@@ -128,9 +147,7 @@ class DeltaNetCell(Cell):
         log_decay = self.log_decay(projected)  # (B, heads) or None
         if log_decay is not None:
             memory = log_decay.exp()[..., None, None] * memory  # alpha_t S_{t-1}
-        retrieved = torch.einsum("bhkv,bhk->bhv", memory, key)  # S_{t-1} k_t
-        correction = rate.unsqueeze(-1) * (value - retrieved)
-        memory = memory + key.unsqueeze(-1) * correction.unsqueeze(-2)
+        memory = delta_write(memory, key, value, rate)
         attended = torch.einsum("bhkv,bhk->bhv", memory, query).flatten(1)  # (B, H)
         return self.read_out(attended), MatrixState(memory.flatten(1))
 
@@ -168,4 +185,14 @@ class DeltaNetCell(Cell):
             f"feature_map={self.feature_map!r}",
         ]
         options += [] if self.output_projection else ["output_projection=False"]
+        if self.allow_negative_eigenvalues:
+            options.append("allow_negative_eigenvalues=True")
         return ", ".join(options + ([] if self.bias else ["bias=False"]))
+
+
+def delta_write(memory: Tensor, key: Tensor, value: Tensor, rate: Tensor) -> Tensor:
+    """One delta-rule write ``S (I - beta k k^T) + beta v k^T`` on ``memory = S^T (B, heads, d_k,
+    d_v)``, with ``key (B, heads, d_k)``, ``value (B, heads, d_v)``, ``rate = beta (B, heads)``."""
+    retrieved = torch.einsum("bhkv,bhk->bhv", memory, key)  # S k
+    correction = rate.unsqueeze(-1) * (value - retrieved)
+    return memory + key.unsqueeze(-1) * correction.unsqueeze(-2)

@@ -15,7 +15,8 @@ The gate is Mamba2's: ``a_bias`` is the inverse softplus of a step drawn log-uni
 ``beta = 0`` is a gated linear attention with a scalar decay per head. The state and the
 ``"delta"`` linear form are DeltaNet's (the chunked form folds the decay into the UT transform,
 ``kernels/delta.py``). The reference model also has a short convolution on q, k, v and a gated
-RMS norm on the output; this cell is the recurrence alone, as ``deltanet``.
+RMS norm on the output; this cell is the recurrence alone, as ``deltanet``. It takes
+DeltaNet's options, ``allow_negative_eigenvalues`` among them (``beta_t`` in ``(0, 2)``).
 """
 
 from __future__ import annotations
@@ -47,16 +48,27 @@ class GatedDeltaNetCell(DeltaNetCell):
         self.decay_bias = nn.Parameter(torch.empty(self.num_heads))
 
     def reset_parameters(self) -> None:
-        """DeltaNet's, then the gate as the reference: ``exp(decay_log_rate) ~ U(1, 16)`` and
-        ``softplus(decay_bias) ~ exp(U(log 0.001, log 0.1))``."""
+        """DeltaNet's, then the gate as the reference (``reset_decay``)."""
         super().reset_parameters()
-        with torch.no_grad():
-            self.decay_log_rate.copy_(torch.empty(self.num_heads).uniform_(*RATE_RANGE).log())
-            low, high = (math.log(value) for value in STEP_RANGE)
-            step = torch.empty(self.num_heads).uniform_(low, high).exp()
-            self.decay_bias.copy_(step + torch.log(-torch.expm1(-step)))  # inverse softplus
+        reset_decay(self.decay_log_rate, self.decay_bias)
 
     def log_decay(self, projected: Tensor) -> Tensor:
-        """``log alpha_t = -exp(decay_log_rate) softplus(a_t + decay_bias)``: ``(..., heads)``."""
+        """``log alpha_t (..., heads)`` from the gate rows after (q, k, v, beta)."""
         gate = projected[..., sum(self.sizes[:4]) :]
-        return -self.decay_log_rate.exp() * functional.softplus(gate + self.decay_bias)
+        return decay_of(gate, self.decay_log_rate, self.decay_bias)
+
+
+def reset_decay(decay_log_rate: Tensor, decay_bias: Tensor) -> None:
+    """The gate's parameters ``(heads,)`` as the reference draws them: ``exp(decay_log_rate) ~
+    U(1, 16)`` and ``softplus(decay_bias) ~ exp(U(log 0.001, log 0.1))``."""
+    heads = decay_log_rate.shape[0]
+    with torch.no_grad():
+        decay_log_rate.copy_(torch.empty(heads).uniform_(*RATE_RANGE).log())
+        low, high = (math.log(value) for value in STEP_RANGE)
+        step = torch.empty(heads).uniform_(low, high).exp()
+        decay_bias.copy_(step + torch.log(-torch.expm1(-step)))  # inverse softplus
+
+
+def decay_of(gate: Tensor, decay_log_rate: Tensor, decay_bias: Tensor) -> Tensor:
+    """``log alpha = -exp(decay_log_rate) softplus(gate + decay_bias)``: ``(..., heads)``."""
+    return -decay_log_rate.exp() * functional.softplus(gate + decay_bias)

@@ -45,6 +45,8 @@ def choose(cell: Cell) -> tuple[str, str]:
         return "native", f"torch's fused '{cell.native_kernel}' kernel computes this cell"
     scan_reason = scan.unsupported_reason(cell)
     if scan_reason is None:
+        if cell.linear_form == "chunkwise":
+            return "scan", "the cell is linear in its state within each chunk (chunkwise form)"
         return "scan", f"the cell is linear in its state ({cell.linear_form} form)"
     fused_reason = fused.unsupported_reason(cell)
     if fused_reason is None:

@@ -9,8 +9,10 @@ unchanged and writes zero outputs, as the sequential reference does.
   S_t^T q_t``; padded steps get ``log_decay = 0, k = 0``. Implementations:
   ``kernels/matrix.py``.
 - ``run_delta`` (``"delta"``): ``S_t = alpha_t (I - beta_t k_t k_t^T) S_{t-1} + beta_t k_t
-  v_t^T``, ``o_t = S_t^T q_t``; padded steps get ``beta = 0`` and ``log_decay = 0``.
-  Implementations: ``kernels/delta.py``.
+  v_t^T``, ``o_t = S_t^T q_t``; padded steps get ``beta = 0`` and ``log_decay = 0``. A cell
+  with ``virtual_steps = n`` (DeltaProduct) gives ``n`` writes per input step, a sequence ``n``
+  times longer: its mask repeats each step ``n`` times and the outputs are read after each
+  step's last write. Implementations: ``kernels/delta.py``.
 - ``run_softmax_prefix`` (``"softmax_prefix"``): attention of one query over each prefix,
   ``o_t = sum_{i<=t} exp(s_i) v_i / sum_{i<=t} exp(s_i)``, kept as a running maximum ``m``,
   numerator ``u`` and denominator ``w``. The maximum is a cumulative max, ``m_t = max(m_0,
@@ -86,12 +88,15 @@ def run_delta(
     projected = cell.project_inputs(inputs)  # (B, T, P)
     active = active_steps(lengths, inputs.shape[1], inputs.device)
     query, key, value, beta, log_decay = cell.delta_terms(projected, state, active)
+    writes = cell.virtual_steps  # delta_terms gave T * writes steps
     if active is not None:
         zero = torch.zeros((), dtype=beta.dtype)
-        beta = torch.where(active.unsqueeze(1), beta, zero)
+        written = active.repeat_interleave(writes, 1).unsqueeze(1)  # (B, 1, T * writes)
+        beta = torch.where(written, beta, zero)
         if log_decay is not None:
-            log_decay = torch.where(active.unsqueeze(1), log_decay, zero)
+            log_decay = torch.where(written, log_decay, zero)
     outputs, final = scan(query, key, value, beta, cell.matrix_initial(state), log_decay)
+    outputs = outputs[:, :, writes - 1 :: writes]  # (B, heads, T, d_v): after each last write
     outputs, final_state = cell.matrix_readout(projected, outputs, final, state, active)
     return zero_padded_outputs(outputs, active), final_state
 

@@ -34,7 +34,10 @@ head (gated linear attention, mLSTM), with
 ``"delta"``: the delta rule ``S_t = alpha_t (I - beta_t k_t k_t^T) S_{t-1} + beta_t k_t v_t^T``,
 ``o_t = S_t^T q_t`` (DeltaNet: ``alpha = 1``; Gated DeltaNet), with ``delta_terms(projected,
 state, active) -> (q, k, v, beta (B, heads, T), log_decay (B, heads, T) or None)``, ``alpha =
-exp(log_decay)``, and ``matrix_initial``, ``matrix_readout`` as above.
+exp(log_decay)``, and ``matrix_initial``, ``matrix_readout`` as above. A cell with
+``virtual_steps = n > 1`` (DeltaProduct: ``n`` Householder writes per input step) gives ``T *
+n`` steps of terms, input step ``t``'s j-th write at ``t * n + j - 1``; ``matrix_readout``
+still gets ``o (B, heads, T, d_v)``, read after each input step's last write.
 
 ``"softmax_prefix"``: ``o_t = sum_{i<=t} exp(s_i) v_i / sum_{i<=t} exp(s_i)`` from a state
 ``(m, u, w)`` (Aaren), with
@@ -43,6 +46,10 @@ exp(log_decay)``, and ``matrix_initial``, ``matrix_readout`` as above.
 - ``prefix_initial(state) -> (m (B, heads), u (B, heads, d_v), w (B, heads))``;
 - ``prefix_readout(projected, o (B, heads, T, d_v), (m_T, u_T, w_T), state, active) ->
   (outputs (B, T, O), final state)``.
+
+``"chunkwise"``: not linear in the state, but linear within each chunk given the state at
+the chunk's start (Titans' test-time training, gradients taken at the chunk-start memory); the
+cell keeps ``is_linear = False`` and gives the ``chunk_*`` hooks of ``chunkwise.py``.
 
 Resets (``resets (B, T)``, True where a sequence restarts from the zero state): a
 ``"diagonal"`` cell whose scan carries its whole state (one state field, the one
@@ -65,6 +72,7 @@ import torch
 from torch import Tensor
 
 from rnnkit.cells.base import Cell, State
+from rnnkit.strategies.chunkwise import run_chunkwise
 from rnnkit.strategies.kernels import diagonal_scan, gated_scan_cpu, unavailable_reason
 from rnnkit.strategies.linear_forms import run_delta, run_matrix, run_softmax_prefix
 from rnnkit.strategies.native import StrategyUnsupportedError
@@ -131,12 +139,13 @@ FORMS: dict[str, FormRunner] = {
     "matrix": run_matrix,
     "delta": run_delta,
     "softmax_prefix": run_softmax_prefix,
+    "chunkwise": run_chunkwise,
 }
 
 
 def unsupported_reason(cell: Cell) -> str | None:
     """Why ``scan`` cannot run ``cell``, or None when it can."""
-    if not cell.is_linear:
+    if not cell.is_linear and cell.linear_form != "chunkwise":
         return f"cell {type(cell).__name__} is not linear in its state"
     form = cell.linear_form
     if form not in FORMS:

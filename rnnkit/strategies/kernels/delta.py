@@ -39,7 +39,10 @@ and the final state:
       U~ = U - W S,   O = diag(gamma) Q S + (tril(Q K^T) * Gamma) U~,
       S' = gamma_C S + K^T diag(gamma_C / gamma) U~
 
-Gradients come from autograd (the triangular solve is differentiable).
+Nothing here assumes ``beta <= 1``: with negative eigenvalues allowed (``beta`` in ``(0, 2)``,
+Grazzi et al. 2025, https://arxiv.org/abs/2411.12537) the UT transform is still unitriangular.
+DeltaProduct's several writes per token arrive as a longer sequence (``virtual_steps`` in
+``rnnkit/cells/base.py``). Gradients come from autograd (the triangular solve is differentiable).
 """
 
 from __future__ import annotations
