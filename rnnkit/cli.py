@@ -5,6 +5,7 @@
                         [--KEY=VALUE ...]
     rnnkit sample RUN [--prompt TEXT] [--length N] [--temperature T] [--top-k K] [--seed N]
     rnnkit eval RUN [--data PATH] [--split validation|train] [--json]
+    rnnkit predict RUN --data FILE --output FILE
     rnnkit bench ...
 
 ``--KEY=VALUE`` (or ``--KEY VALUE``) sets a dotted config key,
@@ -22,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from rnnkit.data import CorpusError
+from rnnkit.data.files import DataFileError
 from rnnkit.memory import keep_freed_memory
 from rnnkit.train.checkpoint import CheckpointError, read_checkpoint
 from rnnkit.train.config import (
@@ -36,7 +38,14 @@ from rnnkit.train.config import (
 from rnnkit.train.task import TrainingDiverged
 from rnnkit.train.tasks import TASKS, TaskDefinition, get_task
 
-USER_ERRORS = (ConfigError, CorpusError, CheckpointError, TrainingDiverged, ValueError)
+USER_ERRORS = (
+    ConfigError,
+    CorpusError,
+    DataFileError,
+    CheckpointError,
+    TrainingDiverged,
+    ValueError,
+)
 INTERRUPTED = 130
 
 
@@ -94,12 +103,27 @@ def build_parser() -> argparse.ArgumentParser:
         "eval", help="held-out metrics of a trained run", allow_abbrev=False
     )
     evaluate.add_argument("run", type=Path, help="the run folder")
-    evaluate.add_argument("--data", default=None, help="a UTF-8 text file (default: the run's)")
+    evaluate.add_argument(
+        "--data",
+        default=None,
+        help="a file in the task's data format (charlm: a UTF-8 text file); default: the run's "
+        "own held-out data",
+    )
     evaluate.add_argument("--split", choices=("validation", "train"), default="validation")
     evaluate.add_argument(
         "--json", action="store_true", help="print one JSON object: the task and its metrics"
     )
     evaluate.set_defaults(handler=run_eval)
+    predict = commands.add_parser(
+        "predict",
+        help="write a trained run's predictions for a data file",
+        description="Write a trained run's predictions for every example of a data file.",
+        allow_abbrev=False,
+    )
+    predict.add_argument("run", type=Path, help="the run folder")
+    predict.add_argument("--data", type=Path, required=True, help="a file in the task's format")
+    predict.add_argument("--output", type=Path, required=True, help="where to write (.csv or .tsv)")
+    predict.set_defaults(handler=run_predict)
     commands.add_parser("bench", help="benchmarks (rnnkit bench --help)", add_help=False)
     return parser
 
@@ -325,15 +349,34 @@ def run_eval(options: argparse.Namespace, extra: list[str]) -> int:
     stream = sys.stderr if options.json else sys.stdout
     if definition.name == charlm.NAME:
         metrics = charlm.evaluate_run(options.run, stream, options.data, options.split)
-    elif options.data is not None or options.split != "validation":
+    elif options.split != "validation":
+        raise ValueError(f"--split is for charlm runs; {options.run} is a {task_name} run")
+    elif options.data is not None and definition.evaluate_file is not None:
+        metrics = definition.evaluate_file(options.run, Path(options.data), stream)
+    elif options.data is not None:
         raise ValueError(
-            f"--data and --split are for charlm runs; {options.run} is a {task_name} run, "
+            f"--data is for tasks trained on files; {options.run} is a {task_name} run, "
             "evaluated on its own held-out data"
         )
     else:
         metrics = definition.evaluate_run(options.run, stream)
     if options.json:
         print(json.dumps(eval_document(definition.name, options, document, metrics)))
+    return 0
+
+
+def run_predict(options: argparse.Namespace, extra: list[str]) -> int:
+    document = read_checkpoint(options.run)
+    definition = get_task(str(document.get("task")))
+    if definition.predict_file is None:
+        raise ValueError(
+            f"{options.run} is a {definition.name} run; rnnkit predict is for tasks trained on "
+            "files a user brings"
+        )
+    if options.output.suffix not in (".csv", ".tsv"):
+        raise ValueError(f"--output: expected a .csv or .tsv file, got {options.output}")
+    rows = definition.predict_file(options.run, options.data, options.output, sys.stdout)
+    print(f"wrote {rows} predictions to {options.output}")
     return 0
 
 

@@ -98,8 +98,14 @@ def test_eval_json_prints_one_object_with_the_task_and_its_metrics(trained_run, 
 
 
 def test_print_config_shows_overrides_and_does_not_train(tmp_path, capsys):
-    command = ["train", "charlm", "--print-config", "--model.recurrent.cell=gru",
-               "--model.recurrent.hidden_size", "48"]
+    command = [
+        "train",
+        "charlm",
+        "--print-config",
+        "--model.recurrent.cell=gru",
+        "--model.recurrent.hidden_size",
+        "48",
+    ]
     assert cli.main(command + ["--time-budget", "90s", "--runs-root", str(tmp_path)]) == 0
     config = json.loads(capsys.readouterr().out)
     recurrent = config["model"]["recurrent"]
@@ -181,3 +187,28 @@ def test_resume_of_a_finished_run_can_extend_it(tmp_path, trained_run, capsys):
     assert cli.main(["train", "charlm", "--resume", str(copy), "--steps", "8"]) == 0
     output = capsys.readouterr().out
     assert "continuing from step 6" in output and "after 8 steps" in output
+
+
+def test_predict_and_eval_data_are_for_tasks_trained_on_files(trained_run, tmp_path, capsys):
+    run, text = trained_run
+    output = tmp_path / "predictions.csv"
+    assert cli.main(["predict", str(run), "--data", str(text), "--output", str(output)]) == 1
+    assert "rnnkit predict is for tasks trained on files" in capsys.readouterr().err
+    assert not output.exists()
+    assert cli.main(["eval", str(run), "--split", "train", "--data", str(text)]) == 0
+    capsys.readouterr()
+    with pytest.raises(SystemExit):  # argparse: --output is required
+        cli.main(["predict", str(run), "--data", str(text)])
+    assert "--output" in capsys.readouterr().err
+
+
+def test_data_file_errors_name_the_file_and_the_line(tmp_path):
+    from rnnkit.data.files import DataFileError, LoadReport
+
+    error = DataFileError(tmp_path / "train.ts", "expected 3 dimensions, got 2", line=12)
+    assert str(error) == f"{tmp_path / 'train.ts'}: line 12: expected 3 dimensions, got 2"
+    assert str(DataFileError("x.npz", "missing", where="array 'X'")) == "x.npz: array 'X': missing"
+    report = LoadReport(tmp_path / "a.csv", read=10)
+    report.skip("empty series", 2)
+    report.skip("empty series")
+    assert report.summary().endswith("a.csv: 10 read; skipped 3 (empty series)")

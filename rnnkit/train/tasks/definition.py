@@ -28,3 +28,11 @@ class TaskDefinition:
     """Commands to try on a finished run (printed after the report)."""
     shortcuts: dict[str, str] = field(default_factory=dict)
     """Command-line options (without ``--``) that set a dotted config key."""
+    evaluate_file: Callable[[Path, Path, TextIO], dict[str, float]] | None = None
+    """``rnnkit eval RUN --data FILE``: ``evaluate_file(run_dir, data_path, stream)``, the
+    metrics of a trained run on a file the user brings (in the task's data format); None for
+    tasks that evaluate on their own held-out data only."""
+    predict_file: Callable[[Path, Path, Path, TextIO], int] | None = None
+    """``rnnkit predict RUN --data FILE --output FILE``: ``predict_file(run_dir, data_path,
+    output_path, stream)`` writes the predictions for every example of the file (CSV or TSV,
+    by the output's suffix) and returns how many rows it wrote; None for tasks without it."""
