@@ -13,12 +13,20 @@ from rnnkit.train.tasks import (
     benchmark_problems,
     charlm,
     digit_strings,
+    image_classify,
     pointer_tasks,
     seq2seq_tasks,
 )
 from rnnkit.train.tasks.definition import TaskDefinition
 
-_TASK_MODULES = (charlm, pointer_tasks, seq2seq_tasks, digit_strings, benchmark_problems)
+_TASK_MODULES = (
+    charlm,
+    pointer_tasks,
+    seq2seq_tasks,
+    digit_strings,
+    benchmark_problems,
+    image_classify,
+)
 
 TASKS: dict[str, TaskDefinition] = {
     definition.name: definition for module in _TASK_MODULES for definition in module.DEFINITIONS
