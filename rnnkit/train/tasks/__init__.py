@@ -13,6 +13,7 @@ from rnnkit.train.tasks import (
     benchmark_problems,
     charlm,
     digit_strings,
+    forecast,
     image_classify,
     pointer_tasks,
     seq2seq_tasks,
@@ -26,6 +27,7 @@ _TASK_MODULES = (
     digit_strings,
     benchmark_problems,
     image_classify,
+    forecast,
 )
 
 TASKS: dict[str, TaskDefinition] = {
