@@ -90,6 +90,11 @@ ORACLE_TABLE: dict[str, tuple[str, dict]] = {
         "selective_ssm",
         {"state_size": 3, "allow_negative_eigenvalues": True},
     ),
+    "plrnn": ("plrnn", {}),
+    # initial_radius 0.5: with the table's 0.1 * randn perturbation, radius 1 grows the linear
+    # units of a random AL-RNN 500-fold over 37 steps, past float32 Newton's absolute tolerance.
+    "alrnn": ("alrnn", {"num_relu": 2, "initial_radius": 0.5}),
+    "alrnn_nobias": ("alrnn", {"num_relu": 3, "bias": False, "initial_radius": 0.5}),
 }
 
 # State fields that must be positive (Aaren's softmax denominator, sLSTM's normalizer n), by

@@ -14,6 +14,7 @@ from rnnkit.cells.lstm import LSTMCell, LSTMState
 from rnnkit.cells.mingru import MinGRUCell, MinLSTMCell
 from rnnkit.cells.mlstm import MLSTMCell, MLSTMState
 from rnnkit.cells.pararnn import ParaGRUCell, ParaLSTMCell, ParaLSTMState
+from rnnkit.cells.plrnn import ALRNNCell, PLRNNCell
 from rnnkit.cells.s4d import S4DCell, S4DState
 from rnnkit.cells.selective_ssm import SelectiveSSMCell, SelectiveState
 from rnnkit.cells.slstm import SLSTMCell, SLSTMState
@@ -39,6 +40,8 @@ CELLS: dict[str, type[Cell]] = {
     "s4d": S4DCell,
     "selective_ssm": SelectiveSSMCell,
     "titans": TitansCell,
+    "plrnn": PLRNNCell,
+    "alrnn": ALRNNCell,
 }
 
 
@@ -50,6 +53,7 @@ def make_cell(name: str, input_size: int, hidden_size: int, **options) -> Cell:
 
 
 __all__ = [
+    "ALRNNCell",
     "AarenCell",
     "AarenState",
     "CELLS",
@@ -75,6 +79,7 @@ __all__ = [
     "ParaGRUCell",
     "ParaLSTMCell",
     "ParaLSTMState",
+    "PLRNNCell",
     "S4DCell",
     "S4DState",
     "SLSTMCell",

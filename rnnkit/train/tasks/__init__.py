@@ -12,10 +12,14 @@ from __future__ import annotations
 from rnnkit.train.tasks import (
     benchmark_problems,
     charlm,
+    classify,
+    ctc_files,
     digit_strings,
+    dynamics,
     forecast,
     image_classify,
     pointer_tasks,
+    seq2seq_files,
     seq2seq_tasks,
 )
 from rnnkit.train.tasks.definition import TaskDefinition
@@ -27,7 +31,11 @@ _TASK_MODULES = (
     digit_strings,
     benchmark_problems,
     image_classify,
+    seq2seq_files,
+    ctc_files,
     forecast,
+    classify,
+    dynamics,
 )
 
 TASKS: dict[str, TaskDefinition] = {

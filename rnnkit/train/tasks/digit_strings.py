@@ -145,8 +145,9 @@ class DigitStringsTask(supervised.NoCarriedTensors):
         if self._validation is None:
             size = self.config.data.validation_strings
             self._validation = self.fixed_set("validation", size, supervised.VALIDATION_STREAM)
-        log_probs, loss = read_log_probs(self.model, self._validation)
-        return {"loss": loss, **read_greedy(log_probs, self._validation).metrics()}
+        batches = self._validation
+        log_probs, loss = read_log_probs(self.model, [ctc_batch(batch) for batch in batches])
+        return {"loss": loss, **read_greedy(log_probs, references_of(batches)).metrics()}
 
     def metadata(self) -> dict[str, Any]:
         return {}
@@ -169,16 +170,22 @@ def build(config: DigitStringsTaskConfig, metadata: dict[str, Any] | None) -> Di
     return DigitStringsTask(config)
 
 
+def ctc_batch(batch: DigitStringBatch) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """``(images, widths, CTC classes (B, L), label counts)`` of a batch of strings."""
+    return batch.images, batch.widths, batch.digits + 1, batch.digit_counts
+
+
 def read_log_probs(
-    model: CRNN, batches: list[DigitStringBatch]
+    model: CRNN, batches: list[tuple[Tensor, Tensor, Tensor, Tensor]]
 ) -> tuple[list[tuple[Tensor, Tensor]], float]:
-    """Per batch ``(log_probs (B, T, C), lengths (B,))``, and the CTC loss in nats per digit."""
+    """Per batch ``(images, widths, CTC classes (B, L), label counts (B,))`` (``ctc_batch``):
+    ``(log_probs (B, T, C), lengths (B,))``, and the CTC loss in nats per label."""
     outputs, total_loss, total_digits = [], 0.0, 0
     with torch.no_grad():
-        for batch in batches:
-            log_probs, lengths = model(batch.images, batch.widths)
-            digits = int(batch.digit_counts.sum())
-            loss = ctc_loss(log_probs, lengths, batch.digits + 1, batch.digit_counts, BLANK)
+        for images, widths, classes, counts in batches:
+            log_probs, lengths = model(images, widths)
+            digits = int(counts.sum())
+            loss = ctc_loss(log_probs, lengths, classes, counts, BLANK)
             total_loss += float(loss) * digits
             total_digits += digits
             outputs.append((log_probs, lengths))
@@ -192,23 +199,26 @@ def references_of(batches: list[DigitStringBatch]) -> list[tuple[int, ...]]:
 
 
 def to_digits(labels: tuple[int, ...]) -> tuple[int, ...]:
-    """CTC classes (1-10, 0 the blank) to digits (0-9)."""
+    """CTC classes (1-10, 0 the blank) to digits (0-9); in general class c to label c - 1."""
     return tuple(label - 1 for label in labels)
 
 
-def read_greedy(outputs: list[tuple[Tensor, Tensor]], batches: list[DigitStringBatch]) -> Readings:
+def read_greedy(
+    outputs: list[tuple[Tensor, Tensor]], references: list[tuple[int, ...]]
+) -> Readings:
+    """Greedy readings of ``outputs`` (``read_log_probs``) beside their ``references``."""
     started = time.perf_counter()
     hypotheses = [
         to_digits(labels)
         for log_probs, lengths in outputs
         for labels in greedy_decode(log_probs, lengths, BLANK)
     ]
-    return Readings(references_of(batches), hypotheses, time.perf_counter() - started)
+    return Readings(references, hypotheses, time.perf_counter() - started)
 
 
 def read_beam(
     outputs: list[tuple[Tensor, Tensor]],
-    batches: list[DigitStringBatch],
+    references: list[tuple[int, ...]],
     decoding: DecodingConfig,
     scorer: CharacterNgramScorer | None = None,
 ) -> Readings:
@@ -226,7 +236,7 @@ def read_beam(
             decoding.label_threshold,
         )
         hypotheses += [to_digits(beam[0].labels) for beam in beams]
-    return Readings(references_of(batches), hypotheses, time.perf_counter() - started)
+    return Readings(references, hypotheses, time.perf_counter() - started)
 
 
 def fit_ngram(config: DigitStringsTaskConfig) -> CharacterNgramScorer:
@@ -242,17 +252,20 @@ def read_test_set(
 ) -> tuple[list[DigitStringBatch], float, dict[str, Readings]]:
     """The test strings, their loss and each decoder's readings."""
     batches = task.fixed_set("test", task.config.data.test_strings, supervised.TEST_STREAM)
-    outputs, loss = read_log_probs(task.model, batches)
-    readings = {"greedy": read_greedy(outputs, batches)}
+    outputs, loss = read_log_probs(task.model, [ctc_batch(batch) for batch in batches])
+    references = references_of(batches)
+    readings = {"greedy": read_greedy(outputs, references)}
     if with_beams:
         decoding = task.config.decoding
-        readings["beam"] = read_beam(outputs, batches, decoding)
-        readings["beam_ngram"] = read_beam(outputs, batches, decoding, fit_ngram(task.config))
+        readings["beam"] = read_beam(outputs, references, decoding)
+        readings["beam_ngram"] = read_beam(outputs, references, decoding, fit_ngram(task.config))
     return batches, loss, readings
 
 
-def write_readings(stream: TextIO, loss: float, readings: dict[str, Readings]) -> None:
-    stream.write(f"  loss {loss:.4f} nats/digit\n")
+def write_readings(
+    stream: TextIO, loss: float, readings: dict[str, Readings], unit: str = "digit"
+) -> None:
+    stream.write(f"  loss {loss:.4f} nats/{unit}\n")
     for name, reading in readings.items():
         metrics = reading.metrics()
         stream.write(

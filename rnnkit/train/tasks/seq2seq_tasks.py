@@ -212,9 +212,14 @@ def exact_matches(tokens: Tensor, targets: Tensor) -> Tensor:
     return (tokens == targets).all(dim=1)
 
 
-def decode(model: Seq2Seq, batch: Batch, beam: DecodingConfig | None = None) -> Tensor:
-    """Greedy (or, with ``beam``, beam search) outputs ``(B, L)`` of a batch."""
-    max_length = batch.source.shape[1] + 2  # covers the reversal and the sum, plus eos
+def decode(
+    model: Seq2Seq, batch: Batch, beam: DecodingConfig | None = None, max_length: int | None = None
+) -> Tensor:
+    """Greedy (or, with ``beam``, beam search) outputs ``(B, L)`` of a batch, at most
+    ``max_length`` tokens (default: the source's length + 2, which covers the reversal and the
+    sum, plus eos)."""
+    if max_length is None:
+        max_length = batch.source.shape[1] + 2
     if beam is None:
         return model.greedy(batch.source, batch.source_lengths, BOS, EOS, max_length).tokens
     result = model.beam_search(
@@ -309,12 +314,8 @@ def plot_attention(task: Seq2SeqTask, run_dir: Path) -> Path | None:
         return None
     examples = task.validation[0].examples[:20]
     longest = max(examples, key=lambda example: len(example[0]))
-    batch = make_batch([longest], task.vocabulary)
     task.model.eval()
-    predicted = decode(task.model, batch)[0]
-    predicted = predicted[: int((predicted != PAD).sum())]  # up to eos (or max_length)
-    target_input = torch.cat([torch.tensor([BOS]), predicted[:-1]]).unsqueeze(0)
-    weights = task.model(batch.source, batch.source_lengths, target_input).attention[0]
+    predicted, weights = greedy_attention(task.model, make_batch([longest], task.vocabulary))
     symbols = task.vocabulary.symbols
     return plot_attention_weights(
         weights,
@@ -323,6 +324,20 @@ def plot_attention(task: Seq2SeqTask, run_dir: Path) -> Path | None:
         f"{task.problem}: attention",
         run_dir / "attention.png",
     )
+
+
+@torch.no_grad()
+def greedy_attention(
+    model: Seq2Seq, batch: Batch, max_length: int | None = None
+) -> tuple[Tensor, Tensor]:
+    """The greedy prediction ``(L,)`` of a one-example batch (up to eos or ``max_length``) and
+    the attention weights ``(L, S)`` while the model decodes it; the model must attend."""
+    predicted = decode(model, batch, max_length=max_length)[0]
+    predicted = predicted[: int((predicted != PAD).sum())]  # up to eos (or max_length)
+    target_input = torch.cat([torch.tensor([BOS]), predicted[:-1]]).unsqueeze(0)
+    attention = model(batch.source, batch.source_lengths, target_input).attention
+    assert attention is not None  # callers check model.attention
+    return predicted, attention[0]
 
 
 def format_test(config: ReverseConfig | AddConfig, metrics: dict[str, float], step: int) -> str:
