@@ -70,10 +70,10 @@ def test_ts_missing_values_by_policy(tmp_path):
     refused(load_ts, path, "line 11", "missing value at step 2, feature 1 (2 in this sequence)")
     interpolated = load_ts(path, missing="interpolate")
     assert_array_equal(interpolated.values[0][:, 0], [1, 2, 3, 3])  # the end takes the last
-    assert interpolated.report.skipped == {"missing values interpolated": 2}
+    assert interpolated.report.filled == {"missing values interpolated": 2}
     zero = load_ts(path, missing="zero")
     assert_array_equal(zero.values[0][:, 0], [1, 0, 3, 0])
-    assert "skipped 2 (missing values set to zero)" in zero.report.summary()
+    assert "filled 2 (missing values set to zero)" in zero.report.summary()
     empty = write(tmp_path, "e.ts", TS_HEADER + "?,?:1,2:up\n")
     refused(load_ts, empty, "line 11", "feature 1 has no value", missing="interpolate")
 
@@ -156,7 +156,7 @@ def test_wide_csv_rows_end_early_at_trailing_empty_cells(tmp_path):
     assert data.labels == ["a", "b", "a"]
     assert data.locations == ["line 2", "line 3", "line 5"]
     assert [list(values[:, 0]) for values in data.values] == [[1, 2, 3], [4, 5], [6, 6.5, 7]]
-    assert data.report.skipped == {"missing values interpolated": 1}
+    assert data.report.filled == {"missing values interpolated": 1}
     refused(load_csv, path, "line 5", "missing value at step 2")
 
 

@@ -74,7 +74,7 @@ def test_missing_values_interpolated_and_counted(tmp_path):
     text = "time,a\n1,2\n2,\n3,NA\n4,8\n"
     loaded = load(write(tmp_path, text), missing="interpolate")
     assert loaded.series[0].values.tolist() == [2.0, 4.0, 6.0, 8.0]
-    assert "skipped 2 (missing values interpolated (kept))" in loaded.report.summary()
+    assert "filled 2 (missing values interpolated)" in loaded.report.summary()
     long = "series,time,value\na,1,?\na,2,3\na,3,nan\n"
     assert load(write(tmp_path, long), missing="interpolate").series[0].values.tolist() == [3.0] * 3
 

@@ -21,18 +21,25 @@ class DataFileError(ValueError):
 
 @dataclass
 class LoadReport:
-    """What a loader read and what it skipped by policy, each skip counted with its reason."""
+    """What a loader read, what it skipped and what values it filled in by policy, each
+    counted with its reason."""
 
     path: Path
     read: int = 0
     skipped: dict[str, int] = field(default_factory=dict)
+    filled: dict[str, int] = field(default_factory=dict)
 
     def skip(self, reason: str, count: int = 1) -> None:
         self.skipped[reason] = self.skipped.get(reason, 0) + count
+
+    def fill(self, reason: str, count: int = 1) -> None:
+        self.filled[reason] = self.filled.get(reason, 0) + count
 
     def summary(self) -> str:
         """``data/train.ts: 120 sequences read`` plus ``; skipped 3 (empty series)``."""
         text = f"{self.path}: {self.read} read"
         for reason, count in self.skipped.items():
             text += f"; skipped {count} ({reason})"
+        for reason, count in self.filled.items():
+            text += f"; filled {count} ({reason})"
         return text

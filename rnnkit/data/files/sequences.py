@@ -101,7 +101,7 @@ def fill_missing(
     filled = values.copy()
     if missing == "zero":
         filled[gaps] = 0.0
-        report.skip("missing values set to zero", count)
+        report.fill("missing values set to zero", count)
         return filled
     steps = np.arange(len(values))
     for feature in range(values.shape[1]):
@@ -113,5 +113,5 @@ def fill_missing(
                 where=where,
             )
         filled[:, feature] = np.interp(steps, steps[known], values[known, feature])
-    report.skip("missing values interpolated", count)
+    report.fill("missing values interpolated", count)
     return filled

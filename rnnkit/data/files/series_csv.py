@@ -264,7 +264,7 @@ def _parse_series(
         report.skip("series with missing values")
         return None
     if missing:
-        report.skip("missing values interpolated (kept)", missing)
+        report.fill("missing values interpolated", missing)
     values = torch.zeros(len(names), len(table), dtype=torch.float64)
     for index, column_values in enumerate(zip(*table, strict=True)):
         filled = _interpolate(path, column, names[index], list(column_values))
