@@ -13,7 +13,8 @@ from rnnkit import cli
 from rnnkit.data.files import DataFileError
 from rnnkit.decoding.metrics import edit_distance
 from rnnkit.train.tasks import TASKS
-from rnnkit.train.tasks.seq2seq_files import Seq2SeqFilesTask, evaluate_file
+from rnnkit.train.tasks.seq2seq_files import evaluate_file
+from rnnkit.train.tasks.seq2seq_files_task import Seq2SeqFilesTask
 from rnnkit.train.tasks.supervised import load_run
 from rnnkit.train.trainer import Trainer
 

@@ -13,7 +13,6 @@ on the remaining training sequences only.
 
 from __future__ import annotations
 
-import csv
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,6 +27,7 @@ from rnnkit.data.files.npz_sequences import load_npz
 from rnnkit.data.files.sequences import MISSING_POLICIES, LabelledSequences
 from rnnkit.data.files.ts_format import load_ts
 from rnnkit.models.recurrent_config import check_range
+from rnnkit.train.tasks.file_tasks import write_table
 
 SUFFIXES = (".ts", ".csv", ".tsv", ".npz")
 ANNOTATED_CLASSES = 20
@@ -239,10 +239,9 @@ def plot_confusion(scored: Scored, classes: list[str], path: Path, title: str) -
 
 def write_predictions(path: Path, classes: list[str], probabilities: Tensor) -> None:
     """``index, predicted, probability_<class>...`` rows (CSV, or TSV for a ``.tsv`` path)."""
-    delimiter = "\t" if path.suffix == ".tsv" else ","
-    with path.open("w", encoding="utf-8", newline="") as handle:
-        writer = csv.writer(handle, delimiter=delimiter)
-        writer.writerow(["index", "predicted", *(f"probability_{name}" for name in classes)])
-        for index, row in enumerate(probabilities.tolist()):
-            predicted = classes[int(np.argmax(row))]
-            writer.writerow([index, predicted, *(f"{value:.6g}" for value in row)])
+    header = ["index", "predicted", *(f"probability_{name}" for name in classes)]
+    rows = (
+        [index, classes[int(np.argmax(row))], *(f"{value:.6g}" for value in row)]
+        for index, row in enumerate(probabilities.tolist())
+    )
+    write_table(path, header, rows)

@@ -19,7 +19,6 @@ FILE --output forecast.csv`` forecasts the ``horizon`` steps after the end of ea
 
 from __future__ import annotations
 
-import csv
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
@@ -35,6 +34,7 @@ from rnnkit.train.optimization import OptimizerConfig
 from rnnkit.train.task import FitResult
 from rnnkit.train.tasks import supervised
 from rnnkit.train.tasks.definition import TaskDefinition
+from rnnkit.train.tasks.file_tasks import write_table
 from rnnkit.train.tasks.forecast_data import (
     ForecastDataConfig,
     Holdout,
@@ -251,17 +251,12 @@ def predict_file(run_dir: Path, data_path: Path, output_path: Path, stream: Text
     series_file, prepared = _load_file(data, data_path, data.context, f"context {data.context}", 0)
     stream.write(series_file.report.summary() + "\n")
     scaled = forecast(trained.model, prepared, 0, data.context)
-    delimiter = "\t" if output_path.suffix == ".tsv" else ","
-    rows = 0
-    with output_path.open("w", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle, delimiter=delimiter)
-        writer.writerow(["series", "step_ahead", "timestamp", "forecast"])
-        for item, row in zip(prepared, scaled, strict=True):
-            times = future_timestamps(item.series.timestamps, data.horizon)
-            for ahead, (time, value) in enumerate(zip(times, item.unscale(row), strict=True)):
-                writer.writerow([item.series.name, ahead + 1, time, repr(float(value))])
-                rows += 1
-    return rows
+    rows = []
+    for item, row in zip(prepared, scaled, strict=True):
+        times = future_timestamps(item.series.timestamps, data.horizon)
+        for ahead, (time, value) in enumerate(zip(times, item.unscale(row), strict=True)):
+            rows.append([item.series.name, ahead + 1, time, repr(float(value))])
+    return write_table(output_path, ["series", "step_ahead", "timestamp", "forecast"], rows)
 
 
 def next_steps(run_dir: Path) -> str:
