@@ -4,7 +4,7 @@
                         [--resume RUN] [--run-dir DIR [--overwrite]] [--print-config]
                         [--KEY=VALUE ...]
     rnnkit sample RUN [--prompt TEXT] [--length N] [--temperature T] [--top-k K] [--seed N]
-    rnnkit eval RUN [--data PATH] [--split validation|train] [--json]
+    rnnkit eval RUN [--data PATH] [--split validation|train] [--json] [--depth-schedule SPEC]
     rnnkit predict RUN --data FILE --output FILE
     rnnkit bench ...
 
@@ -112,6 +112,13 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--split", choices=("validation", "train"), default="validation")
     evaluate.add_argument(
         "--json", action="store_true", help="print one JSON object: the task and its metrics"
+    )
+    evaluate.add_argument(
+        "--depth-schedule",
+        default=None,
+        metavar="SPEC",
+        help="benchmark tasks: run the trained blocks in this order, e.g. 0,1,1,2 or 0-3x2 "
+        "(skip, repeat, reorder; rnnkit/models/depth/schedule.py)",
     )
     evaluate.set_defaults(handler=run_eval)
     predict = commands.add_parser(
@@ -347,7 +354,9 @@ def run_eval(options: argparse.Namespace, extra: list[str]) -> int:
     definition = get_task(str(task_name))
     # With --json the task's text goes to stderr, so stdout is exactly one JSON object.
     stream = sys.stderr if options.json else sys.stdout
-    if definition.name == charlm.NAME:
+    if options.depth_schedule is not None:
+        metrics = evaluate_scheduled(options, definition, stream)
+    elif definition.name == charlm.NAME:
         metrics = charlm.evaluate_run(options.run, stream, options.data, options.split)
     elif options.split != "validation":
         raise ValueError(f"--split is for charlm runs; {options.run} is a {task_name} run")
@@ -363,6 +372,39 @@ def run_eval(options: argparse.Namespace, extra: list[str]) -> int:
     if options.json:
         print(json.dumps(eval_document(definition.name, options, document, metrics)))
     return 0
+
+
+def evaluate_scheduled(
+    options: argparse.Namespace, definition: TaskDefinition, stream: Any
+) -> dict[str, float]:
+    """``eval --depth-schedule``: a benchmark task's test metrics with its blocks scheduled."""
+    from rnnkit.models.depth.schedule import apply_schedule, format_schedule, parse_schedule
+    from rnnkit.train.tasks import supervised
+    from rnnkit.train.tasks.benchmark_task import BenchmarkTask, format_metrics
+    from rnnkit.train.threads import threads_restored
+
+    if options.data is not None or options.split != "validation":
+        raise ValueError(
+            "--depth-schedule: expected no --data and no --split (it scores the run's test set)"
+        )
+    with threads_restored():
+        _, task, step = supervised.load_run(
+            options.run, definition.name, definition.config_type, definition.build
+        )
+        if not isinstance(task, BenchmarkTask):
+            raise ValueError(
+                "--depth-schedule: expected a run of a benchmark task (a sequence model), "
+                f"got a {definition.name} run"
+            )
+        schedule = parse_schedule(options.depth_schedule, len(task.model.blocks))
+        apply_schedule(task.model, schedule)
+        metrics = task.evaluate_stream(supervised.TEST_STREAM)
+        metrics["scheduled_blocks"] = float(len(schedule))
+    stream.write(
+        f"{definition.name} test set (model at step {step}, depth schedule "
+        f"{format_schedule(schedule)}): {format_metrics(metrics)}\n"
+    )
+    return metrics
 
 
 def run_predict(options: argparse.Namespace, extra: list[str]) -> int:

@@ -8,7 +8,9 @@
 
 A recurrent mixer is ``recurrent.build(D)`` (any registered cell, any strategy), followed by a
 linear map to D only when its output size differs from D. The attention mixer is
-``CausalSelfAttention`` (rotary positions). ``mixer="attention"`` puts attention in every block;
+``CausalSelfAttention`` (rotary positions; a sliding window of ``attention_window`` positions
+when set). ``mixer="titans_mag"`` is Titans' memory as a gate (``titans_mag.py``): the attention
+gated by a memory branch, ``recurrent`` with the titans cell. ``mixer="attention"`` puts attention in every block;
 ``attention_every=k`` makes every k-th block (the k-th, 2k-th, ...) attention and the others the
 recurrent cell, a hybrid.
 
@@ -16,6 +18,10 @@ The state is a tuple of one entry per block: the ``Recurrent``'s tuple of per-la
 the attention's ``KVCache``. Padding is on the right (``lengths``): the recurrent layers take the
 lengths, and causal attention needs no mask for the real positions. After a forward with lengths
 the KV caches hold all T positions, so continue decoding from a state only for equal lengths.
+
+With ``depth.recursion`` set (``--model.depth.recursion=universal``: a Universal Transformer
+with ACT), a depth recursion of ``rnnkit.models.depth`` runs the blocks in depth and owns the
+state; its loss term (``auxiliary_loss``, ACT's ponder cost) goes into the task loss.
 """
 
 from __future__ import annotations
@@ -28,9 +34,11 @@ from torch import Tensor, nn
 
 from rnnkit.cells import CELLS, State
 from rnnkit.models.causal_attention import CausalSelfAttention, KVCache
+from rnnkit.models.depth import DepthConfig, DepthRecursion, build_depth
 from rnnkit.models.recurrent_config import RecurrentConfig
+from rnnkit.models.titans_mag import MEMORY_CELL, TitansGatedAttention
 
-MIXERS = ("recurrent", "attention")
+MIXERS = ("recurrent", "attention", "titans_mag")
 BlockState = tuple[State, ...] | KVCache
 
 
@@ -61,10 +69,16 @@ class SequenceModelConfig:
     """Heads of the attention mixer."""
     rotary_base: float = 10000.0
     """Base of the rotary position frequencies of attention."""
+    attention_window: int = 0
+    """Positions each attention position attends to, itself included (0: all earlier ones):
+    sliding-window attention, in attention blocks and in ``titans_mag``'s attention branch."""
     mlp_expansion: int = 4
     """Hidden features of each block's MLP, as a multiple of ``model_size``."""
     dropout: float = 0.0
     """Dropout on the mixer and MLP outputs before they are added to the stream."""
+    depth: DepthConfig = field(default_factory=DepthConfig)
+    """Recurrence in depth over the blocks: ``--model.depth.recursion=universal`` runs them as
+    one shared unit up to ``depth.max_steps`` times with ACT (``rnnkit.models.depth``)."""
 
     @staticmethod
     def prepare_data(data: dict[str, Any]) -> dict[str, Any]:
@@ -72,6 +86,8 @@ class SequenceModelConfig:
         checks its options (``--model.cell=mingru --model.recurrent.options.X=...`` are then
         checked against minGRU, not the default cell)."""
         mixer = data.get("mixer")
+        if mixer == "titans_mag" and isinstance(data.get("recurrent"), dict | None):
+            data["recurrent"] = {**(data.get("recurrent") or {}), "cell": MEMORY_CELL}
         if isinstance(mixer, str) and mixer not in MIXERS and mixer in CELLS:
             recurrent = data.get("recurrent")
             if recurrent is None or isinstance(recurrent, dict):
@@ -92,8 +108,12 @@ class SequenceModelConfig:
                 )
             self.recurrent = replace(self.recurrent, cell=self.mixer)
             self.mixer = "recurrent"
+        if self.mixer == "titans_mag" and self.recurrent.cell != MEMORY_CELL:
+            self.recurrent = replace(self.recurrent, cell=MEMORY_CELL)  # its memory branch
         if self.attention_every < 0:
             raise ValueError(f"attention_every: expected 0 or more, got {self.attention_every}")
+        if self.attention_window < 0:
+            raise ValueError(f"attention_window: expected 0 or more, got {self.attention_window}")
         if self.mixer == "attention" and self.attention_every:
             raise ValueError(
                 "attention_every: expected 0 with mixer='attention' (every block is attention), "
@@ -114,18 +134,20 @@ class SequenceModelConfig:
             raise ValueError(f"rotary_base: expected more than 1, got {self.rotary_base}")
 
     def block_mixers(self) -> list[str]:
-        """The mixer of each block: ``attention`` or the recurrent cell's name."""
+        """The mixer of each block: ``attention``, ``titans_mag`` or the recurrent cell's name."""
         return [
             "attention"
             if self.mixer == "attention"
             or (self.attention_every and (block + 1) % self.attention_every == 0)
-            else self.recurrent.cell
+            else ("titans_mag" if self.mixer == "titans_mag" else self.recurrent.cell)
             for block in range(self.num_blocks)
         ]
 
     def uses_attention(self) -> bool:
-        """Whether any block is attention."""
-        return self.mixer == "attention" or 0 < self.attention_every <= self.num_blocks
+        """Whether any block is attention or has an attention branch."""
+        return self.mixer in ("attention", "titans_mag") or (
+            0 < self.attention_every <= self.num_blocks
+        )
 
 
 class RecurrentMixer(nn.Module):
@@ -166,11 +188,14 @@ class Block(nn.Module):
         super().__init__()
         size = config.model_size
         self.mixer_name = mixer
-        self.mixer: RecurrentMixer | CausalSelfAttention = (
-            CausalSelfAttention(size, config.num_heads, config.rotary_base)
-            if mixer == "attention"
-            else RecurrentMixer(config.recurrent, size)
-        )
+        heads, base, window = config.num_heads, config.rotary_base, config.attention_window
+        self.mixer: RecurrentMixer | CausalSelfAttention | TitansGatedAttention
+        if mixer == "attention":
+            self.mixer = CausalSelfAttention(size, heads, base, window)
+        elif mixer == "titans_mag":
+            self.mixer = TitansGatedAttention(config.recurrent, size, heads, base, window)
+        else:
+            self.mixer = RecurrentMixer(config.recurrent, size)
         self.mixer_norm = nn.LayerNorm(size)
         self.mlp_norm = nn.LayerNorm(size)
         hidden = config.mlp_expansion * size
@@ -202,9 +227,11 @@ class Block(nn.Module):
 
     def state_size_per_token(self) -> int:
         """Recurrent: floats of state (per sequence, any length); attention: KV floats per
-        token (2 D)."""
+        token (2 D); titans_mag: both, summed."""
         if isinstance(self.mixer, CausalSelfAttention):
             return 2 * self.mixer.model_size
+        if isinstance(self.mixer, TitansGatedAttention):
+            return 2 * self.mixer.attention.model_size + self.mixer.state_size()
         return self.mixer.state_size()
 
 
@@ -253,6 +280,9 @@ class SequenceModel(nn.Module):
         self.blocks = nn.ModuleList(Block(config, mixer) for mixer in config.block_mixers())
         self.final_norm = nn.LayerNorm(config.model_size)
         self.head = nn.Linear(config.model_size, output_size)
+        self.depth: DepthRecursion | None = build_depth(
+            config.depth, config.model_size, self.block_list()
+        )
 
     def forward(
         self,
@@ -262,6 +292,10 @@ class SequenceModel(nn.Module):
     ) -> tuple[Tensor, tuple[BlockState, ...]]:
         """``(B, T)`` ids or ``(B, T, input_size)`` -> ``(B, T, output_size)`` and the state of
         every block; ``lengths (B,)`` for right-padded batches."""
+        if self.depth is not None:  # the blocks as one unit in depth; its own state
+            embedded = self.embedding(inputs)  # (B, T, D)
+            hidden, depth_state = self.depth(self.block_list(), embedded, state, lengths)
+            return self.head(self.final_norm(hidden)), depth_state
         self._check_state(state)
         hidden = self.embedding(inputs)  # (B, T, D)
         new_states = []
@@ -275,6 +309,9 @@ class SequenceModel(nn.Module):
     ) -> tuple[Tensor, tuple[BlockState, ...]]:
         """One position per row: ``(B,)`` ids or ``(B, input_size)`` -> ``(B, output_size)``
         and the new state; ``state=None`` starts the sequences."""
+        if self.depth is not None:
+            hidden, depth_state = self.depth.step(self.block_list(), self.embedding(inputs), state)
+            return self.head(self.final_norm(hidden)), depth_state
         self._check_state(state)
         hidden = self.embedding(inputs)  # (B, D)
         new_states = []
@@ -286,6 +323,21 @@ class SequenceModel(nn.Module):
     def parameter_count(self) -> int:
         """Trainable parameters, shared ones counted once."""
         return sum(parameter.numel() for parameter in self.parameters() if parameter.requires_grad)
+
+    def auxiliary_loss(self) -> Tensor | None:
+        """The depth recursion's term of the latest forward's loss (ACT's ``tau * ponder
+        cost``), to add to the task loss; None without one."""
+        return None if self.depth is None else self.depth.auxiliary_loss()
+
+    def depth_statistics(self) -> dict[str, float]:
+        """The depth recursion's metrics since ``reset_depth_statistics`` (mean ponder steps);
+        empty without one."""
+        return {} if self.depth is None else self.depth.statistics()
+
+    def reset_depth_statistics(self) -> None:
+        """Start counting ``depth_statistics`` afresh."""
+        if self.depth is not None:
+            self.depth.reset_statistics()
 
     def state_size_per_token(self) -> list[int]:
         """Per block: floats of recurrent state per sequence (a recurrent mixer, whatever the

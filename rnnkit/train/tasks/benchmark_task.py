@@ -183,16 +183,19 @@ class BenchmarkTask(supervised.NoCarriedTensors):
     def train_loss(self, step: int) -> tuple[Tensor, int]:
         generator = supervised.batch_generator(self.config.seed, step)
         batch = self.problem.train_batch(self.config.trainer.batch_size, generator)
-        return self.problem.loss(self.model, batch)
+        loss, count = self.problem.loss(self.model, batch)
+        auxiliary = self.model.auxiliary_loss()  # depth recursion: ACT's ponder cost, ...
+        return (loss if auxiliary is None else loss + auxiliary), count
 
     def evaluate(self) -> dict[str, float]:
         return self.evaluate_stream(supervised.VALIDATION_STREAM)
 
     def evaluate_stream(self, stream: int) -> dict[str, float]:
         """The problem's metrics on ``stream``'s held-out set, with the model's sizes."""
+        self.model.reset_depth_statistics()
         with torch.no_grad():
             metrics = self.problem.evaluate(self.model, stream)
-        return {**metrics, **model_sizes(self.model)}
+        return {**metrics, **self.model.depth_statistics(), **model_sizes(self.model)}
 
     def metadata(self) -> dict[str, Any]:
         return {}
@@ -204,6 +207,12 @@ class BenchmarkTask(supervised.NoCarriedTensors):
         strategy = (
             "" if self.config.model.mixer == "attention" else (f", strategy {recurrent.strategy}")
         )
+        depth = self.config.model.depth
+        if depth.recursion == "universal":
+            halting = f"ACT, ponder weight {depth.ponder_weight:g}" if depth.act else "no ACT"
+            strategy += f"; depth universal, up to {depth.max_steps} steps ({halting})"
+        elif depth.recursion != "none":
+            strategy += f"; depth {depth.recursion}, max_steps {depth.max_steps}"
         return (
             f"data: {self.problem.describe()}\n"
             f"model: {int(sizes['parameter_count']):,} parameters; blocks {mixers}{strategy}; "
