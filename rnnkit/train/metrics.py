@@ -29,10 +29,11 @@ SHOWN_METRICS = 8
 """An evaluation line shows the loss and at most this many more metrics (metrics.jsonl has all)."""
 
 
-def format_evaluation(evaluation: dict[str, float]) -> str:
-    """``loss 1.2345 nats | bpc 1.7810 | accuracy 0.9812``: the loss and the first
-    ``SHOWN_METRICS`` other metrics of an evaluation, then how many more metrics.jsonl holds."""
-    parts = [f"loss {evaluation['loss']:.4f} nats"]
+def format_evaluation(evaluation: dict[str, float], loss_unit: str = "nats") -> str:
+    """``loss 1.2345 nats | bpc 1.7810 | accuracy 0.9812``: the loss in ``loss_unit`` and the
+    first ``SHOWN_METRICS`` other metrics of an evaluation, then how many more metrics.jsonl
+    holds."""
+    parts = [f"loss {evaluation['loss']:.4f} {loss_unit}"]
     others = [(name, value) for name, value in evaluation.items() if name != "loss"]
     for name, value in others[:SHOWN_METRICS]:
         parts.append(f"{name} {value:,}" if isinstance(value, int) else f"{name} {value:.4f}")

@@ -12,6 +12,8 @@ class TrainingTask(Protocol):
     """What a task gives the trainer."""
 
     unit: str  # what a loss is averaged over, for throughput ("char")
+    # A task whose loss is not a cross-entropy in nats names its unit in an attribute
+    # ``loss_unit`` ("scaled MSE"); the trainer's progress lines print it.
 
     @property
     def model(self) -> nn.Module:

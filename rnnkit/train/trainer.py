@@ -199,7 +199,10 @@ class Trainer:
         if not_finite:  # a checkpoint is kept as good only when its losses are finite
             self._diverged(f"the validation {not_finite} is not finite", self.step)
         self.metrics.append({"kind": "validation", **self._clocks(), **evaluation})
-        self.progress.write(f"step {self.step} | validation " + format_evaluation(evaluation))
+        loss_unit = getattr(self.task, "loss_unit", "nats")  # see TrainingTask
+        self.progress.write(
+            f"step {self.step} | validation " + format_evaluation(evaluation, loss_unit)
+        )
         self.save()
         return evaluation
 

@@ -16,7 +16,13 @@ from rnnkit.models.forecaster import Forecaster, ForecasterConfig
 from rnnkit.models.recurrent_config import RecurrentConfig
 from rnnkit.train import forecast_metrics
 from rnnkit.train.metrics import read_metrics
-from rnnkit.train.tasks.forecast_data import draw_windows, prepare, training_windows
+from rnnkit.train.tasks.forecast_data import (
+    draw_windows,
+    prepare,
+    resolve_season,
+    seasonal_period,
+    training_windows,
+)
 from rnnkit.train.trainer import Trainer
 
 CONTEXT, HORIZON, LENGTH = 6, 3, 24
@@ -232,3 +238,31 @@ def test_files_that_do_not_match_the_run_are_refused(tmp_path, capsys):
     write_long(data, names=("a", "c"))  # the run's own file, changed after training
     assert cli.main(["eval", str(run)]) == 1
     assert "the series differ from those the run was trained on" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("timestamps", "season"),
+    [
+        (["1959-11", "1959-12"], 12),
+        (["1959-10", "1960-01"], 4),
+        (["2020-01-31", "2020-02-29"], 1),  # not the same day of the month: 29 days, no season
+        (["2020-01-15", "2020-02-15"], 12),
+        (["2020-03-01", "2020-03-08"], 52),
+        (["2020-03-01", "2020-03-02"], 7),
+        (["2020-03-01T10:00", "2020-03-01T11:00"], 24),
+        (["2020-03-01T10:00", "2020-03-01T10:15"], 1),
+        (["1", "2"], 1),
+        (["a", "b"], 1),
+        (None, 1),
+    ],
+)
+def test_the_season_follows_the_step_of_the_timestamps(timestamps, season):
+    assert seasonal_period(timestamps) == season
+
+
+def test_a_set_season_wins_and_an_inferred_one_must_fit_the_context():
+    monthly = Series("a", torch.zeros(3), torch.zeros(3, 0), ["2000-01", "2000-02", "2000-03"])
+    assert resolve_season(3, [monthly], 32) == (3, "data.season")
+    assert resolve_season(0, [monthly], 32) == (12, "the timestamps")
+    season, why = resolve_season(0, [monthly], 6)
+    assert season == 1 and "longer than context 6" in why

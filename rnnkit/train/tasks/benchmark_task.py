@@ -173,6 +173,7 @@ class BenchmarkTask(supervised.NoCarriedTensors):
     def __init__(self, config: Any, problem: Problem) -> None:
         self.config, self.problem = config, problem
         self.unit = problem.unit
+        self.loss_unit: str = getattr(problem, "loss_unit", "nats")
         self.model: SequenceModel = build_sequence_model(
             config.model,
             vocabulary_size=problem.vocabulary_size,

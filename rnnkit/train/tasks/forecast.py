@@ -11,10 +11,11 @@ model (``rnnkit.models.forecaster``) decodes ``direct`` or ``autoregressive``
 
 Validation forecasts the validation window of every series, the report and ``rnnkit eval RUN``
 the test window; both give MAE, RMSE, sMAPE and MASE (``rnnkit.train.forecast_metrics``) beside
-the seasonal-naive (``data.season``) and last-value baselines on the same windows, and the
-report draws ``forecasts.png``. ``rnnkit eval RUN --data FILE`` scores the last ``horizon``
-steps of each series of FILE (scaled on the steps before them); ``rnnkit predict RUN --data
-FILE --output forecast.csv`` forecasts the ``horizon`` steps after the end of each series.
+the seasonal-naive (season ``data.season``, by default read from the timestamps' step) and
+last-value baselines on the same windows, and the report draws ``forecasts.png``. ``rnnkit
+eval RUN --data FILE`` scores the last ``horizon`` steps of each series of FILE (scaled on the
+steps before them); ``rnnkit predict RUN --data FILE --output forecast.csv`` forecasts the
+``horizon`` steps after the end of each series.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ from rnnkit.train.tasks.forecast_data import (
     future_timestamps,
     holdout,
     prepare,
+    resolve_season,
     training_windows,
 )
 from rnnkit.train.threads import restoring_threads
@@ -78,6 +80,7 @@ class ForecastTask(supervised.NoCarriedTensors):
     """The ``TrainingTask``: mean squared error of the scaled forecasts, per value."""
 
     unit = "value"
+    loss_unit = "(scaled MSE)"
 
     def __init__(self, config: ForecastConfig, metadata: dict[str, Any] | None = None) -> None:
         self.config, self.data = config, config.data
@@ -99,6 +102,7 @@ class ForecastTask(supervised.NoCarriedTensors):
             for series in self.file.series
         ]
         self.windows = training_windows(self.prepared, context, horizon)
+        self.season, self.season_source = resolve_season(data.season, self.file.series, context)
         self.model = Forecaster(config.model, 1 + len(self.file.covariate_names), horizon)
 
     def train_loss(self, step: int) -> tuple[Tensor, int]:
@@ -121,7 +125,7 @@ class ForecastTask(supervised.NoCarriedTensors):
 
     def evaluate(self) -> dict[str, float]:
         window = self.holdout("validation")
-        results = window.results(self.data.season)
+        results = window.results(self.season)
         metrics = forecast_metrics.flat_metrics(results)
         return {
             "loss": window.loss,
@@ -137,7 +141,8 @@ class ForecastTask(supervised.NoCarriedTensors):
         return (
             f"data: {self.file.report.summary()}; {len(self.windows)} training windows of "
             f"context {data.context} + horizon {data.horizon}; covariates: {covariates}; "
-            f"scaling {data.scaling}\nmodel: {model.recurrent.num_layers} x "
+            f"scaling {data.scaling}; season {self.season} ({self.season_source})\n"
+            f"model: {model.recurrent.num_layers} x "
             f"{model.recurrent.cell} (hidden {model.recurrent.hidden_size}), {model.decoding} "
             f"decoding, instance norm {'on' if model.instance_norm else 'off'}, "
             f"{self.model.parameter_count():,} parameters\n"
@@ -160,11 +165,11 @@ def write_results(stream: TextIO, title: str, window: Holdout, season: int) -> d
     return {"loss": window.loss, **forecast_metrics.flat_metrics(results)}
 
 
-def plot(run_dir: Path, window: Holdout, config: ForecastDataConfig) -> None:
+def plot(run_dir: Path, window: Holdout, config: ForecastDataConfig, season: int) -> None:
     count = min(config.plot_series, len(window.names))
     if count == 0:
         return
-    baselines = forecast_metrics.baselines(window.histories[:count], config.horizon, config.season)
+    baselines = forecast_metrics.baselines(window.histories[:count], config.horizon, season)
     forecast_metrics.plot_forecasts(
         run_dir / forecast_metrics.PLOT_FILE,
         window.names[:count],
@@ -186,16 +191,16 @@ def report(task: ForecastTask, result: FitResult, stream: TextIO, run_dir: Path)
         )
     window = task.holdout("test")
     write_results(
-        stream, "test windows (the last horizon steps of each series)", window, task.data.season
+        stream, "test windows (the last horizon steps of each series)", window, task.season
     )
-    plot(run_dir, window, task.data)
+    plot(run_dir, window, task.data, task.season)
 
 
 @restoring_threads
 def evaluate_run(run_dir: Path, stream: TextIO) -> dict[str, float]:
     config, task, step = supervised.load_run(run_dir, NAME, ForecastConfig, build)
     title = f"test windows of {config.data.path} (model at step {step})"
-    return write_results(stream, title, task.holdout("test"), config.data.season)
+    return write_results(stream, title, task.holdout("test"), task.season)
 
 
 @dataclass
@@ -239,7 +244,8 @@ def evaluate_file(run_dir: Path, data_path: Path, stream: TextIO) -> dict[str, f
     stream.write(series_file.report.summary() + "\n")
     window = holdout(trained.model, prepared, data.horizon, data.context)
     title = f"last {data.horizon} steps of each series of {data_path} (model at step {step})"
-    return write_results(stream, title, window, data.season)
+    season, _ = resolve_season(data.season, series_file.series, data.context)
+    return write_results(stream, title, window, season)
 
 
 @restoring_threads

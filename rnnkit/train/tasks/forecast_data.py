@@ -66,8 +66,10 @@ class ForecastDataConfig:
     """Steps the model reads before it forecasts."""
     horizon: int = 8
     """Steps forecast at once; also the size of the validation and test windows."""
-    season: int = 1
-    """Season length m of the seasonal-naive baseline and of MASE's scale (1: none)."""
+    season: int = 0
+    """Season length m of the seasonal-naive baseline and of MASE's scale; 0 (the default)
+    reads it from the timestamps' step (``seasonal_period``: months 12, quarters 4, weeks 52,
+    days 7, hours 24; 1, no season, without timestamps or with another step); 1: none."""
     scaling: str = "standard"
     """Per-series scaling: ``"standard"``, ``"mean_absolute"`` or ``"none"``."""
     plot_series: int = 4
@@ -78,8 +80,9 @@ class ForecastDataConfig:
         ranges.choice("missing", self.missing, MISSING_POLICIES)
         ranges.choice("short_series", self.short_series, SHORT_SERIES_POLICIES)
         ranges.choice("scaling", self.scaling, SCALINGS)
-        for name in ("context", "horizon", "season"):
+        for name in ("context", "horizon"):
             ranges.at_least(name, getattr(self, name), 1)
+        ranges.at_least("season", self.season, 0)
         ranges.at_least("plot_series", self.plot_series, 0)
         if self.season > self.context:
             raise ValueError(f"season ({self.season}) must not exceed context ({self.context})")
@@ -272,3 +275,41 @@ def _months(text: str) -> int:
 
 def _month_text(months: int) -> str:
     return f"{months // 12:04d}-{months % 12 + 1:02d}"
+
+
+# The season of a step between timestamps: (months, season) and (seconds, season).
+MONTHLY_SEASONS = {1: 12, 3: 4}
+TIMED_SEASONS = {7 * 86400: 52, 86400: 7, 3600: 24}
+
+
+def seasonal_period(timestamps: list[str] | None) -> int:
+    """The season length that a step between ``timestamps`` implies: 12 for monthly
+    (``YYYY-MM`` or dates a month apart), 4 for quarterly, 52 for weekly, 7 for daily and 24
+    for hourly steps; 1 when there are no timestamps, they are integers, or the step is
+    another one (the last two timestamps decide, as ``future_timestamps`` does)."""
+    if not timestamps or len(timestamps) < 2:
+        return 1
+    last, before = timestamps[-1], timestamps[-2]
+    if MONTH.match(last) and MONTH.match(before):
+        return MONTHLY_SEASONS.get(_months(last) - _months(before), 1)
+    try:
+        end = datetime.datetime.fromisoformat(last)
+        previous = datetime.datetime.fromisoformat(before)
+    except ValueError:
+        return 1
+    months = _months(end.strftime("%Y-%m")) - _months(previous.strftime("%Y-%m"))
+    if end.day == previous.day and months in MONTHLY_SEASONS and (end - previous).days >= 28:
+        return MONTHLY_SEASONS[months]
+    return TIMED_SEASONS.get(int((end - previous).total_seconds()), 1)
+
+
+def resolve_season(config_season: int, series: list[Series], context: int) -> tuple[int, str]:
+    """The season to score with and where it came from: ``config_season`` when set, else the
+    timestamps' (``seasonal_period`` of the first series), kept only when it fits in
+    ``context``."""
+    if config_season:
+        return config_season, "data.season"
+    inferred = seasonal_period(series[0].timestamps if series else None)
+    if inferred > context:
+        return 1, f"the timestamps imply {inferred}, longer than context {context}"
+    return inferred, "the timestamps" if inferred > 1 else "no seasonal timestamps"

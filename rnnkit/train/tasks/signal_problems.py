@@ -42,6 +42,7 @@ class AddingProblem:
     """The sum is read from the model's output at the last step."""
 
     unit = "sequence"
+    loss_unit = "(MSE)"
     vocabulary_size = None
     input_size: int | None = 2
     output_size = 1
