@@ -5,8 +5,9 @@ by those five, so a sweep started again with the same options finds its earlier 
 with ``result.json`` is finished and kept, a run with a checkpoint is resumed, anything else is
 (re)started.
 
-Mixers are named as ``--model.cell`` names them (``attention`` or a registered cell), with an
-optional strategy after a colon: ``paragru:newton``. Widths set the model's residual width and
+Mixers are named as ``--model.cell`` names them (``attention``, ``titans_mag`` or a registered
+cell), with an optional strategy after a colon: ``paragru:newton`` (``titans_mag``: its memory's
+strategy and titans options). Widths set the model's residual width and
 the recurrent hidden size together; with ``match="parameters"`` each mixer's width is instead the
 one whose parameter count is nearest the reference mixer's at the requested width.
 """
@@ -19,11 +20,13 @@ from typing import Any
 
 from rnnkit.cells import CELLS
 from rnnkit.models.recurrent_config import cell_option_types
+from rnnkit.models.titans_mag import MEMORY_CELL
 from rnnkit.train.config import ConfigError, apply_overrides
 from rnnkit.train.tasks import TASKS
 
 RESULT_FILE = "result.json"
 ATTENTION = "attention"
+TITANS_MAG = "titans_mag"
 HEAD_SIZE = 16
 """Attention heads are this wide (``num_heads = width // 16``, at least one)."""
 MATCHES = ("width", "parameters")
@@ -64,8 +67,11 @@ class Mixer:
     def overrides(self, width: int) -> list[tuple[str, str]]:
         """The task settings that make this mixer ``width`` wide."""
         settings = [("model.mixer", self.name), ("model.model_size", str(width))]
+        heads = ("model.num_heads", str(max(1, width // HEAD_SIZE)))
         if self.name == ATTENTION:
-            return [*settings, ("model.num_heads", str(max(1, width // HEAD_SIZE)))]
+            return [*settings, heads]
+        if self.name == TITANS_MAG:
+            settings.append(heads)
         settings.append(("model.recurrent.hidden_size", str(width)))
         if self.strategy is not None:
             settings.append(("model.recurrent.strategy", self.strategy))
@@ -79,11 +85,12 @@ def parse_mixer(text: str) -> Mixer:
     name is an error listing the known ones, an option the cell does not take one naming it."""
     spec, at, option_text = text.partition("@")
     name, _, strategy = spec.partition(":")
-    if name != ATTENTION and name not in CELLS:
+    if name not in (ATTENTION, TITANS_MAG) and name not in CELLS:
         raise ConfigError(
-            f"--mixers: expected attention or a registered cell ({', '.join(sorted(CELLS))}), "
-            f"got {name!r}"
+            f"--mixers: expected attention, titans_mag or a registered cell "
+            f"({', '.join(sorted(CELLS))}), got {name!r}"
         )
+    cell = MEMORY_CELL if name == TITANS_MAG else name
     if name == ATTENTION and (strategy or at):
         raise ConfigError(f"--mixers: attention takes no strategy or options, got {text!r}")
     options = []
@@ -91,10 +98,10 @@ def parse_mixer(text: str) -> Mixer:
         key, equals, value = item.partition("=")
         if not (equals and key and value):
             raise ConfigError(f"--mixers {text}: expected @KEY=VALUE,KEY=VALUE, got {item!r}")
-        if key not in cell_option_types(name):
+        if key not in cell_option_types(cell):
             raise ConfigError(
-                f"--mixers {text}: cell {name!r} takes no option {key!r}; it takes "
-                f"{', '.join(cell_option_types(name))}"
+                f"--mixers {text}: cell {cell!r} takes no option {key!r}; it takes "
+                f"{', '.join(cell_option_types(cell))}"
             )
         options.append((key, value))
     return Mixer(name, strategy or None, tuple(options))
@@ -156,7 +163,7 @@ def matched_width(
     ``target``; counts grow with width, so the search stops once they pass it."""
     best, best_gap = WIDTH_STEP, None
     for width in range(WIDTH_STEP, widest + 1, WIDTH_STEP):
-        if mixer.name == ATTENTION and width % (2 * max(1, width // HEAD_SIZE)):
+        if mixer.name in (ATTENTION, TITANS_MAG) and width % (2 * max(1, width // HEAD_SIZE)):
             continue
         count = parameter_count(task, [*base, *mixer.overrides(width)])
         gap = abs(count - target)

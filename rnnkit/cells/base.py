@@ -25,7 +25,8 @@ Strategies read only the capabilities a cell declares, all declared here with a 
   NotImplementedError naming the cell and the form. ``"chunkwise"`` (Titans) is the one form
   of a cell that keeps ``is_linear = False``: linear within each chunk of ``chunk_size`` steps
   given the chunk-start state, with ``chunk_initial``, ``chunk_final``, ``chunk_terms``,
-  ``chunk_gradients``, ``chunk_readout`` (shapes in ``rnnkit/strategies/chunkwise.py``);
+  ``chunk_shapes``, ``chunk_gradient_factors``, ``chunk_read`` (shapes in
+  ``rnnkit/strategies/chunkwise.py``);
 - ``virtual_steps``: delta form only, the delta-rule writes per input step (1; a DeltaProduct's
   ``num_householder``): ``delta_terms`` then returns ``T * virtual_steps`` steps (input step
   ``t``'s j-th write at ``t * virtual_steps + j - 1``) and ``matrix_readout`` gets the outputs
@@ -60,6 +61,7 @@ Strategies read only the capabilities a cell declares, all declared here with a 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -327,13 +329,20 @@ class Cell(nn.Module):
         """Chunkwise form: ``log eta, log rho, theta``, each ``(B, T, G)``."""
         raise self._missing_hook("chunkwise", "chunk_terms")
 
-    def chunk_gradients(self, reference: Tensor, projected: Tensor) -> Tensor:
-        """Chunkwise form: ``M_c (B, G, W)``, ``projected (B, C, P)`` -> ``(B, C, G, W)``."""
-        raise self._missing_hook("chunkwise", "chunk_gradients")
+    def chunk_shapes(self) -> list[tuple[int, int]]:
+        """Chunkwise form: ``(rows, columns)`` of each weight matrix of a group's memory."""
+        raise self._missing_hook("chunkwise", "chunk_shapes")
 
-    def chunk_readout(self, memories: Tensor, projected: Tensor) -> Tensor:
-        """Chunkwise form: ``memories (B, C, G, W)`` -> outputs ``(B, C, O)``."""
-        raise self._missing_hook("chunkwise", "chunk_readout")
+    def chunk_gradient_factors(
+        self, reference: list[Tensor], projected: Tensor
+    ) -> list[tuple[Tensor, Tensor]]:
+        """Chunkwise form: ``M_c``'s matrices ``(B, G, rows, columns)``, ``projected (B, C, P)``
+        -> each step's gradient as ``[(left (B, G, C, rows), right (B, G, C, columns))]``."""
+        raise self._missing_hook("chunkwise", "chunk_gradient_factors")
+
+    def chunk_read(self, multiply: Callable[[int, Tensor], Tensor], projected: Tensor) -> Tensor:
+        """Chunkwise form: outputs ``(B, C, O)`` from ``multiply(i, x) = M_t^i x_t``."""
+        raise self._missing_hook("chunkwise", "chunk_read")
 
     def extra_repr(self) -> str:
         return f"input_size={self.input_size}, hidden_size={self.hidden_size}"

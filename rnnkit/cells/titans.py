@@ -34,13 +34,16 @@ in progress and ``chunk_position (B, 1)`` the steps already taken in it (a step 
 kept relative to ``M_0`` so that the zero state, the one every strategy restarts from at a
 reset, is the fresh memory ``M_0`` at a chunk boundary; ``initial_state`` stays the zero state.
 The scan strategy runs the cell chunk by chunk (the ``"chunkwise"`` form, ``chunk_*`` hooks;
-``rnnkit/strategies/chunkwise.py``). Initialization: Xavier-uniform projections (gain
+``rnnkit/strategies/chunkwise.py``): each gradient is an outer product per weight matrix
+(``gradient_factors``), so a chunk's reads are masked matrix products (the dual form) and no
+step's memory is formed. Initialization: Xavier-uniform projections (gain
 2^-2.5, as deltanet.py), gate biases chosen here (not from the paper; ``GATE_BIASES``),
 memory weights N(0, 1 / fan_in).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import NamedTuple
 
 import torch
@@ -54,6 +57,8 @@ from rnnkit.cells.titans_memory import (
     ATTENTIONAL_BIASES,
     MemoryLayout,
     apply_memory,
+    gradient_factors,
+    memory_forward,
     memory_gradient,
 )
 
@@ -182,7 +187,11 @@ class TitansCell(Cell):
 
     def read_out(self, memory: Tensor, query: Tensor) -> Tensor:
         """``y`` from the memories ``(..., heads, W)`` read at ``q (..., heads, d)``."""
-        attended = apply_memory(memory, query, self.layout).flatten(-2)  # (..., H)
+        return self.project_output(apply_memory(memory, query, self.layout).flatten(-2))
+
+    def project_output(self, attended: Tensor) -> Tensor:
+        """``y = W_O o + b_O`` from the concatenated heads ``o (..., H)`` (``o`` itself with
+        ``output_projection=False``)."""
         if not self.output_projection:
             return attended
         return functional.linear(attended, self.weight_out, self.bias_out)
@@ -227,15 +236,44 @@ class TitansCell(Cell):
         momentum, rate, forget = projected.split(self.sizes, -1)[3:]
         return functional.logsigmoid(momentum), functional.logsigmoid(-forget), torch.sigmoid(rate)
 
-    def chunk_gradients(self, reference: Tensor, projected: Tensor) -> Tensor:
-        """Every step's gradient at the chunk-start memory ``reference (B, heads, W)``:
-        ``projected (B, C, P)`` -> ``(B, C, heads, W)``."""
-        _, key, value = self.terms(projected)[:3]  # (B, C, heads, d)
-        return self.gradient(reference.unsqueeze(1), key, value)
+    def chunk_shapes(self) -> list[tuple[int, int]]:
+        """``(rows, columns)`` of each weight matrix of a head's memory, in the flattened order."""
+        return self.layout.shapes
 
-    def chunk_readout(self, memories: Tensor, projected: Tensor) -> Tensor:
-        """``y (B, C, O)`` from every step's memory ``(B, C, heads, W)``."""
-        return self.read_out(memories, self.terms(projected)[0])
+    def chunk_gradient_factors(
+        self, reference: list[Tensor], projected: Tensor
+    ) -> list[tuple[Tensor, Tensor]]:
+        """Every step's gradient at the chunk-start memory, given as its weight matrices
+        ``(B, heads, rows, columns)``, as one outer product per matrix: ``projected (B, C, P)``
+        -> ``[(left (B, heads, C, rows), right (B, heads, C, columns))]``, scaled as
+        ``gradient`` scales."""
+        _, key, value = (term.transpose(1, 2) for term in self.terms(projected)[:3])
+        factors = gradient_factors(
+            lambda index, vectors: vectors @ reference[index].transpose(-1, -2),
+            lambda index, vectors: vectors @ reference[index],
+            key,  # (B, heads, C, d)
+            value,
+            self.layout,
+            self.attentional_bias,
+            self.huber_delta,
+        )
+        if self.max_gradient_norm is None:
+            return factors
+        # ||l r^T||_F = ||l|| ||r||; the gradient's norm over all its matrices
+        norms = [
+            torch.linalg.vector_norm(left, dim=-1) * torch.linalg.vector_norm(right, dim=-1)
+            for left, right in factors
+        ]
+        norm = torch.linalg.vector_norm(torch.stack(norms, -1), dim=-1, keepdim=True)
+        scale = self.max_gradient_norm / norm.clamp(min=self.max_gradient_norm)
+        return [(left * scale, right) for left, right in factors]
+
+    def chunk_read(self, multiply: Callable[[int, Tensor], Tensor], projected: Tensor) -> Tensor:
+        """``y (B, C, O)`` from ``multiply(i, x)``, weight matrix i of every step's memory
+        times ``x (B, heads, C, columns)``."""
+        query = self.terms(projected)[0].transpose(1, 2)  # (B, heads, C, d)
+        attended = memory_forward(multiply, query, self.layout)  # (B, heads, C, d)
+        return self.project_output(attended.transpose(1, 2).flatten(-2))
 
     def extra_repr(self) -> str:
         options = [

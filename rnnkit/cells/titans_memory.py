@@ -28,6 +28,7 @@ d)``.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -98,10 +99,17 @@ def outer(left: Tensor, right: Tensor) -> Tensor:
 def apply_memory(weights: Tensor, keys: Tensor, layout: MemoryLayout) -> Tensor:
     """``M(keys)``: weights ``(..., W)``, keys ``(..., d)`` -> ``(..., d)``."""
     matrices = unpack(weights, layout)
+    return memory_forward(lambda index, vectors: matvec(matrices[index], vectors), keys, layout)
+
+
+def memory_forward(
+    multiply: Callable[[int, Tensor], Tensor], keys: Tensor, layout: MemoryLayout
+) -> Tensor:
+    """``M(keys)`` with ``multiply(i, x)`` the product of weight matrix i (``layout.shapes``)
+    with ``x (..., columns)``: how a strategy reads a memory it never materializes."""
     if layout.depth == 1:
-        return matvec(matrices[0], keys)
-    first, second = matrices
-    return keys + matvec(second, activation(matvec(first, keys), layout.activation))
+        return multiply(0, keys)
+    return keys + multiply(1, activation(multiply(0, keys), layout.activation))
 
 
 def residual_gradient(residual: Tensor, attentional_bias: str, huber_delta: float) -> Tensor:
@@ -128,6 +136,31 @@ def memory_loss(
     return torch.where(size <= huber_delta, residual * residual, linear).sum(-1)
 
 
+def gradient_factors(
+    multiply: Callable[[int, Tensor], Tensor],
+    multiply_transposed: Callable[[int, Tensor], Tensor],
+    keys: Tensor,
+    values: Tensor,
+    layout: MemoryLayout,
+    attentional_bias: str = "l2",
+    huber_delta: float = 1.0,
+) -> list[tuple[Tensor, Tensor]]:
+    """``dl(M; k, v)/dW`` as one outer product ``left right^T`` per weight matrix, from
+    ``multiply(i, x)`` and ``multiply_transposed(i, y)``, the products of weight matrix i and
+    of its transpose with vectors: keys and values ``(..., d)`` -> ``[(left (..., rows), right
+    (..., columns))]`` in the order of ``layout.shapes`` (module docstring)."""
+    if layout.depth == 1:
+        residual = multiply(0, keys) - values
+        return [(residual_gradient(residual, attentional_bias, huber_delta), keys)]
+    hidden = multiply(0, keys)  # (..., d_h)
+    activated = activation(hidden, layout.activation)
+    residual = keys + multiply(1, activated) - values
+    gradient = residual_gradient(residual, attentional_bias, huber_delta)  # (..., d)
+    hidden_gradient = multiply_transposed(1, gradient)
+    hidden_gradient = hidden_gradient * activation_derivative(hidden, layout.activation)
+    return [(hidden_gradient, keys), (gradient, activated)]
+
+
 def memory_gradient(
     weights: Tensor,
     keys: Tensor,
@@ -139,17 +172,13 @@ def memory_gradient(
     """``dl(M; k, v)/dW`` in closed form: weights ``(..., W)``, keys and values ``(..., d)`` ->
     ``(..., W)`` over the broadcast leading dimensions (module docstring)."""
     matrices = unpack(weights, layout)
-    if layout.depth == 1:
-        residual = matvec(matrices[0], keys) - values
-        gradient = residual_gradient(residual, attentional_bias, huber_delta)
-        return outer(gradient, keys).flatten(-2)
-    first, second = matrices
-    hidden = matvec(first, keys)  # (..., d_h)
-    activated = activation(hidden, layout.activation)
-    residual = keys + matvec(second, activated) - values
-    gradient = residual_gradient(residual, attentional_bias, huber_delta)  # (..., d)
-    hidden_gradient = matvec(second.transpose(-1, -2), gradient)
-    hidden_gradient = hidden_gradient * activation_derivative(hidden, layout.activation)
-    return torch.cat(
-        [outer(hidden_gradient, keys).flatten(-2), outer(gradient, activated).flatten(-2)], -1
+    factors = gradient_factors(
+        lambda index, vectors: matvec(matrices[index], vectors),
+        lambda index, vectors: matvec(matrices[index].transpose(-1, -2), vectors),
+        keys,
+        values,
+        layout,
+        attentional_bias,
+        huber_delta,
     )
+    return torch.cat([outer(left, right).flatten(-2) for left, right in factors], -1)

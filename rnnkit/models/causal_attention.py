@@ -4,7 +4,12 @@ For inputs ``x_t`` (``t = 1..T``) and heads of size ``d = D / num_heads``:
 
     q_t, k_t, v_t = W_q x_t, W_k x_t, W_v x_t               split into heads
     q_t, k_t = R(t) q_t, R(t) k_t                            rotary positions
-    y_t = W_o concat_heads(sum_{s <= t} softmax_s(q_t . k_s / sqrt(d)) v_s)
+    y_t = W_o concat_heads(sum_{s in A(t)} softmax_s(q_t . k_s / sqrt(d)) v_s)
+
+over ``A(t) = {s <= t}`` (full causal, ``window=0``) or, with a sliding window of ``w``
+positions, ``A(t) = {t - w < s <= t}``: the last ``w`` positions, ``t`` itself included
+(sliding-window attention, the short-term memory of Titans' MAG variant, Behrouz et al. 2025,
+https://arxiv.org/abs/2501.00663, Section 4.2),
 
 with ``R(t)`` rotating each pair of features ``(2i, 2i + 1)`` of a head by the angle
 ``t * base^(-2i / d)`` (RoFormer, Su et al. 2021, https://arxiv.org/abs/2104.09864), so
@@ -13,7 +18,9 @@ with ``R(t)`` rotating each pair of features ``(2i, 2i + 1)`` of a head by the a
 
 Padding: right padding is safe without a mask, since a position only attends to itself and earlier
 positions, all of which are real tokens for every real position; outputs at padded positions are
-not meaningful. Decoding keeps a ``KVCache`` of the rotated keys and the values.
+not meaningful. Decoding keeps a ``KVCache`` of the rotated keys and the values; with a window
+the cache still keeps every position (the window is a mask, and the cache's length gives the
+next position), so its memory grows with the sequence as with full attention.
 """
 
 from __future__ import annotations
@@ -52,15 +59,21 @@ class CausalSelfAttention(nn.Module):
         model_size: features D of inputs and outputs.
         num_heads: heads; D must divide by it and the head size must be even (for the rotation).
         rotary_base: the base of the rotation frequencies.
+        window: positions each position attends to, itself included (0: all earlier ones).
     """
 
-    def __init__(self, model_size: int, num_heads: int, rotary_base: float = 10000.0) -> None:
+    def __init__(
+        self, model_size: int, num_heads: int, rotary_base: float = 10000.0, window: int = 0
+    ) -> None:
         super().__init__()
         if model_size % num_heads or (model_size // num_heads) % 2:
             raise ValueError(
                 "model_size must be num_heads times an even head size, got "
                 f"model_size={model_size}, num_heads={num_heads}"
             )
+        if isinstance(window, bool) or not isinstance(window, int) or window < 0:
+            raise ValueError(f"window must be 0 (full causal) or a positive int, got {window!r}")
+        self.window = window
         self.model_size = model_size
         self.num_heads = num_heads
         self.head_size = model_size // num_heads
@@ -86,7 +99,7 @@ class CausalSelfAttention(nn.Module):
         if cache is not None:
             keys = torch.cat((cache.keys, keys), dim=2)  # (B, heads, S + T, d)
             values = torch.cat((cache.values, values), dim=2)
-        if past == 0:
+        if past == 0 and self.window == 0:
             attended = functional.scaled_dot_product_attention(
                 queries, keys, values, is_causal=True
             )
@@ -94,6 +107,8 @@ class CausalSelfAttention(nn.Module):
             # is_causal aligns the mask top-left; with a cache, query t sees keys up to past + t
             key_positions = torch.arange(past + length, device=inputs.device)
             allowed = key_positions[None, :] <= positions[:, None]  # (T, S + T)
+            if self.window:
+                allowed = allowed & (key_positions[None, :] > positions[:, None] - self.window)
             attended = functional.scaled_dot_product_attention(
                 queries, keys, values, attn_mask=allowed
             )
@@ -106,4 +121,5 @@ class CausalSelfAttention(nn.Module):
         return outputs[:, 0], cache
 
     def extra_repr(self) -> str:
-        return f"model_size={self.model_size}, num_heads={self.num_heads}"
+        window = f", window={self.window}" if self.window else ""
+        return f"model_size={self.model_size}, num_heads={self.num_heads}{window}"

@@ -10,9 +10,9 @@ A recurrent mixer is ``recurrent.build(D)`` (any registered cell, any strategy),
 linear map to D only when its output size differs from D. The attention mixer is
 ``CausalSelfAttention`` (rotary positions; a sliding window of ``attention_window`` positions
 when set). ``mixer="titans_mag"`` is Titans' memory as a gate (``titans_mag.py``): the attention
-gated by a memory branch, ``recurrent`` with the titans cell. ``mixer="attention"`` puts attention in every block;
-``attention_every=k`` makes every k-th block (the k-th, 2k-th, ...) attention and the others the
-recurrent cell, a hybrid.
+gated by a memory branch, ``recurrent`` with the titans cell. ``mixer="attention"`` puts
+attention in every block; ``attention_every=k`` makes every k-th block (the k-th, 2k-th, ...)
+attention and the others the recurrent cell (or ``titans_mag``), a hybrid.
 
 The state is a tuple of one entry per block: the ``Recurrent``'s tuple of per-layer states, or
 the attention's ``KVCache``. Padding is on the right (``lengths``): the recurrent layers take the

@@ -30,7 +30,7 @@ def test_mixers_are_cells_or_attention_with_an_optional_strategy():
     assert sweep.parse_mixer("paragru:newton").label == "paragru-newton"
     assert sweep.parse_mixer("attention").label == "attention"
     with pytest.raises(
-        ConfigError, match=r"--mixers: expected attention or a registered .*'lstmm'"
+        ConfigError, match=r"--mixers: expected attention, titans_mag or a registered .*'lstmm'"
     ):
         sweep.parse_mixer("lstmm")
     with pytest.raises(ConfigError, match="attention takes no strategy"):

@@ -95,7 +95,7 @@ def make_cell(seed: int = 0, **options) -> TitansCell:
 
 
 @pytest.mark.parametrize("strategy", ["sequential", "scan"])
-@pytest.mark.parametrize(("depth", "chunk_size"), [(1, 1), (2, 1), (2, 3)])
+@pytest.mark.parametrize(("depth", "chunk_size"), [(1, 1), (2, 1), (2, 3), (1, 4), (2, 16)])
 def test_cell_equals_the_paper_equations_values_and_gradients(strategy, depth, chunk_size):
     cell = make_cell(memory_depth=depth, chunk_size=chunk_size)
     generator = torch.Generator().manual_seed(1)

@@ -147,10 +147,12 @@ def test_rotary_scores_depend_on_the_offset_only():
     [
         (
             {"mixer": "transformer"},
-            r"mixer: expected recurrent, attention or a registered cell \(.*\), got .transformer.",
+            r"mixer: expected recurrent, attention, titans_mag or a registered cell \(.*\), "
+            r"got .transformer.",
         ),
         ({"model_size": 0}, "model_size: expected a positive integer, got 0"),
         ({"attention_every": -1}, "attention_every: expected 0 or more, got -1"),
+        ({"attention_window": -2}, "attention_window: expected 0 or more, got -2"),
         ({"mixer": "attention", "attention_every": 2}, "attention_every: expected 0 with"),
         ({"mixer": "attention", "model_size": 12, "num_heads": 4}, "num_heads: expected a div"),
         ({"dropout": 1.0}, r"dropout: expected \[0, 1\), got 1.0"),
@@ -160,6 +162,7 @@ def test_rotary_scores_depend_on_the_offset_only():
         "mixer",
         "model_size",
         "attention_every",
+        "attention_window",
         "every-with-attention",
         "heads",
         "dropout",

@@ -56,7 +56,13 @@ FLOAT32_OVERRIDES = {"mlstm_expforget": {"rtol": 1e-2, "atol": 2e-3}}
 # the input layer norm) differs by up to 9e-4 between two float32 summation orders (each within
 # 1.6e-4 of float64 on another draw), so the exact strategies get 5e-4 relative and 1e-3
 # absolute (the float32 Newton cases keep the default tolerance: strict xfails above).
-EXACT_FLOAT32_OVERRIDES = {"lstm_peephole_layernorm": {"rtol": 5e-4, "atol": 1e-3}}
+# Titans' weight_ih gradient sums terms of size ~128 into entries of ~0.007: float32 sequential
+# is itself 3.0x float32 precision from float64 there, the chunked scan 1.2x, and the two differ
+# by 1.3e-5 (float64 agrees to 1e-10), so Titans gets 1e-4 relative and 5e-5 absolute.
+EXACT_FLOAT32_OVERRIDES = {
+    "lstm_peephole_layernorm": {"rtol": 5e-4, "atol": 1e-3},
+    "titans": {"rtol": 1e-4, "atol": 5e-5},
+}
 
 
 def fresh_strategy(name: str, config: str):

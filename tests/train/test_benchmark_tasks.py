@@ -110,6 +110,24 @@ def test_cell_options_follow_the_cell_named_by_model_cell(tmp_path, capsys):
     assert "not taken by the cell 'mingru'" in capsys.readouterr().err
 
 
+def test_titans_mag_trains_through_the_command_line(tmp_path, capsys):
+    """Titans' memory as a gate: sliding-window attention gated by a titans memory whose
+    options are the recurrent options."""
+    run = tmp_path / "mag"
+    arguments = ["train", "mqar", "--steps", "2", "--run-dir", str(run), *TINY]
+    arguments += ["--model.mixer=titans_mag", "--model.attention_window=4"]
+    arguments += ["--model.recurrent.options.chunk_size=4", *SMALL_DATA["mqar"]]
+    assert cli.main(arguments) == 0
+    assert "blocks titans_mag, strategy auto;" in capsys.readouterr().out
+    config = json.loads((run / "config.json").read_text())
+    assert config["model"]["mixer"] == "titans_mag"
+    assert config["model"]["attention_window"] == 4
+    assert config["model"]["recurrent"]["cell"] == "titans"
+    assert config["model"]["recurrent"]["options"] == {"chunk_size": 4}
+    assert cli.main(["eval", str(run), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["metrics"]["state_size"] > 2 * 16
+
+
 def test_an_unknown_cell_names_the_option_and_the_cells(tmp_path, capsys):
     arguments = ["train", "mqar", "--steps", "1", "--run-dir", str(tmp_path / "run")]
     assert cli.main([*arguments, "--model.cell=lstmm"]) == 1
