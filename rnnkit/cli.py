@@ -237,7 +237,11 @@ def resolve_config(options: argparse.Namespace, extra: list[str]):
         overrides.append(("trainer.time_budget_seconds", str(parse_duration(options.time_budget))))
     if options.seed is not None:
         overrides.append(("seed", str(options.seed)))
-    overrides += parse_overrides(extra)
+    # --prune.KEY is short for --trainer.prune.KEY: pruning is part of every task's trainer.
+    overrides += [
+        ("trainer." + key if key.startswith("prune.") else key, value)
+        for key, value in parse_overrides(extra)
+    ]
     resolved = apply_overrides(config, overrides)
     if document is not None:
         check_resumable(config, resolved)

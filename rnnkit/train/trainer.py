@@ -16,7 +16,7 @@ import math
 import signal
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +41,7 @@ from rnnkit.train.optimization import (
     clip_gradients,
 )
 from rnnkit.train.plots import PLOT_FILE, plot_losses
+from rnnkit.train.pruning import PruneConfig, Pruner
 from rnnkit.train.task import FitResult, TrainingDiverged, TrainingTask
 
 
@@ -64,6 +65,9 @@ class TrainerConfig:
     """Least seconds between two plain log lines (when output is not a terminal)."""
     threads: int = 0
     """torch CPU threads (0: torch's default, one per core)."""
+    prune: PruneConfig = field(default_factory=PruneConfig)
+    """Gradual magnitude pruning during training (``--prune.KEY`` is short for
+    ``--trainer.prune.KEY``; off by default)."""
 
     def __post_init__(self) -> None:
         ranges.at_least("max_steps", self.max_steps, 1, optional=True)
@@ -76,6 +80,8 @@ class TrainerConfig:
         ranges.at_least("log_interval", self.log_interval, 1)
         ranges.at_least("log_seconds", self.log_seconds, 0)
         ranges.at_least("threads", self.threads, 0)
+        if self.prune.enabled:
+            self.prune.steps(self.max_steps)  # refuses steps that cannot be resolved
 
 
 class Trainer:
@@ -96,6 +102,7 @@ class Trainer:
         self.optimizer_config = optimizer_config
         self.optimizer = build_optimizer(task.model, optimizer_config)
         self.schedule = WarmupCosineSchedule(self.optimizer, optimizer_config)
+        self.pruner = Pruner(task.model, config.prune, config.max_steps)
         self.metrics = MetricsLog(run_dir)
         self.progress = progress or Progress(log_seconds=config.log_seconds)
         self.step = 0
@@ -172,6 +179,7 @@ class Trainer:
             self._diverged(f"the loss is {loss_value}")
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        self.pruner.mask_gradients()
         parameters = list(self.task.model.parameters())
         gradient_norm = clip_gradients(parameters, self.optimizer_config.clip_norm)
         if not math.isfinite(gradient_norm):
@@ -182,6 +190,7 @@ class Trainer:
         if not all(bool(torch.isfinite(parameter).all()) for parameter in parameters):
             self._diverged("the update made some weights NaN or infinite")
         self.step += 1
+        self.pruner.after_step(self.step)  # zeroes the pruned weights again
         seconds = time.perf_counter() - started
         self.train_seconds += seconds
         self.meter.add(loss_value, items, seconds)
@@ -192,7 +201,7 @@ class Trainer:
     def evaluate_and_checkpoint(self) -> dict[str, float]:
         """Evaluate, record, checkpoint; returns the evaluation."""
         self.task.model.eval()
-        evaluation = self.task.evaluate()
+        evaluation = {**self.task.evaluate(), **self.pruner.metrics()}
         self.last_eval_seconds = self.train_seconds
         self.last_evaluation, self.last_evaluation_step = evaluation, self.step
         not_finite = {k: v for k, v in evaluation.items() if not math.isfinite(float(v))}
@@ -220,6 +229,7 @@ class Trainer:
             "meter": self.meter.state(),
         }
         tensors = {**optimizer_tensors, **rng_tensors, **self.task.training_tensors()}
+        tensors.update(self.pruner.state_tensors())
         checkpoints.save_checkpoint(self.run_dir, self.step, self.task.model, tensors, info)
         self.last_checkpoint_step = self.step
 
@@ -230,6 +240,7 @@ class Trainer:
         checkpoints.restore_optimizer(self.optimizer, document["optimizer"], tensors)
         self.schedule.load_state_dict(document["schedule"])
         self.task.load_training_tensors(tensors)
+        self.pruner.load_state_tensors(tensors)
         checkpoints.restore_rng(document["rng"], tensors)
         self.step = int(document["step"])
         self.train_seconds = float(document["clocks"]["train_seconds"])
@@ -270,6 +281,7 @@ class Trainer:
                 "bpc": record["bpc"],
                 "learning_rate": self.last_learning_rate,
                 "gradient_norm": self.last_gradient_norm,
+                **self.pruner.metrics(),
                 f"{self.task.unit}s_per_second": record["items_per_second"],
             }
         )
