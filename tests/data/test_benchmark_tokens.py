@@ -107,7 +107,8 @@ def test_s3_composition_by_hand():
 
 
 @pytest.mark.parametrize(
-    ("group", "order"), [("parity", 2), ("cyclic", 7), ("s3", 6), ("s5", 120), ("a5", 60)]
+    ("group", "order"),
+    [("parity", 2), ("cyclic", 7), ("s3", 6), ("s4", 24), ("s5", 120), ("a5", 60)],
 )
 def test_tables_are_groups_matching_composition(group, order):
     elements = state_tracking.group_elements(group, 7)
@@ -122,8 +123,34 @@ def test_tables_are_groups_matching_composition(group, order):
     parities = {
         sum(p[i] > p[j] for i, j in itertools.combinations(range(len(p)), 2)) % 2 for p in elements
     }
-    if group in ("s3", "s5", "a5"):  # A5 is the even half of S5
+    if group in ("s3", "s4", "s5", "a5"):  # A5 is the even half of S5
         assert parities == ({0} if group == "a5" else {0, 1})
+
+
+@pytest.mark.parametrize(
+    ("group", "order", "abelian"),
+    [
+        ("parity", 2, True),
+        ("cyclic", 7, True),
+        ("s3", 6, False),
+        ("s4", 24, False),
+        ("s5", 120, False),
+    ],
+)
+def test_tables_satisfy_the_group_axioms(group, order, abelian):
+    """Closure, identity (token 0), inverses and associativity, checked on the table alone;
+    S3, S4 and S5 are not commutative (a commutative table would make the task much easier)."""
+    table = state_tracking.multiplication_table(group, 7).tolist()
+    assert all(0 <= product < order for row in table for product in row)  # closure
+    assert table[0] == list(range(order)) and [row[0] for row in table] == list(range(order))
+    for a, row in enumerate(table):  # a right inverse of a that is also its left inverse
+        column = [other[a] for other in table]
+        assert 0 in row and row.index(0) == column.index(0)
+    triples = itertools.product(range(order), repeat=3)
+    for a, b, c in itertools.islice(triples, 0, None, 1 if order <= 24 else 997):
+        assert table[table[a][b]][c] == table[a][table[b][c]]
+    commutes = all(table[a][b] == table[b][a] for a in range(order) for b in range(order))
+    assert commutes == abelian
 
 
 @pytest.mark.parametrize("group", state_tracking.GROUPS)
@@ -181,7 +208,7 @@ def test_word_problem_lengths_follow_train_and_test_limits():
         ),
         (lambda: MQARConfig(power_a=0.0), r"power_a: expected a number in \(0.0, 1.0\]"),
         (lambda: MQARConfig(random_non_queries=1), "random_non_queries: expected a bool"),
-        (lambda: StateTrackingConfig(group="s4"), r"group: expected one of \('parity'"),
+        (lambda: StateTrackingConfig(group="s6"), r"group: expected one of \('parity'"),
         (lambda: StateTrackingConfig(cyclic_order=1), "cyclic_order: expected an int >= 2"),
         (lambda: StateTrackingConfig(train_length=0), "train_length: expected an int >= 1"),
         (lambda: StateTrackingConfig(test_length_factor=True), "test_length_factor"),

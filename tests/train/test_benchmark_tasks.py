@@ -5,6 +5,7 @@ answers."""
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 import torch
@@ -192,6 +193,33 @@ def test_state_tracking_scores_every_length_and_the_longest_held(right_for):
     assert metrics["longest_length_at_90"] == right_for
     assert metrics["accuracy"] == pytest.approx(right_for / 64)
     assert metrics["accuracy_in_distribution"] == pytest.approx(min(right_for, 16) / 16)
+
+
+@pytest.mark.parametrize(("group", "order"), [("parity", 2), ("s3", 6), ("a5", 60), ("s5", 120)])
+def test_state_tracking_reads_and_scores_one_token_per_group_element(group, order):
+    definition = TASKS["state-tracking"]
+    config = apply_overrides(definition.config_type(), [("data.group", group)])
+    task = definition.build(config, None)
+    batch = task.problem.train_batch(8, torch.Generator().manual_seed(0))
+    assert int(batch.inputs.max()) < order and int(batch.targets.max()) < order
+    logits, _ = task.model(torch.arange(order)[None])  # every element is a valid input token
+    assert logits.shape == (1, order, order)  # one logit per element at every position
+    loss, _ = task.problem.loss(task.model, batch)  # an untrained model is near chance
+    assert abs(loss.item() - math.log(order)) < 0.5
+
+
+@pytest.mark.slow
+def test_an_lstm_learns_s3_and_holds_it_at_4x_the_training_length(tmp_path, capsys):
+    """S3 at the default length 16 (chance 1/6 per position): 1,000 steps suffice (about 20 s
+    on one thread); the sweeps' 2,000 leave a margin."""
+    run = tmp_path / "s3"
+    arguments = ["train", "state-tracking", "--steps", "1000", "--run-dir", str(run)]
+    arguments += ["--model.cell=lstm", "--data.group=s3", "--trainer.threads=1"]
+    assert cli.main(arguments) == 0
+    capsys.readouterr()
+    assert cli.main(["eval", str(run), "--json"]) == 0
+    metrics = json.loads(capsys.readouterr().out)["metrics"]
+    assert metrics["longest_length_at_90"] == 64 and metrics["accuracy"] > 0.95
 
 
 class CopiesTargets(nn.Module):

@@ -3,7 +3,10 @@
 The state-tracking tasks of Merrill et al. 2024, "The Illusion of State in State-Space Models"
 (https://arxiv.org/abs/2404.08819), also used by Grazzi et al. 2025 and DeltaProduct (Siems et
 al. 2025): parity (Z_2), cyclic groups Z_n (abelian, solvable by a diagonal recurrence with
-complex or negative eigenvalues), S3, and S5 and A5 (non-solvable: NC^1-complete word problems).
+complex or negative eigenvalues), S3 and S4 (solvable, not abelian), and S5 and A5 (non-solvable:
+NC^1-complete word problems). One layer of DeltaProduct tracks S_n with n - 1 Householder factors
+(every permutation of n points is a product of at most n - 1 transpositions, each a reflection):
+2 for S3, 3 for S4, 4 for S5; the DeltaProduct code's README finds 1 factor fails on S3.
 
 Every group is a list of permutations of the points ``0 .. k - 1``; a permutation ``p`` is the
 tuple of images, ``p[i]`` the image of point ``i``. Elements are numbered in the order of
@@ -41,7 +44,8 @@ from rnnkit.data.benchmarks.batches import (
     draw_split,
 )
 
-GROUPS = ("parity", "cyclic", "s3", "s5", "a5")
+GROUPS = ("parity", "cyclic", "s3", "s4", "s5", "a5")
+DEGREES = {"s3": 3, "s4": 4, "s5": 5, "a5": 5}  # the points the permutations move
 SMALL_SPACE = 2**16
 Permutation = tuple[int, ...]
 
@@ -84,8 +88,7 @@ def group_elements(group: str, cyclic_order: int = 5) -> tuple[Permutation, ...]
         return tuple(
             tuple((point + shift) % order for point in range(order)) for shift in range(order)
         )
-    degree = 3 if group == "s3" else 5
-    permutations = tuple(itertools.permutations(range(degree)))  # lexicographic
+    permutations = tuple(itertools.permutations(range(DEGREES[group])))  # lexicographic
     if group == "a5":
         return tuple(p for p in permutations if _is_even(p))
     return permutations

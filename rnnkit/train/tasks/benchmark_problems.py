@@ -13,6 +13,8 @@ registered cell; ``--model.recurrent.strategy=...``) on a generator of
   to the training length from held-out words of the training length, longer ones from random
   words; ``accuracy`` their mean; ``accuracy_in_distribution`` the mean up to the training
   length; ``longest_length_at_90``, the longest N with every length up to it at >= 90%.
+  Scored per position: the DeltaProduct code (Siems et al. 2025, after Merrill et al. 2024)
+  counts a word right at length N only if every prefix up to N is right, a stricter curve.
 - ``icll`` (RegBench): ``accuracy`` that the predicted next symbol is allowed by the automaton,
   ``total_variation`` to its next-symbol distribution, and the in-context n-gram baselines of
   orders 1-3 on the same sequences (``ngram_N_accuracy``, ``ngram_N_total_variation``).
@@ -62,7 +64,7 @@ DEFINITIONS = [
     ),
     make_definition(
         "state-tracking",
-        "word problems on groups (parity, Z_n, S3, S5, A5), tested up to 4x longer",
+        "word problems on groups (parity, Z_n, S3, S4, S5, A5), tested up to 4x longer",
         StateTrackingTaskConfig,
         StateTrackingProblem,
         lambda config: config.data.train_length,
