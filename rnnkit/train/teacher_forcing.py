@@ -12,7 +12,11 @@ units (x_t = z_t[:N], the "identity teacher forcing" of the DurstewitzLab code),
 units are forced, z^_t[:N] = x_t, and the other units run free (the reference ``GTFRecur``).
 alpha = 1 is pure (identity) teacher forcing, alpha = 0 a free-running rollout. The gradient
 through the mix is scaled by (1 - alpha) per step, which is how GTF bounds exploding gradients
-on chaotic systems.
+on chaotic systems. With a forcing ``interval`` tau > 1 the state is mixed only after every
+tau-th prediction and runs free in between: with alpha = 1 the sparse identity teacher forcing
+of Mikhaeil et al. 2022 / Brenner et al. 2022 that the reference ALRNN-DSR code trains the
+AL-RNN with (``teacher_forcing_interval`` = 16, ``src/training/tfrecur.jl``: forced when
+``(t - 1) % tau == 0``, i.e. after predictions tau, 2 tau, ...).
 
 The forcing acts on the state field the cell outputs (``cell.output_field``: z for the PLRNN,
 h for Elman, GRU or LSTM), so any registered cell with an output field can be trained this way.
@@ -55,13 +59,22 @@ def force(state: State, field: int, observed: Tensor, alpha: float) -> State:
 
 
 def gtf_rollout(
-    cell: Cell, inputs: Tensor, initial_state: State, observed: Tensor, alpha: float
+    cell: Cell,
+    inputs: Tensor,
+    initial_state: State,
+    observed: Tensor,
+    alpha: float,
+    interval: int = 1,
 ) -> tuple[Tensor, State]:
     """Run ``cell`` over ``inputs (B, T, D)`` from ``initial_state`` with GTF towards
     ``observed (B, T, N)`` (x_1..x_T): returns the predictions ``(B, T, O)`` (the outputs
-    before forcing, output t predicts x_t) and the final forced state."""
+    before forcing, output t predicts x_t) and the final forced state. The state is forced
+    after every ``interval``-th prediction only (x_interval, x_2 interval, ...; 1: every step),
+    free in between: sparse teacher forcing."""
     if not 0.0 <= alpha <= 1.0:
         raise ValueError(f"teacher forcing alpha must be in [0, 1], got {alpha}")
+    if interval < 1:
+        raise ValueError(f"teacher forcing interval must be at least 1, got {interval}")
     if observed.shape[:2] != inputs.shape[:2]:
         raise ValueError(
             f"observed {tuple(observed.shape)} and inputs {tuple(inputs.shape)} differ in (B, T)"
@@ -71,10 +84,11 @@ def gtf_rollout(
     projected = cell.project_inputs(inputs)  # (B, T, P)
     state = initial_state
     predictions = []
-    for projected_step, observed_step in zip(projected.unbind(1), observed.unbind(1), strict=True):
+    steps = zip(projected.unbind(1), observed.unbind(1), strict=True)
+    for step, (projected_step, observed_step) in enumerate(steps, 1):
         output, state = cell.recur(projected_step, state)
         predictions.append(output)
-        if alpha:
+        if alpha and step % interval == 0:
             state = force(state, field, observed_step, alpha)
     return torch.stack(predictions, 1), state
 
@@ -142,13 +156,13 @@ class DynamicsModel(nn.Module):
         """The ``(B, steps, 1)`` zero inputs of an autonomous run."""
         return like.new_zeros(like.shape[0], steps, 1)
 
-    def forced(self, observed: Tensor, alpha: float) -> tuple[Tensor, Any]:
-        """GTF over ``observed (B, T + 1, N)`` from x_0: predictions ``(B, T, N)`` of x_1..x_T
-        and the final forced state."""
+    def forced(self, observed: Tensor, alpha: float, interval: int = 1) -> tuple[Tensor, Any]:
+        """GTF over ``observed (B, T + 1, N)`` from x_0, forcing every ``interval`` steps:
+        predictions ``(B, T, N)`` of x_1..x_T and the final state."""
         state = self.initial_state(observed[:, 0])
         targets = observed[:, 1:]
         outputs, final = gtf_rollout(
-            self.cell, self.zeros(targets, targets.shape[1]), state, targets, alpha
+            self.cell, self.zeros(targets, targets.shape[1]), state, targets, alpha, interval
         )
         return outputs[..., : self.observed_size], final
 
@@ -159,20 +173,25 @@ class DynamicsModel(nn.Module):
         assert isinstance(outputs, Tensor)
         return outputs[..., : self.observed_size]
 
-    def warmed_state(self, prefix: Tensor, alpha: float) -> Any:
-        """The state after GTF with ``alpha`` through ``prefix (B, W + 1, N)`` (z_0 when W = 0).
+    def warmed_state(self, prefix: Tensor, alpha: float, interval: int = 1) -> Any:
+        """The state after GTF with ``alpha`` every ``interval`` steps through ``prefix
+        (B, W + 1, N)`` (z_0 when W = 0), forced on its last step whatever the interval (so
+        the free run starts from the data).
 
-        Use the alpha the model trained with: a model trained with alpha = 0.1 never saw its
-        observed units pinned to the data, and under alpha = 1 its unobserved units can run off
-        (measured: to 1e2 in 20 steps, where alpha = 0.1 kept them near 0.2)."""
+        Use the forcing the model trained with: a model trained with alpha = 0.1 every step
+        never saw its observed units pinned to the data, and under alpha = 1 its unobserved
+        units can run off (measured: to 1e2 in 20 steps, where alpha = 0.1 kept them near 0.2)."""
         if prefix.shape[1] == 1:
             return self.initial_state(prefix[:, 0])
-        return self.forced(prefix, alpha)[1]
+        _, state = self.forced(prefix, alpha, interval)
+        if (prefix.shape[1] - 1) % interval:
+            state = force(state, self.field, prefix[:, -1], alpha)
+        return state
 
-    def generate(self, prefix: Tensor, steps: int, alpha: float) -> Tensor:
+    def generate(self, prefix: Tensor, steps: int, alpha: float, interval: int = 1) -> Tensor:
         """``(B, steps, N)``: the data ``prefix (B, W + 1, N)``, through which the state is
-        forced with ``alpha`` (a warm-up that settles the unobserved units), then a free run of
-        ``steps - W - 1``."""
-        state = self.warmed_state(prefix, alpha)
+        forced with ``alpha`` every ``interval`` steps (a warm-up that settles the unobserved
+        units), then a free run of ``steps - W - 1``."""
+        state = self.warmed_state(prefix, alpha, interval)
         generated = self.free_run(state, steps - prefix.shape[1])
         return torch.cat((prefix, generated), 1)

@@ -1,13 +1,11 @@
-"""``rnnkit train dynamics``: generalized teacher forcing against readable loops, the metrics on
-cases computed by hand, and the task through the command line (train, eval, eval --data,
-predict read back)."""
+"""``rnnkit train dynamics``: generalized and sparse teacher forcing against readable loops, and
+the task through the command line (train, eval, eval --data, predict read back). The metrics:
+``test_dynamics_metrics.py``."""
 
 from __future__ import annotations
 
 import json
-import math
 
-import numpy as np
 import pytest
 import torch
 from torch.testing import assert_close
@@ -16,10 +14,9 @@ from rnnkit import cli
 from rnnkit.cells import ALRNNCell, GatedLinearAttentionCell, LSTMCell
 from rnnkit.data.files.trajectories_csv import read_trajectories
 from rnnkit.strategies import STRATEGIES
-from rnnkit.train import dynamics_metrics as measures
-from rnnkit.train.tasks import dynamics, supervised
+from rnnkit.train.tasks import dynamics, dynamics_config, supervised
+from rnnkit.train.teacher_forcing import DynamicsModel, gtf_rollout
 from rnnkit.train.teacher_forcing import adaptive_alpha as gtf_adaptive_alpha
-from rnnkit.train.teacher_forcing import gtf_rollout
 
 F64 = torch.float64
 
@@ -41,14 +38,16 @@ def small_case(cell_type=ALRNNCell, **options):
     return cell, inputs, observed, z0
 
 
-def forced_loop(cell, inputs, observed, z0, alpha):
-    """The GTF recursion written out: predict, record, then mix the first N units."""
+def forced_loop(cell, inputs, observed, z0, alpha, interval=1):
+    """The GTF recursion written out: predict, record, then mix the first N units after every
+    ``interval``-th prediction."""
     z, predictions = z0, []
     for t in range(inputs.shape[1]):
         z = cell.step(inputs[:, t], cell.state_type(z))[1].h
         predictions.append(z)
         n = observed.shape[-1]
-        z = torch.cat([(1 - alpha) * z[:, :n] + alpha * observed[:, t], z[:, n:]], -1)
+        if (t + 1) % interval == 0:
+            z = torch.cat([(1 - alpha) * z[:, :n] + alpha * observed[:, t], z[:, n:]], -1)
     return torch.stack(predictions, 1), z
 
 
@@ -96,6 +95,40 @@ def test_partial_forcing_values_and_gradients_match_the_loop(cell_type):
         assert_close(actual, reference, msg=f"grad of {name}")
 
 
+@pytest.mark.parametrize("interval", [3, 8])
+def test_sparse_forcing_values_and_gradients_match_the_loop(interval):
+    cell, inputs, observed, z0 = small_case()
+    predictions, final = gtf_rollout(cell, inputs, cell.state_type(z0), observed, 1.0, interval)
+    expected, expected_final = forced_loop(cell, inputs, observed, z0, 1.0, interval)
+    assert_close(predictions, expected)
+    assert_close(final.h, expected_final)
+    # between forcings the run is free: prediction 1 (x_2) continues prediction 0 (x_1)
+    free, _ = STRATEGIES["sequential"](cell, inputs[:, :2], cell.state_type(z0))
+    assert_close(predictions[:, :2], free)
+    parameters = list(cell.parameters())
+    got = torch.autograd.grad(predictions.square().sum(), parameters)
+    want = torch.autograd.grad(expected.square().sum(), parameters)
+    for name, actual, reference in zip(dict(cell.named_parameters()), got, want, strict=True):
+        assert_close(actual, reference, msg=f"grad of {name}")
+    with pytest.raises(ValueError, match="interval must be at least 1"):
+        gtf_rollout(cell, inputs, cell.state_type(z0), observed, 1.0, 0)
+
+
+def test_warm_up_ends_forced_whatever_the_interval():
+    torch.manual_seed(0)
+    model = DynamicsModel(dynamics_config.RecurrentConfig(cell="alrnn", hidden_size=5), 2)
+    model = model.double()
+    data = torch.randn(2, 6, 2, dtype=F64)
+    with torch.no_grad():
+        state = model.warmed_state(data, 1.0, 4)  # forced after x_4, then after x_5 at the end
+        z0 = model.initial_state(data[:, 0]).h
+        _, expected = forced_loop(
+            model.cell, torch.zeros(2, 5, 1, dtype=F64), data[:, 1:], z0, 1.0, 4
+        )
+    assert_close(state.h[:, :2], data[:, -1])
+    assert_close(state.h[:, 2:], expected[:, 2:])
+
+
 def test_forcing_needs_an_output_field_and_a_valid_alpha():
     cell, inputs, observed, z0 = small_case()
     with pytest.raises(ValueError, match=r"alpha must be in \[0, 1\]"):
@@ -103,41 +136,6 @@ def test_forcing_needs_an_output_field_and_a_valid_alpha():
     attention = GatedLinearAttentionCell(2, 4, num_heads=2)
     with pytest.raises(ValueError, match="has no output field"):
         gtf_rollout(attention, inputs.float(), attention.initial_state(3), observed.float(), 0.5)
-
-
-def test_state_space_divergence_by_hand():
-    true = torch.tensor([[0.0], [0.0], [0.0], [1.0]], dtype=F64)
-    generated = torch.tensor([[0.0], [1.0]], dtype=F64)
-    # 2 bins over [-0.0433, 1.0433]: p = (3/4, 1/4), q = (1/2, 1/2), Laplace 1e-5
-    p = np.array([3 + 1e-5, 1 + 1e-5]) / (4 + 2e-5)
-    q = np.array([1 + 1e-5, 1 + 1e-5]) / (2 + 2e-5)
-    expected = float((p * np.log(p / q)).sum())
-    assert math.isclose(measures.state_space_divergence(true, generated, bins=2), expected)
-    assert measures.state_space_divergence(true, true, bins=10) == pytest.approx(0, abs=1e-12)
-    assert math.isnan(measures.state_space_divergence(true, true + 100.0, bins=10))
-
-
-def test_gmm_divergence_for_many_dimensions():
-    generator = torch.Generator().manual_seed(0)
-    data = torch.randn(400, 6, dtype=F64, generator=generator)
-    same = measures.state_space_divergence(data, data, scaling=0.5)
-    shifted = measures.state_space_divergence(data, data + 2.0, scaling=0.5)
-    assert same == pytest.approx(0, abs=1e-12) and shifted > 1.0
-
-
-def test_power_spectrum_distance():
-    time = torch.arange(2000, dtype=F64)[:, None]
-    slow, fast = torch.sin(0.05 * time), torch.sin(0.6 * time)
-    assert measures.power_spectrum_distance(slow, slow * 3 + 1) == pytest.approx(0, abs=1e-12)
-    assert measures.power_spectrum_distance(slow, fast, smoothing=2.0) > 0.95
-    assert measures.power_spectrum_distance(slow, torch.ones_like(slow)) == 1.0
-
-
-def test_valid_prediction_steps():
-    true = torch.zeros(2, 5, 1, dtype=F64)
-    predicted = torch.tensor([[0.1, 0.2, 0.5, 0.1, 0.1], [0.0] * 5], dtype=F64)[..., None]
-    steps = measures.valid_prediction_steps(true, predicted, torch.ones(1, dtype=F64), 0.4)
-    assert steps.tolist() == [2, 5]
 
 
 TINY = [
@@ -212,37 +210,28 @@ def test_trains_on_a_csv_and_refuses_a_file_with_other_columns(tmp_path, capsys)
     )
 
 
-@pytest.mark.parametrize("sigma", [0.7, 2.0, 20.0])
-def test_spectrum_smoothing_is_scipys_gaussian_filter(sigma):
-    from scipy.ndimage import gaussian_filter1d
-
-    values = np.random.default_rng(0).random((50, 3))
-    expected = gaussian_filter1d(values, sigma, axis=0, mode="reflect")
-    np.testing.assert_allclose(measures.gaussian_smoothing(values, sigma), expected, atol=1e-14)
-
-
 def test_config_checks():
     with pytest.raises(ValueError, match="--data.system=csv needs --data.path"):
-        dynamics.DynamicsDataConfig(system="csv")
+        dynamics_config.DynamicsDataConfig(system="csv")
     with pytest.raises(ValueError, match="data.system must be one of"):
-        dynamics.DynamicsDataConfig(system="henon")
+        dynamics_config.DynamicsDataConfig(system="henon")
     with pytest.raises(ValueError, match="a.csv would be ignored with --data.system=roessler"):
-        dynamics.DynamicsDataConfig(system="roessler", path="a.csv")
-    assert dynamics.DynamicsDataConfig(path="a.csv").source() == "csv"
-    assert dynamics.DynamicsDataConfig().source() == "lorenz63"
+        dynamics_config.DynamicsDataConfig(system="roessler", path="a.csv")
+    assert dynamics_config.DynamicsDataConfig(path="a.csv").source() == "csv"
+    assert dynamics_config.DynamicsDataConfig().source() == "lorenz63"
     with pytest.raises(ValueError, match=r"train.teacher_forcing must be in \[0.0, 1.0\]"):
-        dynamics.GTFConfig(teacher_forcing=1.5)
-    recurrent = dynamics.default_recurrent()
+        dynamics_config.GTFConfig(teacher_forcing=1.5)
+    recurrent = dynamics_config.default_recurrent()
     recurrent.num_layers = 2
     with pytest.raises(ValueError, match="num_layers=1"):
-        dynamics.DynamicsModelConfig(recurrent)
+        dynamics_config.DynamicsModelConfig(recurrent)
     with pytest.raises(ValueError, match="hidden_size .2. must be at least the observed"):
-        dynamics.DynamicsModel(dynamics.RecurrentConfig(cell="plrnn", hidden_size=2), 3)
+        DynamicsModel(dynamics_config.RecurrentConfig(cell="plrnn", hidden_size=2), 3)
 
 
 def test_generation_starts_from_the_inferred_or_warmed_up_state():
     torch.manual_seed(0)
-    model = dynamics.DynamicsModel(dynamics.RecurrentConfig(cell="alrnn", hidden_size=5), 2)
+    model = DynamicsModel(dynamics_config.RecurrentConfig(cell="alrnn", hidden_size=5), 2)
     model = model.double()
     data = torch.randn(2, 4, 2, dtype=F64)
     z0 = model.initial_state(data[:, 0]).h
@@ -267,7 +256,7 @@ def test_adaptive_alpha_from_the_alrnn_jacobians_by_hand():
     projected = torch.randn(3, 6, 5, dtype=F64, generator=generator)
     with torch.no_grad():
         cell.diagonal.mul_(3)  # expansive, so alpha > 0
-    weight = cell.off_diagonal * (1 - torch.eye(5, dtype=F64))
+    weight = cell.weight_hh  # the AL-RNN's W, diagonal included
     means = []
     for b in range(3):
         logs = []
