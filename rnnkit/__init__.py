@@ -9,6 +9,6 @@ from rnnkit.cells import CELLS, Cell, make_cell
 from rnnkit.nn import Recurrent
 from rnnkit.strategies import STRATEGIES, choose, get_strategy
 
-__version__ = "0.1.0"
+__version__ = "0.1.0"  # the one place: pyproject.toml reads it (tool.setuptools.dynamic)
 
 __all__ = ["CELLS", "STRATEGIES", "Cell", "Recurrent", "choose", "get_strategy", "make_cell"]

@@ -6,6 +6,8 @@
     rnnkit sample RUN [--prompt TEXT] [--length N] [--temperature T] [--top-k K] [--seed N]
     rnnkit eval RUN [--data PATH] [--split validation|train] [--json] [--depth-schedule SPEC]
     rnnkit predict RUN --data FILE --output FILE
+    rnnkit export RUN --format onnx|torchscript --output FILE [--batch-size N]
+    rnnkit quantize RUN --output FILE
     rnnkit bench ...
 
 ``--KEY=VALUE`` (or ``--KEY VALUE``) sets a dotted config key,
@@ -131,6 +133,24 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--data", type=Path, required=True, help="a file in the task's format")
     predict.add_argument("--output", type=Path, required=True, help="where to write (.csv or .tsv)")
     predict.set_defaults(handler=run_predict)
+    export = commands.add_parser(
+        "export",
+        help="write a trained run's model to ONNX, state as explicit inputs and outputs",
+        allow_abbrev=False,
+    )
+    export.add_argument("run", type=Path, help="the run folder (charlm or classify)")
+    export.add_argument("--format", choices=("onnx", "torchscript"), default="onnx")
+    export.add_argument("--output", type=Path, required=True, help="the file to write")
+    export.add_argument(
+        "--batch-size", type=int, default=1, help="onnx: rows the graph takes (torchscript: any)"
+    )
+    export.set_defaults(handler=run_export)
+    quantize = commands.add_parser(
+        "quantize", help="int8 dynamic quantization of a trained run for CPU", allow_abbrev=False
+    )
+    quantize.add_argument("run", type=Path, help="the run folder (charlm or classify)")
+    quantize.add_argument("--output", type=Path, required=True, help="where to torch.save it")
+    quantize.set_defaults(handler=run_quantize)
     commands.add_parser("bench", help="benchmarks (rnnkit bench --help)", add_help=False)
     return parser
 
@@ -286,6 +306,7 @@ def check_resumable(saved, resolved) -> None:
 
 
 def run_train(options: argparse.Namespace, extra: list[str]) -> int:
+    from rnnkit.train import distributed
     from rnnkit.train.run import new_run_dir, train
 
     resume, run_dir = options.resume, options.run_dir
@@ -306,7 +327,17 @@ def run_train(options: argparse.Namespace, extra: list[str]) -> int:
         run_dir = new_run_dir(options.runs_root, options.definition.name)
     if options.overwrite and options.resume is not None:
         raise ConfigError("--overwrite starts a run over; it cannot go with --resume")
-    result = train(options.definition, config, run_dir, document, overwrite=options.overwrite)
+    ranks = distributed.start_from_environment()  # under torchrun: one rank of a process group
+    try:
+        run_dir = ranks.broadcast(run_dir)  # rank 0's folder (new ones are named by the time)
+        if ranks.is_main:
+            result = train(
+                options.definition, config, run_dir, document, overwrite=options.overwrite
+            )
+        else:
+            result = distributed.follow(options.definition, config, run_dir, document)
+    finally:
+        distributed.stop()
     return 128 + result.signal_number if result.reason == "interrupted" else 0
 
 
@@ -423,6 +454,22 @@ def run_predict(options: argparse.Namespace, extra: list[str]) -> int:
         raise ValueError(f"--output: expected a .csv or .tsv file, got {options.output}")
     rows = definition.predict_file(options.run, options.data, options.output, sys.stdout)
     print(f"wrote {rows} predictions to {options.output}")
+    return 0
+
+
+def run_export(options: argparse.Namespace, extra: list[str]) -> int:
+    from rnnkit.deploy.runs import export_run
+
+    if options.batch_size < 1:
+        raise ValueError(f"--batch-size must be at least 1, got {options.batch_size}")
+    export_run(options.run, options.output, options.format, options.batch_size, sys.stdout)
+    return 0
+
+
+def run_quantize(options: argparse.Namespace, extra: list[str]) -> int:
+    from rnnkit.deploy.runs import quantize_run
+
+    quantize_run(options.run, options.output, sys.stdout)
     return 0
 
 

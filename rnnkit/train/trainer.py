@@ -6,6 +6,10 @@ budget of training seconds, evaluation at intervals and at the end, ``metrics.js
 progress display, checkpoints and resuming, the loss plot, and stopping cleanly on Ctrl-C or on
 a NaN or infinite loss.
 
+Under torchrun the trainer of every rank sums the gradients over the ranks and agrees with the
+others on the clock and on stopping; rank 0 alone writes the run folder (see
+``rnnkit.train.distributed``).
+
 Clocks: ``train_seconds`` counts training steps only (the time budget and the schedule use it;
 evaluation and checkpointing pause it); ``elapsed_seconds`` is the wall clock of the run.
 """
@@ -23,7 +27,7 @@ from typing import Any
 import torch
 
 from rnnkit.train import checkpoint as checkpoints
-from rnnkit.train import ranges
+from rnnkit.train import distributed, ranges
 from rnnkit.train.metrics import (
     MetricsLog,
     Progress,
@@ -103,6 +107,9 @@ class Trainer:
         self.optimizer = build_optimizer(task.model, optimizer_config)
         self.schedule = WarmupCosineSchedule(self.optimizer, optimizer_config)
         self.pruner = Pruner(task.model, config.prune, config.max_steps)
+        self.ranks = distributed.current()
+        # A task that trains each rank on its rows declares it (rnnkit.train.distributed).
+        self.splits = bool(getattr(task, "splits_batch_by_rank", False))
         self.metrics = MetricsLog(run_dir)
         self.progress = progress or Progress(log_seconds=config.log_seconds)
         self.step = 0
@@ -115,6 +122,7 @@ class Trainer:
         self.last_eval_seconds = 0.0
         self.started: float | None = None
         self.stop_requested = False
+        self.stop_agreed = False  # the ranks' agreed stop_requested, updated every step
         self.stop_signal = int(signal.SIGINT)
         self.meter = TrainingMeter()
         self.last_learning_rate, self.last_gradient_norm = 0.0, 0.0
@@ -140,10 +148,13 @@ class Trainer:
         """Train until a stop; evaluate, checkpoint and plot at the end."""
         self.started = time.monotonic() - self.elapsed_offset
         self.last_eval_seconds = self.train_seconds
+        self.ranks.broadcast_module(self.task.model)  # every rank starts from rank 0's weights
+        if self.ranks.active:
+            self.progress.write(self.ranks.describe(self.splits))
         previous_handlers = self._install_interrupt_handler()
         try:
             reason = self.finished()
-            while reason is None and not self.stop_requested:
+            while reason is None and not self._stopping():
                 self.train_step()
                 if self._evaluation_due():
                     self.evaluate_and_checkpoint()
@@ -174,13 +185,14 @@ class Trainer:
         started = time.perf_counter()
         self.last_learning_rate = self.schedule.apply(self.step, self.progress_fraction())
         loss, items = self.task.train_loss(self.step)
-        loss_value = float(loss.detach())
+        loss_value, items, weight = self.ranks.combine(float(loss.detach()), items, self.splits)
         if not math.isfinite(loss_value):
             self._diverged(f"the loss is {loss_value}")
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        self.pruner.mask_gradients()
         parameters = list(self.task.model.parameters())
+        self.ranks.sum_gradients(parameters, weight)
+        self.pruner.mask_gradients()
         gradient_norm = clip_gradients(parameters, self.optimizer_config.clip_norm)
         if not math.isfinite(gradient_norm):
             self._diverged(f"the gradient norm is {gradient_norm}")
@@ -193,6 +205,7 @@ class Trainer:
         self.pruner.after_step(self.step)  # zeroes the pruned weights again
         seconds = time.perf_counter() - started
         self.train_seconds += seconds
+        self._agree_across_ranks()
         self.meter.add(loss_value, items, seconds)
         if self.step % self.config.log_interval == 0:
             self._record_training()
@@ -207,7 +220,8 @@ class Trainer:
         not_finite = {k: v for k, v in evaluation.items() if not math.isfinite(float(v))}
         if not_finite:  # a checkpoint is kept as good only when its losses are finite
             self._diverged(f"the validation {not_finite} is not finite", self.step)
-        self.metrics.append({"kind": "validation", **self._clocks(), **evaluation})
+        if self.ranks.is_main:
+            self.metrics.append({"kind": "validation", **self._clocks(), **evaluation})
         loss_unit = getattr(self.task, "loss_unit", "nats")  # see TrainingTask
         self.progress.write(
             f"step {self.step} | validation " + format_evaluation(evaluation, loss_unit)
@@ -228,9 +242,12 @@ class Trainer:
             "clocks": {"train_seconds": self.train_seconds, "elapsed_seconds": self._elapsed()},
             "meter": self.meter.state(),
         }
+        # Every rank gives its training tensors (a task may gather its ranks' carried state).
         tensors = {**optimizer_tensors, **rng_tensors, **self.task.training_tensors()}
         tensors.update(self.pruner.state_tensors())
-        checkpoints.save_checkpoint(self.run_dir, self.step, self.task.model, tensors, info)
+        if self.ranks.is_main:
+            checkpoints.save_checkpoint(self.run_dir, self.step, self.task.model, tensors, info)
+        self.ranks.barrier()  # the others wait until the checkpoint is whole
         self.last_checkpoint_step = self.step
 
     def restore(self, document: dict[str, Any]) -> None:
@@ -247,7 +264,10 @@ class Trainer:
         self.elapsed_offset = float(document["clocks"]["elapsed_seconds"])
         self.meter.load_state(document["meter"])
         self.last_checkpoint_step = self.step
-        kept = self.metrics.truncate_after(self.step)
+        if self.ranks.is_main:
+            self.metrics.truncate_after(self.step)
+        self.ranks.barrier()
+        kept = read_metrics(self.metrics.path)
         # A finished run resumed with nothing left to do reuses its final evaluation instead of
         # appending a duplicate record (and re-saving the same step).
         final = [r for r in kept if r.get("kind") == "validation" and r["step"] == self.step]
@@ -259,6 +279,8 @@ class Trainer:
     def plot(self) -> None:
         """Redraw loss.png from metrics.jsonl."""
         self.last_plotted_step = self.step
+        if not self.ranks.is_main:
+            return
         plot_losses(read_metrics(self.metrics.path), self.run_dir / PLOT_FILE, str(self.run_dir))
 
     def _evaluation_due(self) -> bool:
@@ -270,9 +292,26 @@ class Trainer:
             and self.train_seconds - self.last_eval_seconds >= config.eval_interval_seconds
         )
 
+    def _stopping(self) -> bool:
+        """A stop was requested (in any rank: the ranks' agreement of the last step)."""
+        return self.stop_agreed if self.ranks.active else self.stop_requested
+
+    def _agree_across_ranks(self) -> None:
+        """All ranks take the slowest rank's training seconds and stop when any rank was asked
+        to, so time budgets, evaluations and stops fall on the same step everywhere."""
+        own_signal = float(self.stop_signal if self.stop_requested else 0)
+        self.train_seconds, stop, signal_number = self.ranks.maximum(
+            [self.train_seconds, float(self.stop_requested), own_signal]
+        )
+        self.stop_agreed = bool(stop)
+        if self.stop_agreed and not self.stop_requested:  # exit as the signalled rank does
+            self.stop_signal = int(signal_number)
+
     def _record_training(self) -> None:
         """Record the mean training loss of the steps since the last record."""
         record = self.meter.take_record()
+        if not self.ranks.is_main:
+            return
         self.metrics.append(
             {
                 "kind": "train",

@@ -7,6 +7,9 @@ losses are nats per character, also reported in bits per character (bpc). With
 ``data.document_separator`` the text is packed documents: the state restarts from zero after
 each separator, in training and evaluation (the resets are recomputed from the text, so a
 resumed run gets the same ones).
+
+Under torchrun each rank trains its share of the B streams (``rank_streams``) and carries their
+state; a checkpoint holds the state of all B streams, gathered in rank order.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from rnnkit.data import Corpus, CorpusConfig, Vocabulary, load_corpus
 from rnnkit.decoding import generate
 from rnnkit.models import LanguageModel, LanguageModelConfig
 from rnnkit.train import checkpoint as checkpoints
-from rnnkit.train import ranges
+from rnnkit.train import distributed, ranges
 from rnnkit.train.config import from_dict
 from rnnkit.train.optimization import OptimizerConfig
 from rnnkit.train.task import FitResult
@@ -76,14 +79,17 @@ class CharLMTask:
     """The ``TrainingTask`` of character-level language modelling."""
 
     unit = "char"
+    splits_batch_by_rank = True  # each rank trains its own streams (rnnkit.train.distributed)
 
     def __init__(self, config: CharLMConfig, corpus: Corpus) -> None:
         self.config = config
         self.corpus = corpus
         self.model = LanguageModel(config.model, len(corpus.vocabulary))
-        self.bptt = TruncatedBPTT(
-            self.model, corpus.train, config.trainer.batch_size, config.bptt, corpus.train_resets
+        self.ranks = distributed.current()
+        tokens, resets, streams = rank_streams(
+            corpus.train, corpus.train_resets, config.trainer.batch_size, self.ranks
         )
+        self.bptt = TruncatedBPTT(self.model, tokens, streams, config.bptt, resets)
 
     def train_loss(self, step: int) -> tuple[Tensor, int]:
         return self.bptt.loss(step)
@@ -95,10 +101,19 @@ class CharLMTask:
         )
 
     def training_tensors(self) -> dict[str, Tensor]:
-        return self.bptt.state_tensors()
+        """The carried state of all B streams ``(B, ...)`` (every rank must call this)."""
+        state = self.bptt.state_tensors()
+        return {key: self.ranks.gather_rows(value) for key, value in sorted(state.items())}
 
     def load_training_tensors(self, tensors: dict[str, Tensor]) -> None:
-        self.bptt.load_state_tensors(tensors)
+        """This rank's rows of the carried state saved by ``training_tensors``."""
+        rows = self.ranks.rows(self.config.trainer.batch_size)
+        self.bptt.load_state_tensors(
+            {
+                key: value[rows] if key.startswith("carry.") else value
+                for key, value in tensors.items()
+            }
+        )
 
     def metadata(self) -> dict[str, Any]:
         return {"vocabulary": self.corpus.vocabulary.characters, "corpus": self.corpus.name}
@@ -114,6 +129,21 @@ class CharLMTask:
             f"(hidden {self.config.model.recurrent.hidden_size})\n"
             + self.model.recurrent.describe_strategy()
         )
+
+
+def rank_streams(
+    tokens: Tensor, resets: Tensor | None, batch_size: int, ranks: distributed.Ranks
+) -> tuple[Tensor, Tensor | None, int]:
+    """This rank's streams of the B streams over ``tokens (N,)``: its tokens, document starts and
+    stream count. Stream b is ``tokens[b * L : (b + 1) * L]`` with ``L = N // B``
+    (``StreamBatcher``), so a rank's streams are one contiguous span, read the same by a
+    ``StreamBatcher`` of B / world_size streams. One process: every stream."""
+    if not ranks.active:  # the whole text, so a too-short one is reported as it is
+        return tokens, resets, batch_size
+    rows = ranks.rows(batch_size)
+    length = tokens.numel() // batch_size
+    span = slice(rows.start * length, rows.stop * length)
+    return tokens[span], None if resets is None else resets[span], rows.stop - rows.start
 
 
 def _documents(corpus: Corpus) -> str:

@@ -4,20 +4,28 @@ the seed and the step, and loading a trained run back.
 A batch drawn from ``batch_generator(seed, step)`` is the same whenever step ``step`` runs, so
 a resumed run sees exactly the batches the uninterrupted run would have seen, with nothing to
 carry in the checkpoint. Validation and test sets come from their own fixed generators.
+
+Under torchrun every rank draws the same whole batch and trains on its rows (``rank_rows``), so
+N ranks see exactly the global batch of one process; a task that does so declares
+``splits_batch_by_rank = True`` (``rnnkit.train.distributed``).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from torch import Tensor
 
 from rnnkit.train import checkpoint as checkpoints
+from rnnkit.train import distributed
 from rnnkit.train.config import from_dict
 from rnnkit.train.threads import set_threads
+
+Batch = TypeVar("Batch")
 
 VALIDATION_STREAM = 1
 TEST_STREAM = 2
@@ -32,6 +40,33 @@ def batch_generator(seed: int, step: int) -> torch.Generator:
 def fixed_generator(seed: int, stream: int) -> torch.Generator:
     """The generator of a fixed set: ``VALIDATION_STREAM`` or ``TEST_STREAM``."""
     return torch.Generator().manual_seed(seed * _STREAMS * 4 + stream)
+
+
+def rank_rows(batch: Batch, batch_size: int) -> Batch:
+    """This rank's rows of a whole batch of ``batch_size`` rows drawn from ``batch_generator``:
+    every tensor whose first dimension is ``batch_size`` (batch-first fields) is cut to the rows
+    of ``distributed.Ranks.rows``, through tuples, NamedTuples, lists, dicts and dataclasses;
+    anything else is kept. Padding stays that of the whole batch. One process: ``batch``."""
+    ranks = distributed.current()
+    if not ranks.active:
+        return batch
+    return _cut(batch, batch_size, ranks.rows(batch_size))
+
+
+def _cut(value: Any, batch_size: int, rows: slice) -> Any:
+    if isinstance(value, Tensor):
+        return value[rows] if value.dim() and value.shape[0] == batch_size else value
+    if isinstance(value, tuple) and hasattr(value, "_fields"):  # a NamedTuple
+        return type(value)(*(_cut(item, batch_size, rows) for item in value))
+    if isinstance(value, (tuple, list)):
+        return type(value)(_cut(item, batch_size, rows) for item in value)
+    if isinstance(value, dict):
+        return {key: _cut(item, batch_size, rows) for key, item in value.items()}
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        fields = [field.name for field in dataclasses.fields(value) if field.init]
+        cut = {name: _cut(getattr(value, name), batch_size, rows) for name in fields}
+        return dataclasses.replace(value, **cut)
+    return value
 
 
 class NoCarriedTensors:
