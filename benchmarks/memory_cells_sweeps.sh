@@ -37,3 +37,9 @@ for cell in plstm lstm; do
 done
 mkdir -p "$results/image-classify"
 for cell in plstm lstm; do cp "$out/image-classify/$cell/result.json" "$results/image-classify/$cell.json"; done
+# the LSTM at the pLSTM's number of steps (equal steps rather than equal time)
+plstm_steps=$(python -c "import json; print(json.load(open('$out/image-classify/plstm/result.json'))['step'])")
+run=$out/image-classify/lstm-$plstm_steps
+rnnkit train image-classify --model.cell=lstm --steps "$plstm_steps" --trainer.threads=1 \
+  --run-dir "$run" --overwrite
+rnnkit eval "$run" --json > "$results/image-classify/lstm-$plstm_steps-steps.json"
