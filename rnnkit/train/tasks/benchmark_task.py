@@ -170,6 +170,11 @@ class Problem(Protocol):
 class BenchmarkTask(supervised.NoCarriedTensors):
     """The ``TrainingTask`` of a benchmark problem and a ``SequenceModel``."""
 
+    # Under torchrun each rank trains on its rows of the step's batch (every batch field is
+    # batch-first); the trainer weights the ranks' gradients by their items. A depth recursion's
+    # auxiliary loss (ACT's ponder cost) is a per-rank mean, so its weighting is approximate.
+    splits_batch_by_rank = True
+
     def __init__(self, config: Any, problem: Problem) -> None:
         self.config, self.problem = config, problem
         self.unit = problem.unit
@@ -183,7 +188,9 @@ class BenchmarkTask(supervised.NoCarriedTensors):
 
     def train_loss(self, step: int) -> tuple[Tensor, int]:
         generator = supervised.batch_generator(self.config.seed, step)
-        batch = self.problem.train_batch(self.config.trainer.batch_size, generator)
+        batch_size = self.config.trainer.batch_size
+        # under torchrun this rank's rows of the step's whole batch (splits_batch_by_rank)
+        batch = supervised.rank_rows(self.problem.train_batch(batch_size, generator), batch_size)
         loss, count = self.problem.loss(self.model, batch)
         auxiliary = self.model.auxiliary_loss()  # depth recursion: ACT's ponder cost, ...
         return (loss if auxiliary is None else loss + auxiliary), count
