@@ -43,3 +43,7 @@ run=$out/image-classify/lstm-$plstm_steps
 rnnkit train image-classify --model.cell=lstm --steps "$plstm_steps" --trainer.threads=1 \
   --run-dir "$run" --overwrite
 rnnkit eval "$run" --json > "$results/image-classify/lstm-$plstm_steps-steps.json"
+
+# 4. MQAR again at a third of the learning rate (1e-3, as attention needed at width 128)
+sweep mqar-gated-lr --tasks mqar --mixers gated_deltanet deltanet gla --steps 2000 \
+  --set mqar:optimizer.learning_rate=1e-3
