@@ -28,3 +28,12 @@ for name in ("fixed1", "fixed4", "ut4", "ut8"):
           "accuracy_in_distribution", "longest_length_at_90") + tuple(
           key for key in metrics if key.startswith("ponder"))})
 PY
+# the copy task with the same three shapes (1 block, 4 blocks, UT up to 4 steps)
+for spec in "fixed1:--model.num_blocks=1" "fixed4:--model.num_blocks=4" \
+    "ut4:--model.num_blocks=1 --model.depth.recursion=universal --model.depth.max_steps=4"; do
+  name=${spec%%:*}
+  read -r -a args <<< "${spec#*:}"
+  rnnkit train copy --model.cell=attention --steps 2000 --trainer.threads=1 --seed 0 \
+    "${args[@]}" --run-dir "$out/copy-$name" --overwrite > "$out/copy-$name.log"
+  rnnkit eval "$out/copy-$name" --json > "$out/copy-$name.json"
+done
