@@ -89,13 +89,9 @@ class CausalSelfAttention(nn.Module):
     def forward(self, inputs: Tensor, cache: KVCache | None = None) -> tuple[Tensor, KVCache]:
         """``inputs (B, T, D)`` after the cached positions -> ``(B, T, D)`` and the cache
         extended by these T positions."""
-        batch, length, _ = inputs.shape
+        length = inputs.shape[1]
         past = 0 if cache is None else cache.keys.shape[2]
-        projected = self.query_key_value(inputs).view(batch, length, 3, self.num_heads, -1)
-        queries, keys, values = projected.permute(2, 0, 3, 1, 4)  # each (B, heads, T, d)
-        positions = torch.arange(past, past + length, device=inputs.device)
-        queries = rotary_embedding(queries, positions, self.rotary_base)
-        keys = rotary_embedding(keys, positions, self.rotary_base)
+        queries, keys, values, positions = self.rotated_projections(inputs, past)
         if cache is not None:
             keys = torch.cat((cache.keys, keys), dim=2)  # (B, heads, S + T, d)
             values = torch.cat((cache.values, values), dim=2)
@@ -112,8 +108,23 @@ class CausalSelfAttention(nn.Module):
             attended = functional.scaled_dot_product_attention(
                 queries, keys, values, attn_mask=allowed
             )
-        merged = attended.transpose(1, 2).reshape(batch, length, self.model_size)  # (B, T, D)
-        return self.output(merged), KVCache(keys, values)
+        return self.merge_heads(attended), KVCache(keys, values)
+
+    def rotated_projections(self, inputs: Tensor, past: int) -> tuple[Tensor, ...]:
+        """Queries, keys and values ``(B, heads, T, d)`` of ``inputs (B, T, D)`` at positions
+        ``past .. past + T - 1`` (queries and keys rotated), and those positions ``(T,)``."""
+        batch, length, _ = inputs.shape
+        projected = self.query_key_value(inputs).view(batch, length, 3, self.num_heads, -1)
+        queries, keys, values = projected.permute(2, 0, 3, 1, 4)  # each (B, heads, T, d)
+        positions = torch.arange(past, past + length, device=inputs.device)
+        queries = rotary_embedding(queries, positions, self.rotary_base)
+        keys = rotary_embedding(keys, positions, self.rotary_base)
+        return queries, keys, values, positions
+
+    def merge_heads(self, attended: Tensor) -> Tensor:
+        """The heads' outputs ``(B, heads, T, d)`` -> ``(B, T, D)`` through the output map."""
+        batch, _, length, _ = attended.shape
+        return self.output(attended.transpose(1, 2).reshape(batch, length, self.model_size))
 
     def step(self, inputs: Tensor, cache: KVCache | None = None) -> tuple[Tensor, KVCache]:
         """One position: ``x_t (B, D)`` -> ``y_t (B, D)`` and the extended cache."""

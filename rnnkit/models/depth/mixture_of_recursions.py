@@ -57,7 +57,7 @@ import torch
 import torch.nn.functional as functional
 from torch import Tensor, nn
 
-from rnnkit.models.causal_attention import CausalSelfAttention, rotary_embedding
+from rnnkit.models.causal_attention import CausalSelfAttention
 
 ROUTINGS = ("expert", "token")
 EXPERT_SAMPLINGS = ("aux_loss", "aux_router")
@@ -109,13 +109,9 @@ def masked_attention(
 ) -> tuple[Tensor, RecursionCache]:
     """``attention``'s weights over ``inputs (B, T, D)`` after the cached positions, a query
     attending to the earlier keys of active positions and to itself; ``active (B, T)``."""
-    batch, length, _ = inputs.shape
+    length = inputs.shape[1]
     past = 0 if cache is None else cache.keys.shape[2]
-    projected = attention.query_key_value(inputs).view(batch, length, 3, attention.num_heads, -1)
-    queries, keys, values = projected.permute(2, 0, 3, 1, 4)  # each (B, heads, T, d)
-    positions = torch.arange(past, past + length, device=inputs.device)
-    queries = rotary_embedding(queries, positions, attention.rotary_base)
-    keys = rotary_embedding(keys, positions, attention.rotary_base)
+    queries, keys, values, positions = attention.rotated_projections(inputs, past)
     key_active = active
     if cache is not None:
         keys = torch.cat((cache.keys, keys), dim=2)  # (B, heads, S + T, d)
@@ -128,8 +124,7 @@ def masked_attention(
     attended = functional.scaled_dot_product_attention(
         queries, keys, values, attn_mask=allowed[:, None]
     )
-    merged = attended.transpose(1, 2).reshape(batch, length, attention.model_size)
-    return attention.output(merged), RecursionCache(keys, values, key_active)
+    return attention.merge_heads(attended), RecursionCache(keys, values, key_active)
 
 
 def real_positions(inputs: Tensor, lengths: Tensor | None) -> Tensor:
