@@ -42,11 +42,9 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor, distributed, nn
 
-from rnnkit.train import checkpoint as checkpoints
-from rnnkit.train.config import to_dict
 from rnnkit.train.metrics import Progress
 from rnnkit.train.task import FitResult
-from rnnkit.train.threads import set_threads, threads_restored
+from rnnkit.train.threads import threads_restored
 
 if TYPE_CHECKING:  # the task registry imports the trainer, which imports this module
     from rnnkit.train.tasks.definition import TaskDefinition
@@ -191,24 +189,12 @@ def follow(
     """A rank other than 0 trains its share of the run and writes nothing: the same task and
     trainer as rank 0's ``rnnkit.train.run.train`` (which holds the run folder's lock and writes
     it), no report."""
-    from rnnkit.train.trainer import Trainer  # the trainer imports this module
+    from rnnkit.train.run import build_task, build_trainer  # the trainer imports this module
 
     with threads_restored(), open(os.devnull, "w") as silent:
-        set_threads(config.trainer.threads)
-        if document is None:
-            checkpoints.seed_everything(config.seed)
-        task = definition.build(config, None if document is None else document["metadata"])
-        trainer = Trainer(
-            task,
-            config.trainer,
-            config.optimizer,
-            run_dir,
-            info={"task": definition.name, "config": to_dict(config)},
-            progress=Progress(silent, interactive=False),
-        )
-        if document is not None:
-            trainer.restore(document)
-        return trainer.fit()
+        task = build_task(definition, config, document)
+        progress = Progress(silent, interactive=False)
+        return build_trainer(definition, config, task, run_dir, document, progress).fit()
 
 
 def stop() -> None:

@@ -82,6 +82,37 @@ def _clear_previous_run(run_dir: Path, overwrite: bool) -> None:
     shutil.rmtree(run_dir / checkpoints.CHECKPOINT_FOLDER, ignore_errors=True)
 
 
+def build_task(definition: TaskDefinition, config: Any, document: dict[str, Any] | None) -> Any:
+    """The task of a run: threads set, a new run seeded, a resumed one rebuilt from its
+    checkpoint's metadata."""
+    set_threads(config.trainer.threads)  # torch's and Numba's (the compiled kernels') threads
+    if document is None:
+        checkpoints.seed_everything(config.seed)
+    return definition.build(config, None if document is None else document["metadata"])
+
+
+def build_trainer(
+    definition: TaskDefinition,
+    config: Any,
+    task: Any,
+    run_dir: Path,
+    document: dict[str, Any] | None,
+    progress: Progress,
+) -> Trainer:
+    """The trainer of ``task``, restored from ``document`` when the run resumes."""
+    trainer = Trainer(
+        task,
+        config.trainer,
+        config.optimizer,
+        run_dir,
+        info={"task": definition.name, "config": to_dict(config)},
+        progress=progress,
+    )
+    if document is not None:
+        trainer.restore(document)
+    return trainer
+
+
 def _train(
     definition: TaskDefinition,
     config: Any,
@@ -89,10 +120,7 @@ def _train(
     document: dict[str, Any] | None,
     stream: TextIO,
 ) -> FitResult:
-    set_threads(config.trainer.threads)  # torch's and Numba's (the compiled kernels') threads
-    if document is None:
-        checkpoints.seed_everything(config.seed)
-    task = definition.build(config, None if document is None else document["metadata"])
+    task = build_task(definition, config, document)
     run_dir.mkdir(parents=True, exist_ok=True)
     checkpoints.write_json_atomically(run_dir / CONFIG_FILE, to_dict(config))
     action = "resuming" if document is not None else "training"
@@ -100,16 +128,9 @@ def _train(
     if hasattr(task, "describe"):
         stream.write(task.describe() + "\n")
     stream.flush()
-    trainer = Trainer(
-        task,
-        config.trainer,
-        config.optimizer,
-        run_dir,
-        info={"task": definition.name, "config": to_dict(config)},
-        progress=Progress(stream, log_seconds=config.trainer.log_seconds),
-    )
+    progress = Progress(stream, log_seconds=config.trainer.log_seconds)
+    trainer = build_trainer(definition, config, task, run_dir, document, progress)
     if document is not None:
-        trainer.restore(document)
         stream.write(f"continuing from step {trainer.step}\n")
     result = trainer.fit()
     if result.reason == "interrupted":
