@@ -53,8 +53,9 @@ try:
                 state[k] = value
                 output[k] = value
         else:
-            state[:] = candidate
-            output[:] = candidate
+            for k in range(state.shape[0]):
+                state[k] = candidate[k]
+                output[k] = candidate[k]
 
     @numba.njit(**INLINE)
     def carry_row(through, mask, use_mask, direct, carried):  # pragma: no cover - compiled

@@ -86,7 +86,7 @@ class _FusedLSTM(torch.autograd.Function):
             )
             for index, rows in enumerate(chunks)
         ]
-        outputs = empty(batch, steps, recurrent_size, like=projected)
+        outputs = empty(batch, steps, recurrent_size, like=projected, role="lstm outputs")
         h_final, c_final = torch.empty_like(h0), torch.empty_like(c0)
         weight_t = as_array(recurrent.t(), 2, dtype)
         projection_t = as_array(None if projection is None else projection.t(), 2, dtype)
@@ -150,7 +150,9 @@ class _FusedLSTM(torch.autograd.Function):
         batch, steps, recurrent_size = grad_outputs.shape
         width = recurrent.shape[0]
         dtype = recurrent.dtype
-        grad_projected = empty(batch, steps, width, like=recurrent)
+        # from the workspace: a fresh (B, T, 4H) tensor page-faults through all of it (4.3 ms
+        # of a 16 MB buffer's 5.2 ms to allocate and fill, one thread)
+        grad_projected = empty(batch, steps, width, like=recurrent, role="lstm grad_projected")
         grad_h0 = empty(batch, recurrent_size, like=recurrent)
         grad_c0 = empty(batch, width // 4, like=recurrent)
         gradients = [

@@ -24,7 +24,7 @@ import numpy as np
 try:
     import numba
 
-    from rnnkit.strategies.kernels.compiled_math import COMPILED
+    from rnnkit.strategies.kernels.compiled_math import COMPILED, copy_row
     from rnnkit.strategies.kernels.compiled_matmul import matmul_transposed
     from rnnkit.strategies.kernels.fused_gru_cpu import zoneout_row
     from rnnkit.strategies.kernels.fused_lstm_rows import (
@@ -93,7 +93,7 @@ try:
                     for k in range(h_row.shape[0]):
                         inputs_row[k] = h_row[k] * mask_row[k]
                 else:
-                    inputs_row[:] = h_row
+                    copy_row(h_row, inputs_row)
             matmul_transposed(inputs_t, weight, recurrent)  # (B, 4H)
             for b in range(batch):
                 if t >= lengths[b]:
@@ -105,7 +105,7 @@ try:
                         normalized_recurrent[t, b, :] = 0
                         normalized_cells[t, b, :] = 0
                     continue
-                cells_before[t, b] = c[b]
+                copy_row(c[b], cells_before[t, b])
                 stds = gates_row(
                     projected[b, t],
                     recurrent[b],
@@ -194,7 +194,7 @@ try:
         grad_recurrent_input = np.empty_like(grad_h)
         grad_normalized = np.empty(hidden, dtype=dtype)
         grad_cell_norm = np.empty(hidden, dtype=dtype)
-        grad_pre = np.empty(width, dtype=dtype)
+        scaled_pre = np.empty(width, dtype=dtype)  # layer norm: d normalized pre-activations
         placeholder = np.zeros(hidden, dtype=dtype)
         for index in range(steps):
             t = steps - 1 - index
@@ -217,13 +217,15 @@ try:
             if use_projection:
                 matmul_transposed(grad_hidden_outputs[t], projection_columns, grad_hidden)
             else:
-                grad_hidden[:] = grad_hidden_outputs[t]
+                for b in range(batch):
+                    copy_row(grad_hidden_outputs[t, b], grad_hidden[b])
             for b in range(batch):
                 if t >= lengths[b]:
                     grad_projected[b, t, :] = 0
                     grad_recurrent[t, b, :] = 0
                     grad_cell_outputs[t, b, :] = 0
                     continue
+                grad_pre = grad_projected[b, t]  # written in place: no copy of the row
                 gates_backward_row(
                     grad_hidden[b],
                     grad_c[b],
@@ -243,7 +245,6 @@ try:
                     grad_cell_norm,
                     grad_pre,
                 )
-                grad_projected[b, t] = grad_pre
                 if use_peephole or use_norm:
                     accumulate_parameter_sums(
                         parameter_sums,
@@ -258,15 +259,15 @@ try:
                     )
                 if use_norm:
                     for j in range(width):
-                        grad_pre[j] *= norm_hidden[j]
+                        scaled_pre[j] = grad_pre[j] * norm_hidden[j]
                     normalize_backward(
-                        grad_pre,
+                        scaled_pre,
                         normalized_recurrent[t, b],
                         inverse_stds[t, b, 0],
                         grad_recurrent[t, b],
                     )
                 else:
-                    grad_recurrent[t, b] = grad_pre
+                    copy_row(grad_pre, grad_recurrent[t, b])
             matmul_transposed(grad_recurrent[t], weight_columns, grad_recurrent_input)  # (B, R)
             for b in range(batch):
                 if t >= lengths[b]:

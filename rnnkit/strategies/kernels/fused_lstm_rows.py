@@ -80,9 +80,10 @@ try:
         for j in range(2 * hidden):
             gate[j] = sigmoid(pre[j], one)
         for j in range(hidden):
-            candidate = tanh(pre[2 * hidden + j], one)
-            gate[2 * hidden + j] = candidate
-            cell[j] = gate[hidden + j] * previous[j] + gate[j] * candidate
+            gate[2 * hidden + j] = tanh(pre[2 * hidden + j], one)
+        # a loop of its own: writing the gates it reads would keep LLVM from vectorizing it
+        for j in range(hidden):
+            cell[j] = gate[hidden + j] * previous[j] + gate[j] * gate[2 * hidden + j]
         if use_norm:
             inverse_std_cell = normalize_row(cell, cell_normalized, eps[1])
             for j in range(hidden):
