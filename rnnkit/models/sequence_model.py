@@ -36,6 +36,7 @@ from rnnkit.cells import CELLS, State
 from rnnkit.models.causal_attention import CausalSelfAttention, KVCache
 from rnnkit.models.depth import DepthConfig, DepthRecursion, build_depth
 from rnnkit.models.recurrent_config import RecurrentConfig
+from rnnkit.models.short_convolution import ShortConvolution
 from rnnkit.models.titans_mag import MEMORY_CELL, TitansGatedAttention
 
 MIXERS = ("recurrent", "attention", "titans_mag")
@@ -65,6 +66,10 @@ class SequenceModelConfig:
     (``--model.recurrent.cell=gla --model.recurrent.options.num_heads=4``)."""
     attention_every: int = 0
     """With ``mixer=recurrent``, every k-th block is attention instead (0: none)."""
+    short_convolution: int = 0
+    """Width K of a causal depthwise convolution (then SiLU) on each recurrent mixer's input,
+    Zoology's short convolution (``rnnkit.models.short_convolution``); 0: none. Linear
+    recurrences need it for associative recall (fla's layers use K = 4)."""
     num_heads: int = 4
     """Heads of the attention mixer."""
     rotary_base: float = 10000.0
@@ -114,6 +119,11 @@ class SequenceModelConfig:
             raise ValueError(f"attention_every: expected 0 or more, got {self.attention_every}")
         if self.attention_window < 0:
             raise ValueError(f"attention_window: expected 0 or more, got {self.attention_window}")
+        if self.short_convolution < 0 or self.short_convolution == 1:
+            raise ValueError(
+                f"short_convolution: expected 0 (none) or a width of 2 or more, got "
+                f"{self.short_convolution}"
+            )
         if self.mixer == "attention" and self.attention_every:
             raise ValueError(
                 "attention_every: expected 0 with mixer='attention' (every block is attention), "
@@ -151,10 +161,15 @@ class SequenceModelConfig:
 
 
 class RecurrentMixer(nn.Module):
-    """``Recurrent`` over ``(B, T, D)``, mapped back to D when its output size differs."""
+    """``Recurrent`` over ``(B, T, D)``, mapped back to D when its output size differs; with
+    ``short_convolution`` K > 0 a ``ShortConvolution`` on its input first, whose state
+    ``(B, K - 1, D)`` is the last entry of the mixer's state tuple."""
 
-    def __init__(self, config: RecurrentConfig, model_size: int) -> None:
+    def __init__(self, config: RecurrentConfig, model_size: int, short_convolution: int = 0):
         super().__init__()
+        self.convolution = (
+            ShortConvolution(model_size, short_convolution) if short_convolution else None
+        )
         self.recurrent = config.build(model_size)
         output_size = self.recurrent.output_size
         self.projection = (
@@ -164,21 +179,43 @@ class RecurrentMixer(nn.Module):
     def forward(
         self, inputs: Tensor, state: Sequence[State] | None, lengths: Tensor | None
     ) -> tuple[Tensor, tuple[State, ...]]:
-        """``(B, T, D)`` -> ``(B, T, D)`` and the final per-layer states."""
-        outputs, final_state = self.recurrent(inputs, state, lengths)
-        assert isinstance(outputs, Tensor)  # padded inputs give padded outputs
-        return self.projection(outputs), final_state
+        """``(B, T, D)`` -> ``(B, T, D)`` and the final per-layer states (then the
+        convolution's)."""
+        if self.convolution is None:
+            outputs, final_state = self.recurrent(inputs, state, lengths)
+            assert isinstance(outputs, Tensor)  # padded inputs give padded outputs
+            return self.projection(outputs), final_state
+        layer_state, convolution_state = self._split(state)
+        convolved, convolution_state = self.convolution(inputs, convolution_state, lengths)
+        outputs, final_state = self.recurrent(convolved, layer_state, lengths)
+        assert isinstance(outputs, Tensor)
+        return self.projection(outputs), (*final_state, convolution_state)
 
     def step(
         self, inputs: Tensor, state: Sequence[State] | None
     ) -> tuple[Tensor, tuple[State, ...]]:
         """``(B, D)`` -> ``(B, D)`` and the new states, by ``Recurrent.step``."""
-        outputs, new_state = self.recurrent.step(inputs, state)
-        return self.projection(outputs), new_state
+        if self.convolution is None:
+            outputs, new_state = self.recurrent.step(inputs, state)
+            return self.projection(outputs), new_state
+        layer_state, convolution_state = self._split(state)
+        convolved, convolution_state = self.convolution.step(inputs, convolution_state)
+        outputs, new_state = self.recurrent.step(convolved, layer_state)
+        return self.projection(outputs), (*new_state, convolution_state)
 
     def state_size(self) -> int:
-        """Floats of state per sequence: every cell's state sizes, summed."""
-        return sum(sum(cell.state_sizes()) for cell in self.recurrent.layer_cells())
+        """Floats of state per sequence: every cell's state sizes (and the convolution's
+        ``(K - 1) D``), summed."""
+        cells = sum(sum(cell.state_sizes()) for cell in self.recurrent.layer_cells())
+        if self.convolution is None:
+            return cells
+        return cells + (self.convolution.kernel_size - 1) * self.convolution.size
+
+    def _split(self, state: Sequence[State] | None) -> tuple[tuple[State, ...] | None, Any]:
+        """The per-layer states and the convolution's (the last entry)."""
+        if state is None:
+            return None, None
+        return tuple(state[:-1]), state[-1]
 
 
 class Block(nn.Module):
@@ -195,7 +232,7 @@ class Block(nn.Module):
         elif mixer == "titans_mag":
             self.mixer = TitansGatedAttention(config.recurrent, size, heads, base, window)
         else:
-            self.mixer = RecurrentMixer(config.recurrent, size)
+            self.mixer = RecurrentMixer(config.recurrent, size, config.short_convolution)
         self.mixer_norm = nn.LayerNorm(size)
         self.mlp_norm = nn.LayerNorm(size)
         hidden = config.mlp_expansion * size
