@@ -2,7 +2,7 @@
 # Issue 14's recall experiments again with the short convolution before each recurrent mixer
 # (--model.short_convolution=4, as flash-linear-attention's layers and Zoology's models have):
 #   1. MQAR, 8 pairs in 64 tokens (the setting of memory_cells_sweeps.sh) and 32 pairs in
-#      128 tokens (harder: more pairs for the same state), gated_deltanet against deltanet and
+#      128 tokens over 128 symbols (harder: more pairs for the same state), gated_deltanet against deltanet and
 #      gla, 3,000 steps;
 #   2. passkey (3-digit keys, trained at 64 tokens, tested up to 4x longer), titans (linear
 #      memory) against mlstm, selective_ssm and deltanet, 2,000 steps.
@@ -28,7 +28,7 @@ run() {  # NAME TASK OPTIONS...: train and evaluate once (kept when already eval
 for cell in deltanet gated_deltanet gla; do
   run "mqar8-$cell" mqar --model.cell=$cell --steps 3000
   run "mqar32-$cell" mqar --model.cell=$cell --steps 3000 --data.num_pairs=32 \
-    --data.sequence_length=128
+    --data.sequence_length=128 --data.vocabulary_size=128
 done
 # Gated DeltaNet's decay is drawn per head at initialization (one head here): two more seeds
 for seed in 1 2; do
