@@ -42,9 +42,15 @@ reference code's ``logsigmoid`` activation), scalar per head; Transitions are sc
 bit 1 reverses y) has its own gates and shares ``q, k, v``; the scans' outputs (heads
 concatenated) are averaged and projected, ``y = W_O mean_directions(h) + b_O``.
 
-``forward_reference`` walks the grid node by node; ``forward_parallel`` (``forward``) runs the
-same recurrence by anti-diagonal wavefronts, every node with ``x + y = s`` at once, in
-``X + Y - 1`` steps. This is a grid module, not a sequence cell: it is not in ``CELLS``.
+Four forms compute the same layer (``form``; ``forward`` runs it): ``forward_reference``
+walks the grid node by node; ``forward_wavefront`` runs the recurrence by anti-diagonal
+wavefronts, every node with ``x + y = s`` at once, in ``X + Y - 1`` steps; ``forward_parallel``
+is the paper's parallel form ``H = ((Q K^T) ⊙ G) V`` with the gating matrix ``G`` built row by
+row, ``O((X Y)^2)`` memory per image and head; ``forward_chunked`` is its chunkwise form with
+one grid row per chunk, ``G`` inside a row and matrix states across rows (both in
+``rnnkit.cells.plstm_parallel``). ``form="auto"`` (the default) picks by ``choose_form``. The
+scans of all directions run as one batch. This is a grid module, not a sequence cell: it is
+not in ``CELLS``.
 """
 
 from __future__ import annotations
@@ -57,8 +63,12 @@ from torch import Tensor, nn
 
 from rnnkit.cells.base import check_positive_int
 from rnnkit.cells.gla import head_size
+from rnnkit.cells.plstm_parallel import choose_form, scan_gating_matrix, scan_rows
 
 MODES = ("P", "D")
+FORMS = ("auto", "chunked", "parallel", "wavefront", "reference")
+"""How ``PLSTM2D.forward`` computes: ``choose_form``, a row per chunk, the gating matrix,
+anti-diagonals, node by node (``forward_chunked``, ``forward_parallel``, ...)."""
 ALL_DIRECTIONS = (0, 1, 2, 3)
 """Corner scans: 0 from the top-left, 1 with x reversed, 2 with y reversed, 3 with both."""
 GATES_PER_MODE = {"P": 4, "D": 7}
@@ -165,7 +175,7 @@ class PLSTM2D(nn.Module):
 
     ``hidden_size`` splits into ``num_heads`` value heads of ``d_v``; ``key_size`` (default
     ``d_v``) is ``d_k`` per head. ``mode`` is ``"P"`` or ``"D"``; ``directions`` the corner
-    scans averaged (a subset of ``ALL_DIRECTIONS``).
+    scans averaged (a subset of ``ALL_DIRECTIONS``); ``form`` which of ``FORMS`` ``forward`` runs.
     """
 
     def __init__(
@@ -176,18 +186,21 @@ class PLSTM2D(nn.Module):
         mode: str = "P",
         directions: Sequence[int] = ALL_DIRECTIONS,
         key_size: int | None = None,
+        form: str = "auto",
     ) -> None:
         super().__init__()
         check_positive_int("input_size", input_size)
         check_positive_int("num_heads", num_heads)
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+        if form not in FORMS:
+            raise ValueError(f"form must be one of {FORMS}, got {form!r}")
         directions = tuple(directions)
         if not directions or len(set(directions)) != len(directions):
             raise ValueError(f"directions must be distinct and not empty, got {directions}")
         if not set(directions) <= set(ALL_DIRECTIONS):
             raise ValueError(f"directions must be among {ALL_DIRECTIONS}, got {directions}")
-        self.hidden_size, self.num_heads, self.mode = hidden_size, num_heads, mode
+        self.hidden_size, self.num_heads, self.mode, self.form = hidden_size, num_heads, mode, form
         self.directions = directions
         self.value_size = head_size("hidden_size", hidden_size, num_heads)
         self.key_size = key_size if key_size is not None else self.value_size
@@ -250,22 +263,44 @@ class PLSTM2D(nn.Module):
         """``(B, X, Y, input_size) -> (B, X, Y, hidden_size)``, node by node."""
         return self._combine(inputs, scan_reference)
 
-    def forward_parallel(self, inputs: Tensor) -> Tensor:
+    def forward_wavefront(self, inputs: Tensor) -> Tensor:
         """``(B, X, Y, input_size) -> (B, X, Y, hidden_size)``, by anti-diagonal wavefronts."""
         return self._combine(inputs, scan_wavefront)
 
+    def forward_parallel(self, inputs: Tensor) -> Tensor:
+        """``(B, X, Y, input_size) -> (B, X, Y, hidden_size)``, as ``((Q K^T) ⊙ G) V``."""
+        return self._combine(inputs, scan_gating_matrix)
+
+    def forward_chunked(self, inputs: Tensor) -> Tensor:
+        """``(B, X, Y, input_size) -> (B, X, Y, hidden_size)``, a row per chunk."""
+        return self._combine(inputs, scan_rows)
+
     def forward(self, inputs: Tensor) -> Tensor:
-        return self.forward_parallel(inputs)
+        """``(B, X, Y, input_size) -> (B, X, Y, hidden_size)`` in the layer's ``form``."""
+        _check_grid(inputs)
+        form = self.form
+        if form == "auto":
+            form = choose_form(inputs.shape[1], inputs.shape[2], self.key_size, self.value_size)
+        return getattr(self, f"forward_{form}")(inputs)
 
     def _combine(self, inputs: Tensor, scan: Callable[[GridTerms], Tensor]) -> Tensor:
-        if inputs.dim() != 4:
-            raise ValueError(f"inputs must be (B, X, Y, D), got shape {tuple(inputs.shape)}")
+        """The corner scans run as one batch, flipped back and averaged, then projected."""
+        _check_grid(inputs)
+        scans = self.scan_terms(inputs)
+        stacked = GridTerms(*(torch.cat(term) for term in zip(*scans, strict=True)))
         outputs = [
-            scan(terms).flip(_flip_dims(direction))
-            for terms, direction in zip(self.scan_terms(inputs), self.directions, strict=True)
+            output.flip(_flip_dims(direction))
+            for output, direction in zip(
+                scan(stacked).split(len(inputs)), self.directions, strict=True
+            )
         ]
         mean = torch.stack(outputs).mean(0).flatten(-2)  # (B, X, Y, hidden_size)
         return self.output(mean)
+
+
+def _check_grid(inputs: Tensor) -> None:
+    if inputs.dim() != 4:
+        raise ValueError(f"inputs must be (B, X, Y, D), got shape {tuple(inputs.shape)}")
 
 
 def _flip_dims(direction: int) -> list[int]:

@@ -25,7 +25,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from rnnkit.cells.plstm import ALL_DIRECTIONS, MODES, PLSTM2D
+from rnnkit.cells.plstm import ALL_DIRECTIONS, FORMS, MODES, PLSTM2D
 from rnnkit.models.recurrent_config import cell_option_types, parse_option
 from rnnkit.nn import Recurrent
 from rnnkit.strategies import get_registered
@@ -51,6 +51,9 @@ class ImageClassifierConfig:
     num_directions: int = 4
     """pLSTM corner scans averaged per layer (the first of: top-left, x reversed, y reversed,
     both reversed)."""
+    form: str = "auto"
+    """How the pLSTM layers compute (``rnnkit.cells.plstm.FORMS``; the same function):
+    ``"auto"``, ``"chunked"``, ``"parallel"``, ``"wavefront"`` or ``"reference"``."""
     pooling: str = "max"
     """How the pLSTM's grid is pooled for the head: ``"max"`` or ``"mean"``."""
     strategy: str = "auto"
@@ -66,6 +69,8 @@ class ImageClassifierConfig:
             raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
         if not 1 <= self.num_directions <= len(ALL_DIRECTIONS):
             raise ValueError(f"num_directions must be in 1..4, got {self.num_directions}")
+        if self.form not in FORMS:
+            raise ValueError(f"form must be one of {FORMS}, got {self.form!r}")
         if self.pooling not in POOLINGS:
             raise ValueError(f"pooling must be one of {POOLINGS}, got {self.pooling!r}")
         if self.cell == GRID_CELL:
@@ -106,6 +111,7 @@ class GridEncoder(nn.Module):
                 num_heads=config.num_heads,
                 mode=config.mode,
                 directions=directions,
+                form=config.form,
             )
             for _ in range(config.num_layers)
         )
@@ -172,7 +178,8 @@ class ImageClassifier(nn.Module):
         if self.config.cell == GRID_CELL:
             return (
                 f"pLSTM ({self.config.mode}-mode, {self.config.num_directions} corner scans, "
-                f"{self.config.num_heads} heads) x {self.config.num_layers} over the grid"
+                f"{self.config.num_heads} heads, {self.config.form} form) x "
+                f"{self.config.num_layers} over the grid"
             )
         return f"{self.config.cell} x {self.config.num_layers} reading one row per step"
 

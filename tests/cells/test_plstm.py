@@ -1,6 +1,7 @@
-"""pLSTM over 2-D grids (``rnnkit.cells.plstm``): the wavefront form against the node-by-node
-reference (float64 values and gradients, every mode and direction, non-square grids, heads),
-both against the paper's gating-matrix form written out path by path, and the modes' bounds."""
+"""pLSTM over 2-D grids (``rnnkit.cells.plstm``): the wavefront, gating-matrix and row-chunked
+forms against the node-by-node reference (float64 values and gradients, every mode and
+direction, non-square grids, heads), all against the paper's gating-matrix form written out path
+by path, and the modes' bounds."""
 
 from __future__ import annotations
 
@@ -20,6 +21,13 @@ from rnnkit.cells.plstm import (
     skew,
     unskew,
 )
+from rnnkit.cells.plstm_parallel import scan_gating_matrix, scan_rows
+
+SCANS = {
+    "wavefront": scan_wavefront,
+    "parallel": scan_gating_matrix,
+    "chunked": scan_rows,
+}
 
 TOLERANCE = {"atol": 1e-10, "rtol": 1e-10}
 
@@ -85,7 +93,8 @@ def test_scans_match_the_gating_matrix_path_sums(size):
         1,
     )
     assert_close(scan_reference(terms), expected, "reference")
-    assert_close(scan_wavefront(terms), expected, "wavefront")
+    for name, scan in SCANS.items():
+        assert_close(scan(terms), expected, name)
 
 
 def test_two_by_two_grid_by_hand():
@@ -111,7 +120,8 @@ def test_two_by_two_grid_by_hand():
     )  # fmt: skip
     expected = t.query[0, 1, 1, 0] @ read
     assert_close(scan_reference(t)[0, 1, 1, 0], expected, "reference (1, 1)")
-    assert_close(scan_wavefront(t)[0, 1, 1, 0], expected, "wavefront (1, 1)")
+    for name, scan in SCANS.items():
+        assert_close(scan(t)[0, 1, 1, 0], expected, f"{name} (1, 1)")
 
 
 def test_skew_and_unskew_are_inverse():
@@ -127,7 +137,7 @@ CASES = [
     (mode, directions, heads, size)
     for mode in ("P", "D")
     for directions in [(0,), (1,), (2,), (3,), ALL_DIRECTIONS]
-    for heads, size in [(1, (3, 3)), (2, (4, 6)), (4, (5, 2))]
+    for heads, size in [(1, (3, 3)), (2, (3, 5)), (4, (4, 2)), (2, (1, 4))]
 ]
 
 
@@ -136,25 +146,29 @@ CASES = [
     CASES,
     ids=[f"{m}-dir{''.join(map(str, d))}-heads{h}-{s[0]}x{s[1]}-f64" for m, d, h, s in CASES],
 )
-def test_parallel_matches_reference_values_and_gradients(mode, directions, heads, size):
+def test_forms_match_reference_values_and_gradients(mode, directions, heads, size):
+    """Every form of ``PLSTM2D`` (``form=...``, run through ``forward``) against the
+    node-by-node reference: outputs and the gradients of the inputs and every parameter."""
     torch.manual_seed(0)
     layer = PLSTM2D(3, 4 * heads, num_heads=heads, mode=mode, directions=directions).double()
     inputs = torch.randn(2, *size, 3, dtype=torch.float64, requires_grad=True)
     weights = torch.randn(2, *size, 4 * heads, dtype=torch.float64)
-    results = {}
-    for name, forward in (("reference", layer.forward_reference), ("parallel", layer.forward)):
-        outputs = forward(inputs)
-        gradients = torch.autograd.grad((outputs * weights).sum(), [inputs, *layer.parameters()])
-        results[name] = (outputs, gradients)
-    reference_outputs, reference_gradients = results["reference"]
-    assert reference_outputs.shape == (2, *size, 4 * heads)
-    assert_close(results["parallel"][0], reference_outputs, "outputs")
     names = ["inputs", *(name for name, _ in layer.named_parameters())]
-    for name, actual, expected in zip(
-        names, results["parallel"][1], reference_gradients, strict=True
-    ):
-        assert_close(actual, expected, f"gradient of {name}")
+
+    def run(form: str) -> tuple[Tensor, tuple[Tensor, ...]]:
+        layer.form = form
+        outputs = layer(inputs)
+        gradients = torch.autograd.grad((outputs * weights).sum(), [inputs, *layer.parameters()])
+        return outputs, gradients
+
+    reference_outputs, reference_gradients = run("reference")
+    assert reference_outputs.shape == (2, *size, 4 * heads)
     assert reference_gradients[0].abs().sum() > 0
+    for form in SCANS:
+        outputs, gradients = run(form)
+        assert_close(outputs, reference_outputs, f"{form} outputs")
+        for name, actual, expected in zip(names, gradients, reference_gradients, strict=True):
+            assert_close(actual, expected, f"{form} gradient of {name}")
 
 
 def test_direction_reverses_the_grid():
@@ -214,8 +228,9 @@ def test_p_mode_carries_a_state_across_the_grid():
     query = torch.ones_like(terms.query)
     value = torch.ones_like(terms.value)
     gates = (ones, zeros, ones, ones, zeros, zeros, ones, ones, zeros)
-    outputs = scan_wavefront(GridTerms(query, key, value, *gates))
-    assert_close(outputs[0, 1:, 0, 0], torch.ones(11, 2, dtype=torch.float64), "carried")
+    for name, scan in SCANS.items():
+        outputs = scan(GridTerms(query, key, value, *gates))
+        assert_close(outputs[0, 1:, 0, 0], torch.ones(11, 2, dtype=torch.float64), name)
 
 
 def test_validation_and_not_a_sequence_cell():
@@ -226,5 +241,8 @@ def test_validation_and_not_a_sequence_cell():
         PLSTM2D(2, 4, directions=(0, 4))
     with pytest.raises(ValueError, match="divisible"):
         PLSTM2D(2, 5, num_heads=2)
-    with pytest.raises(ValueError, match=r"\(B, X, Y, D\)"):
-        PLSTM2D(2, 4)(torch.randn(3, 2))
+    with pytest.raises(ValueError, match="form"):
+        PLSTM2D(2, 4, form="fast")
+    for form in ("auto", "chunked", "parallel", "wavefront", "reference"):
+        with pytest.raises(ValueError, match=r"\(B, X, Y, D\)"):
+            PLSTM2D(2, 4, form=form)(torch.randn(3, 2))
