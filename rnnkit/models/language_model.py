@@ -7,17 +7,24 @@
 With ``tie_weights`` the head reuses the embedding matrix, W = E (Press & Wolf 2017,
 https://arxiv.org/abs/1608.05859; Inan et al. 2017), which needs O == embedding_size (set
 ``recurrent.hidden_size`` or the LSTM's ``proj_size`` option to the embedding size).
+
+``mixer="attention"`` replaces this model by a decoder-only transformer (``transformer``, with
+recurrence in depth: ``rnnkit.models.transformer_lm``); ``build_language_model`` builds either.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from torch import Tensor, nn
 
 from rnnkit.cells import State
+from rnnkit.models.depth.recursive import INITIALIZATIONS
 from rnnkit.models.recurrent_config import RecurrentConfig
+from rnnkit.models.sequence_model import SequenceModelConfig
+from rnnkit.models.transformer_lm import MIXERS, TransformerLanguageModel, default_transformer
 
 
 def default_recurrent() -> RecurrentConfig:
@@ -38,9 +45,45 @@ class LanguageModelConfig:
     """Dropout on the embeddings and before the head (``recurrent.dropout`` is between layers)."""
     tie_weights: bool = False
     """Share the embedding matrix with the output head (needs output size == embedding_size)."""
+    mixer: str = "recurrent"
+    """``recurrent`` (this model) or ``attention``: the decoder-only transformer of
+    ``transformer`` (``rnnkit.models.transformer_lm``; the options above are then unused)."""
+    transformer: SequenceModelConfig = field(default_factory=default_transformer)
+    """With ``mixer=attention``: blocks, width, heads and recurrence in depth
+    (``--model.transformer.num_blocks=2 --model.transformer.depth.recursion=mor``)."""
+    initialize_from: str = ""
+    """A trained deep run (``mixer=attention``, ``depth.recursion=none``) that initializes this
+    relaxed recursive transformer at the start of training ("": none)."""
+    initialization: str = "stepwise"
+    """How shared blocks come from the deep run's layers: ``stepwise``, ``average``, ``lower``."""
+
+    @staticmethod
+    def prepare_data(data: dict[str, Any]) -> dict[str, Any]:
+        """A partial ``transformer`` mapping takes the char-LM's defaults
+        (``default_transformer``), not the sequence model's, for the keys it leaves out."""
+        transformer = data.get("transformer")
+        if isinstance(transformer, dict):
+            defaults = default_transformer()
+            keys = ("model_size", "num_blocks", "mixer", "num_heads")
+            data["transformer"] = {key: getattr(defaults, key) for key in keys} | transformer
+        return data
 
     def __post_init__(self) -> None:
         """Range checks, so a bad value fails when the config is read, not mid-build."""
+        if self.mixer not in MIXERS:
+            raise ValueError(f"mixer: expected one of {', '.join(MIXERS)}, got {self.mixer!r}")
+        if self.initialization not in INITIALIZATIONS:
+            raise ValueError(
+                f"initialization: expected one of {', '.join(INITIALIZATIONS)}, got "
+                f"{self.initialization!r}"
+            )
+        if self.initialize_from and (
+            self.mixer != "attention" or self.transformer.depth.recursion != "relaxed"
+        ):
+            raise ValueError(
+                "initialize_from: expected mixer='attention' and "
+                "transformer.depth.recursion='relaxed'"
+            )
         if self.embedding_size <= 0:
             raise ValueError(f"embedding_size must be positive, got {self.embedding_size}")
         if not 0.0 <= self.dropout < 1.0:
@@ -100,6 +143,15 @@ class LanguageModel(nn.Module):
     def num_parameters(self) -> int:
         """Trainable parameters, shared ones counted once."""
         return sum(parameter.numel() for parameter in self.parameters() if parameter.requires_grad)
+
+
+def build_language_model(
+    config: LanguageModelConfig, vocabulary_size: int
+) -> LanguageModel | TransformerLanguageModel:
+    """The recurrent language model, or the transformer one with ``mixer=attention``."""
+    if config.mixer == "attention":
+        return TransformerLanguageModel(config.transformer, vocabulary_size)
+    return LanguageModel(config, vocabulary_size)
 
 
 def detach_state(state: Sequence[State]) -> tuple[State, ...]:

@@ -38,7 +38,9 @@ rectangular), and a token at depth r attends only to that cache, so decoding one
 (``step``) equals the full forward for the same routing (eval mode).
 
 In the sequence model: ``--model.cell=attention --model.depth.recursion=mor
---model.depth.max_steps=3 --model.depth.mixture.routing=token``.
+--model.depth.max_steps=3 --model.depth.mixture.routing=token``; in the char-LM
+``--model.mixer=attention --model.transformer.depth.recursion=mor``
+(``rnnkit.models.transformer_lm``).
 
 Compute per token (``statistics()``, over the real tokens since ``reset_statistics``):
 ``mean_recursions``; ``flops_per_token``, a proxy: ``2 P`` per token per recursion (P the unit's

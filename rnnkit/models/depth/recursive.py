@@ -33,9 +33,12 @@ and the LoRA of layer l from the truncated SVD of its residual (the paper's choi
 which is exact when r >= min(out, in) (the relaxed model then equals its deep teacher).
 
 In the sequence model: ``--model.depth.recursion=relaxed --model.num_blocks=B
---model.depth.max_steps=K --model.depth.recursive.lora_rank=r``. Shapes: ``forward(blocks, inputs
-(B, T, D), state, lengths) -> ((B, T, D), state)``; the state is a tuple of one entry per
-effective layer (each application keeps its own recurrent state or KV cache).
+--model.depth.max_steps=K --model.depth.recursive.lora_rank=r``; in the char-LM the same options
+under ``--model.mixer=attention --model.transformer.*``, and ``--model.initialize_from=RUN
+--model.initialization=stepwise`` starts it from a deep run (``rnnkit.models.transformer_lm``).
+Shapes: ``forward(blocks, inputs (B, T, D), state, lengths) -> ((B, T, D), state)``; the state
+is a tuple of one entry per effective layer (each application keeps its own recurrent state or KV
+cache).
 """
 
 from __future__ import annotations

@@ -8,6 +8,12 @@ losses are nats per character, also reported in bits per character (bpc). With
 each separator, in training and evaluation (the resets are recomputed from the text, so a
 resumed run gets the same ones).
 
+With ``model.mixer=attention`` the model is a decoder-only transformer with optional recurrence
+in depth (``rnnkit.models.transformer_lm``): it attends within each window only (training and
+evaluation windows of ``bptt.window``), MoR's router loss joins the training loss, evaluation
+reports the compute per token, and ``model.initialize_from`` starts a relaxed recursive model
+from a trained deep run.
+
 Under torchrun each rank trains its share of the B streams (``rank_streams``) and carries their
 state; a checkpoint holds the state of all B streams, gathered in rank order.
 """
@@ -24,13 +30,16 @@ from torch import Tensor
 from rnnkit.data import Corpus, CorpusConfig, Vocabulary, load_corpus
 from rnnkit.decoding import generate
 from rnnkit.models import LanguageModel, LanguageModelConfig
+from rnnkit.models.language_model import build_language_model
+from rnnkit.models.transformer_lm import TransformerLanguageModel
 from rnnkit.train import checkpoint as checkpoints
 from rnnkit.train import distributed, ranges
 from rnnkit.train.config import from_dict
 from rnnkit.train.optimization import OptimizerConfig
 from rnnkit.train.task import FitResult
+from rnnkit.train.tasks.charlm_transformer import evaluate_model, initialize_from_run, stream_model
 from rnnkit.train.tasks.definition import TaskDefinition
-from rnnkit.train.tbptt import TruncatedBPTT, TruncatedBPTTConfig, evaluate_tokens
+from rnnkit.train.tbptt import TruncatedBPTT, TruncatedBPTTConfig
 from rnnkit.train.trainer import TrainerConfig
 
 NAME = "charlm"
@@ -81,22 +90,35 @@ class CharLMTask:
     unit = "char"
     splits_batch_by_rank = True  # each rank trains its own streams (rnnkit.train.distributed)
 
-    def __init__(self, config: CharLMConfig, corpus: Corpus) -> None:
+    def __init__(self, config: CharLMConfig, corpus: Corpus, fresh: bool = True) -> None:
         self.config = config
         self.corpus = corpus
-        self.model = LanguageModel(config.model, len(corpus.vocabulary))
+        self.model = build_language_model(config.model, len(corpus.vocabulary))
+        if isinstance(self.model, TransformerLanguageModel):
+            if corpus.train_resets is not None:
+                raise ValueError(
+                    "data.document_separator: the transformer (model.mixer=attention) reads one "
+                    "text; remove the separator"
+                )
+            if config.model.initialize_from and fresh:
+                initialize_from_run(self.model, config.model, corpus.vocabulary)
         self.ranks = distributed.current()
         tokens, resets, streams = rank_streams(
             corpus.train, corpus.train_resets, config.trainer.batch_size, self.ranks
         )
-        self.bptt = TruncatedBPTT(self.model, tokens, streams, config.bptt, resets)
+        self.bptt = TruncatedBPTT(stream_model(self.model), tokens, streams, config.bptt, resets)
 
     def train_loss(self, step: int) -> tuple[Tensor, int]:
-        return self.bptt.loss(step)
+        loss, count = self.bptt.loss(step)
+        if isinstance(self.model, TransformerLanguageModel):
+            auxiliary = self.model.auxiliary_loss()  # MoR's router loss
+            if auxiliary is not None:
+                loss = loss + auxiliary
+        return loss, count
 
     def evaluate(self) -> dict[str, float]:
         corpus = self.corpus
-        return evaluate_tokens(
+        return evaluate_model(
             self.model, corpus.validation, self.config.bptt, corpus.validation_resets
         )
 
@@ -107,6 +129,8 @@ class CharLMTask:
 
     def load_training_tensors(self, tensors: dict[str, Tensor]) -> None:
         """This rank's rows of the carried state saved by ``training_tensors``."""
+        if isinstance(self.model, TransformerLanguageModel):
+            return  # nothing is carried between windows
         rows = self.ranks.rows(self.config.trainer.batch_size)
         self.bptt.load_state_tensors(
             {
@@ -120,6 +144,13 @@ class CharLMTask:
 
     def describe(self) -> str:
         corpus = self.corpus
+        if isinstance(self.model, TransformerLanguageModel):
+            return (
+                f"corpus {corpus.name}: {corpus.train.numel():,} training and "
+                f"{corpus.validation.numel():,} validation characters, vocabulary of "
+                f"{len(corpus.vocabulary)}\nmodel: {self.model.num_parameters():,} parameters, "
+                f"{self.model.describe()}, attending within windows of {self.config.bptt.window}"
+            )
         return (
             f"corpus {corpus.name}: {corpus.train.numel():,} training and "
             f"{corpus.validation.numel():,} validation characters, vocabulary of "
@@ -156,7 +187,7 @@ def _documents(corpus: Corpus) -> str:
 def build(config: CharLMConfig, metadata: dict[str, Any] | None) -> CharLMTask:
     """The task for ``config``; ``metadata`` (from a checkpoint) fixes the vocabulary."""
     vocabulary = None if metadata is None else Vocabulary(metadata["vocabulary"])
-    return CharLMTask(config, load_corpus(config.data, vocabulary))
+    return CharLMTask(config, load_corpus(config.data, vocabulary), fresh=metadata is None)
 
 
 def report(task: CharLMTask, result: FitResult, stream: TextIO, run_dir: Path) -> None:
@@ -187,7 +218,9 @@ def report(task: CharLMTask, result: FitResult, stream: TextIO, run_dir: Path) -
     stream.write("\n")
 
 
-def load_trained(run_dir: str | Path) -> tuple[CharLMConfig, LanguageModel, Vocabulary, int]:
+def load_trained(
+    run_dir: str | Path,
+) -> tuple[CharLMConfig, LanguageModel | TransformerLanguageModel, Vocabulary, int]:
     """The config, model (weights loaded, in eval mode), vocabulary and step of a run."""
     document = checkpoints.read_checkpoint(run_dir)
     if document.get("task") != NAME:
@@ -196,7 +229,7 @@ def load_trained(run_dir: str | Path) -> tuple[CharLMConfig, LanguageModel, Voca
         )
     config = from_dict(CharLMConfig, document["config"])
     vocabulary = Vocabulary(document["metadata"]["vocabulary"])
-    model = LanguageModel(config.model, len(vocabulary))
+    model = build_language_model(config.model, len(vocabulary))
     checkpoints.load_weights(run_dir, document, model)
     model.eval()
     return config, model, vocabulary, int(document["step"])
@@ -216,7 +249,7 @@ def evaluate_run(
         tokens, resets = corpus.validation, corpus.validation_resets
     else:
         tokens, resets = corpus.train, corpus.train_resets
-    result = evaluate_tokens(model, tokens, config.bptt, resets)
+    result = evaluate_model(model, tokens, config.bptt, resets)
     stream.write(
         f"{split} loss {result['loss']:.4f} nats/char, {result['bpc']:.4f} bits/char "
         f"({result['tokens']:,} characters of {corpus.name}, model at step {step})\n"
