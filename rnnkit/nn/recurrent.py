@@ -69,6 +69,12 @@ class Recurrent(nn.Module):
         self.bidirectional = bidirectional
         self.num_directions = 2 if bidirectional else 1
         self.strategy = strategy if isinstance(strategy, str) else strategy_name(strategy)
+        if bidirectional and getattr(strategy, "splits_time_across_ranks", False):
+            raise ValueError(
+                f"strategy: {self.strategy} splits the time axis over ranks in rank order and "
+                "cannot run a bidirectional layer's reverse direction; expected "
+                "bidirectional=False, got True"
+            )
         self.cells = nn.ModuleList(
             _build_cells(
                 cell, input_size, hidden_size, num_layers, self.num_directions, bias, cell_options

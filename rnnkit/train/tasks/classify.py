@@ -77,6 +77,7 @@ class ClassifyTask(supervised.NoCarriedTensors):
     """The ``TrainingTask``: cross-entropy of each sequence's label."""
 
     unit = "sequence"
+    splits_batch_by_rank = True  # under torchrun each rank trains its rows (train_loss)
 
     def __init__(self, config: ClassifyConfig, metadata: dict[str, Any] | None) -> None:
         if not config.data.train:
@@ -155,7 +156,9 @@ class ClassifyTask(supervised.NoCarriedTensors):
     def train_loss(self, step: int) -> tuple[Tensor, int]:
         training, targets, _, _ = self.splits()
         generator = supervised.batch_generator(self.config.seed, step)
-        rows = torch.randint(len(training), (self.config.trainer.batch_size,), generator=generator)
+        batch_size = self.config.trainer.batch_size
+        rows = torch.randint(len(training), (batch_size,), generator=generator)
+        rows = supervised.rank_rows(rows, batch_size)  # this rank's rows of the whole batch
         values, lengths = training.select(rows)
         return functional.cross_entropy(self.model(values, lengths), targets[rows]), len(rows)
 

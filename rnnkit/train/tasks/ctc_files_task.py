@@ -75,6 +75,9 @@ class CTCFilesTask(supervised.NoCarriedTensors):
     """The ``TrainingTask``: CTC loss per label."""
 
     unit = "label"
+    # Not split by rank: the CRNN's BatchNorm normalizes by the statistics of the batch it sees,
+    # so ranks training on their rows would not equal one process on the whole batch.
+    splits_batch_by_rank = False
 
     def __init__(self, config: CTCFilesConfig, metadata: dict[str, Any] | None) -> None:
         self.config = config

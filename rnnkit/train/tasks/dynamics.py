@@ -97,6 +97,7 @@ class DynamicsTask(supervised.NoCarriedTensors):
     """The ``TrainingTask``: GTF mean squared error per observed value."""
 
     unit = "window"
+    splits_batch_by_rank = True  # under torchrun each rank trains its rows (train_loss)
 
     def __init__(self, config: DynamicsConfig, metadata: dict[str, Any] | None) -> None:
         self.config = config
@@ -109,10 +110,11 @@ class DynamicsTask(supervised.NoCarriedTensors):
         length = self.config.train.sequence_length + 1
         windows = systems.draw_windows(self.data.train, length, batch_size, generator).float()
         alpha = self.config.train.teacher_forcing
-        if self.config.train.adaptive:
+        if self.config.train.adaptive:  # a maximum over the whole batch, on every rank alike
             alpha = self.model.adaptive_alpha(windows)
+        windows = supervised.rank_rows(windows, batch_size)  # this rank's rows
         predictions, _ = self.model.forced(windows, alpha, self.config.train.forcing_interval)
-        return ((predictions - windows[:, 1:]) ** 2).mean(), batch_size
+        return ((predictions - windows[:, 1:]) ** 2).mean(), len(windows)
 
     def evaluate(self) -> dict[str, float]:
         return score(self.model, self.data.test, self.config, self.data.lyapunov_per_step)

@@ -81,6 +81,7 @@ class ForecastTask(supervised.NoCarriedTensors):
 
     unit = "value"
     loss_unit = "(scaled MSE)"
+    splits_batch_by_rank = True  # under torchrun each rank trains its rows (train_loss)
 
     def __init__(self, config: ForecastConfig, metadata: dict[str, Any] | None = None) -> None:
         self.config, self.data = config, config.data
@@ -115,6 +116,8 @@ class ForecastTask(supervised.NoCarriedTensors):
             self.data.horizon,
             generator,
         )
+        # this rank's rows of the whole batch
+        inputs, targets = supervised.rank_rows((inputs, targets), self.config.trainer.batch_size)
         predictions = self.model.teacher_forced(inputs, targets)
         return functional.mse_loss(predictions, targets), targets.numel()
 

@@ -60,6 +60,7 @@ class Seq2SeqFilesTask(supervised.NoCarriedTensors):
     """The ``TrainingTask``: teacher-forced cross-entropy per target token."""
 
     unit = "token"
+    splits_batch_by_rank = True  # under torchrun each rank trains its rows (train_loss)
 
     def __init__(self, config: Seq2SeqFilesConfig, metadata: dict[str, Any] | None) -> None:
         self.config = config
@@ -110,7 +111,9 @@ class Seq2SeqFilesTask(supervised.NoCarriedTensors):
     def train_loss(self, step: int) -> tuple[torch.Tensor, int]:
         train = self.splits()["train"]
         generator = supervised.batch_generator(self.config.seed, step)
-        rows = torch.randint(len(train), (self.config.trainer.batch_size,), generator=generator)
+        batch_size = self.config.trainer.batch_size
+        rows = torch.randint(len(train), (batch_size,), generator=generator)
+        rows = supervised.rank_rows(rows, batch_size)  # this rank's rows of the whole batch
         total, tokens, _ = token_loss(self.model, self.batch([train[row] for row in rows.tolist()]))
         return total / tokens, tokens
 
