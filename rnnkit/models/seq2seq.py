@@ -29,7 +29,7 @@ and in both ``p(y_t | y_<t, x) = softmax(W_o dropout(h~_t) + b_o)``. Without att
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeAlias
 
 import torch
 from torch import Tensor, nn
@@ -37,11 +37,32 @@ from torch import Tensor, nn
 from rnnkit.cells import Cell, State
 from rnnkit.decoding.search import BeamSearchResult, Decoded, beam_search, greedy_search
 from rnnkit.models.attention import ATTENTION_KINDS, Attention
+from rnnkit.models.depth.config import DepthConfig
 from rnnkit.models.recurrent_config import RecurrentConfig, check_range
 from rnnkit.nn import Recurrent
 from rnnkit.strategies.validation import check_lengths, length_mask
 
+if TYPE_CHECKING:
+    from rnnkit.models.depth.universal_encoder_decoder import TransformerSeq2Seq
+
 ATTENTION_STYLES = ("luong", "bahdanau")
+MODEL_KINDS = ("recurrent", "transformer", "universal")
+"""``kind``: this module's encoder-decoder, or the attention-only ones of
+``rnnkit.models.depth.universal_encoder_decoder``."""
+
+
+@dataclass
+class TransformerSizes:
+    """``kind`` transformer or universal: the blocks' sizes (the recurrent fields are unused)."""
+
+    model_size: int = 64
+    """Features of the embeddings and of the residual stream."""
+    num_heads: int = 4
+    """Attention heads (self- and cross-attention)."""
+    mlp_expansion: int = 4
+    """Hidden features of the MLP per model feature."""
+    num_layers: int = 1
+    """transformer: distinct blocks per side (universal: always one shared block)."""
 
 
 def default_encoder() -> RecurrentConfig:
@@ -57,6 +78,16 @@ def default_decoder() -> RecurrentConfig:
 @dataclass
 class Seq2SeqConfig:
     """Sizes and options of an encoder-decoder."""
+
+    kind: str = "recurrent"
+    """recurrent (the cells below, with attention), transformer (``transformer.num_layers``
+    blocks per side) or universal (Universal Transformer: one shared encoder and decoder block,
+    up to ``depth.max_steps`` steps with ACT; ``depth.recursion`` is not read)."""
+    transformer: TransformerSizes = field(default_factory=TransformerSizes)
+    """kind transformer or universal: sizes of the blocks."""
+    depth: DepthConfig = field(default_factory=DepthConfig)
+    """kind universal: ``max_steps``, ``act``, ``ponder_weight``, ``epsilon``,
+    ``halting_bias``."""
 
     embedding_size: int = 32
     """Features of the source and target token embeddings."""
@@ -82,6 +113,8 @@ class Seq2SeqConfig:
 
     def __post_init__(self) -> None:
         """Name and range checks, so a bad value fails when the config is read, not mid-build."""
+        if self.kind not in MODEL_KINDS:
+            raise ValueError(f"kind: expected one of {MODEL_KINDS}, got {self.kind!r}")
         if self.attention not in (*ATTENTION_KINDS, "none"):
             raise ValueError(
                 f"attention: expected one of {(*ATTENTION_KINDS, 'none')}, got {self.attention!r}"
@@ -302,6 +335,24 @@ class Seq2Seq(nn.Module):
             f"{decoder.num_layers} x {decoder.cell} (hidden {decoder.hidden_size}), attention "
             f"{config.attention} ({config.attention_style})"
         )
+
+
+def build_seq2seq(
+    config: Seq2SeqConfig, source_vocabulary_size: int, target_vocabulary_size: int
+) -> Seq2SeqModel:
+    """The encoder-decoder of ``config.kind``: a ``Seq2Seq`` or a ``TransformerSeq2Seq``."""
+    if config.kind == "recurrent":
+        return Seq2Seq(config, source_vocabulary_size, target_vocabulary_size)
+    from rnnkit.models.depth.universal_encoder_decoder import TransformerSeq2Seq
+
+    sizes = config.transformer
+    return TransformerSeq2Seq(
+        config.kind, source_vocabulary_size, target_vocabulary_size, config.depth,
+        sizes.model_size, sizes.num_heads, sizes.mlp_expansion, sizes.num_layers,
+    )  # fmt: skip
+
+
+Seq2SeqModel: TypeAlias = "Seq2Seq | TransformerSeq2Seq"
 
 
 def _layout(cell: Cell) -> tuple[type, list[tuple[tuple[int, ...], bool]]]:

@@ -19,8 +19,12 @@ score of -inf). Both depth recursions add the paper's position + timestep sinuso
 and copy a halted position's state. ``decoder_step`` decodes one target token at a time from
 ``encode``'s memory and gives the teacher-forced logits.
 
-The task wiring is not here: the seq2seq tasks (``rnnkit train add``) build the recurrent
-``rnnkit.models.seq2seq.Seq2Seq``, whose config has no place for this model yet.
+With ``num_layers`` N > 1 and one depth step without ACT (``DepthConfig(max_steps=1,
+act=False)``) the same class is a fixed-depth transformer: N distinct blocks per side, each once.
+``TransformerSeq2Seq`` gives either form the interface of the recurrent
+``rnnkit.models.seq2seq.Seq2Seq`` for the seq2seq tasks (``rnnkit train add --model.kind=...``):
+teacher forcing, greedy decoding and beam search (the memory travels in the decoding state, so
+beam search reorders it with the rows).
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ import torch
 import torch.nn.functional as functional
 from torch import Tensor, nn
 
+from rnnkit.decoding.search import BeamSearchResult, Decoded, beam_search, greedy_search
 from rnnkit.models.causal_attention import CausalSelfAttention
 from rnnkit.models.depth.config import DepthConfig
 from rnnkit.models.depth.universal import UniversalState, UniversalTransformer, length_mask
@@ -107,7 +112,7 @@ class DecoderBlock(nn.Module):
 class BoundDecoderBlock:
     """A decoder block with its memory fixed, called as a depth recursion calls a block."""
 
-    def __init__(self, block: DecoderBlock, memory: Tensor, mask: Tensor) -> None:
+    def __init__(self, block: nn.Module, memory: Tensor, mask: Tensor) -> None:
         self.block, self.memory, self.mask = block, memory, mask
 
     def __call__(self, inputs: Tensor, state: Any, lengths: Tensor | None) -> tuple[Tensor, Any]:
@@ -138,12 +143,17 @@ class UniversalEncoderDecoder(nn.Module):
         model_size: int = 64,
         num_heads: int = 4,
         mlp_expansion: int = 4,
+        num_layers: int = 1,
     ) -> None:
         super().__init__()
         self.source_embedding = nn.Embedding(source_vocabulary, model_size)
         self.target_embedding = nn.Embedding(target_vocabulary, model_size)
-        self.encoder_block = EncoderBlock(model_size, num_heads, mlp_expansion)
-        self.decoder_block = DecoderBlock(model_size, num_heads, mlp_expansion)
+        self.encoder_blocks = nn.ModuleList(
+            EncoderBlock(model_size, num_heads, mlp_expansion) for _ in range(num_layers)
+        )
+        self.decoder_blocks = nn.ModuleList(
+            DecoderBlock(model_size, num_heads, mlp_expansion) for _ in range(num_layers)
+        )
         self.encoder_depth = UniversalTransformer(depth, model_size)
         self.decoder_depth = UniversalTransformer(depth, model_size)
         self.encoder_norm, self.final_norm = nn.LayerNorm(model_size), nn.LayerNorm(model_size)
@@ -152,7 +162,7 @@ class UniversalEncoderDecoder(nn.Module):
     def encode(self, source: Tensor, source_lengths: Tensor | None = None) -> Memory:
         """``source (B, S)`` -> the memory the decoder attends over."""
         hidden, _ = self.encoder_depth(
-            [self.encoder_block], self.source_embedding(source), None, source_lengths
+            list(self.encoder_blocks), self.source_embedding(source), None, source_lengths
         )
         batch, length = source.shape
         return Memory(
@@ -163,8 +173,10 @@ class UniversalEncoderDecoder(nn.Module):
         self, targets: Tensor, memory: Memory, state: UniversalState | None = None
     ) -> tuple[Tensor, UniversalState]:
         """Target input ids ``(B, T)`` after ``state``'s -> logits ``(B, T, V)``, new state."""
-        block = BoundDecoderBlock(self.decoder_block, memory.outputs, memory.mask)
-        hidden, new_state = self.decoder_depth([block], self.target_embedding(targets), state, None)
+        blocks = [
+            BoundDecoderBlock(block, memory.outputs, memory.mask) for block in self.decoder_blocks
+        ]
+        hidden, new_state = self.decoder_depth(blocks, self.target_embedding(targets), state, None)
         return self.head(self.final_norm(hidden)), new_state
 
     def forward(
@@ -190,3 +202,113 @@ class UniversalEncoderDecoder(nn.Module):
             if loss is not None
         ]
         return torch.stack(losses).sum() if losses else None
+
+
+class EncoderDecoderOutput(NamedTuple):
+    """As ``Seq2SeqOutput``: logits ``(B, L, V)``; no attention weights to plot."""
+
+    logits: Tensor
+    attention: Tensor | None
+
+
+class DecodingState(NamedTuple):
+    """What ``decoder_step`` carries: the memory (rows reordered with the beams) and the
+    decoder's depth state (None before the first token)."""
+
+    memory: Memory
+    decoder: UniversalState | None
+
+
+class TransformerSeq2Seq(nn.Module):
+    """A ``UniversalEncoderDecoder`` with the seq2seq tasks' interface (``Seq2Seq``'s):
+    ``kind`` ``transformer`` (``num_layers`` blocks per side, once each) or ``universal`` (one
+    shared block per side, up to ``depth.max_steps`` steps, ACT per ``depth.act``)."""
+
+    attention = None  # no attention weights to plot
+
+    def __init__(
+        self,
+        kind: str,
+        source_vocabulary: int,
+        target_vocabulary: int,
+        depth: DepthConfig,
+        model_size: int,
+        num_heads: int,
+        mlp_expansion: int,
+        num_layers: int,
+    ) -> None:
+        super().__init__()
+        if kind not in ("transformer", "universal"):
+            raise ValueError(f"kind: expected transformer or universal, got {kind!r}")
+        self.kind, self.num_layers = kind, num_layers if kind == "transformer" else 1
+        if kind == "transformer":
+            depth = DepthConfig(max_steps=1, act=False)
+        self.depth = depth
+        self.network = UniversalEncoderDecoder(
+            source_vocabulary, target_vocabulary, depth, model_size, num_heads, mlp_expansion,
+            self.num_layers,
+        )  # fmt: skip
+
+    def num_parameters(self) -> int:
+        return sum(parameter.numel() for parameter in self.parameters())
+
+    def forward(
+        self, source: Tensor, source_lengths: Tensor, target_input: Tensor
+    ) -> EncoderDecoderOutput:
+        """Teacher forcing: ``source (B, S)``, ``source_lengths (B,)``, ``target_input (B, L)``
+        -> logits ``(B, L, V)``."""
+        return EncoderDecoderOutput(self.network(source, target_input, source_lengths), None)
+
+    def encode(self, source: Tensor, source_lengths: Tensor) -> DecodingState:
+        return DecodingState(self.network.encode(source, source_lengths), None)
+
+    def decoder_step(self, tokens: Tensor, state: DecodingState) -> tuple[Tensor, DecodingState]:
+        """``tokens (N,)`` -> log-probabilities ``(N, V)`` and the new state."""
+        tokens = tokens.to(state.memory.outputs.device)
+        logits, decoder = self.network.decoder_step(tokens, state.memory, state.decoder)
+        return torch.log_softmax(logits, dim=-1), DecodingState(state.memory, decoder)
+
+    @torch.no_grad()
+    def greedy(
+        self, source: Tensor, source_lengths: Tensor, bos: int, eos: int, max_length: int,
+        pad: int = 0,
+    ) -> Decoded:  # fmt: skip
+        state = self.encode(source, source_lengths)
+        return greedy_search(self.decoder_step, state, source.shape[0], bos, eos, max_length, pad)
+
+    @torch.no_grad()
+    def beam_search(
+        self, source: Tensor, source_lengths: Tensor, bos: int, eos: int, max_length: int,
+        beam_width: int = 4, length_penalty: float = 0.0, pad: int = 0,
+    ) -> BeamSearchResult:  # fmt: skip
+        state = self.encode(source, source_lengths)
+        return beam_search(
+            self.decoder_step, state, source.shape[0], bos, eos, max_length,
+            beam_width, length_penalty, pad,
+        )  # fmt: skip
+
+    def auxiliary_loss(self) -> Tensor | None:
+        """ACT's ponder cost of the latest forward (None for the transformer)."""
+        return self.network.auxiliary_loss() if self.kind == "universal" else None
+
+    def ponder_steps(self) -> tuple[Tensor, Tensor] | None:
+        """Steps N of the latest forward per source ``(B, S)`` and target ``(B, L)`` position
+        (0 at padded source positions); None for the transformer."""
+        encoder, decoder = self.network.encoder_depth, self.network.decoder_depth
+        if self.kind != "universal" or encoder.latest_steps is None:
+            return None
+        assert decoder.latest_steps is not None
+        return encoder.latest_steps, decoder.latest_steps
+
+    def describe(self) -> str:
+        network = self.network
+        size = network.head.in_features
+        if self.kind == "transformer":
+            shape = f"transformer, {self.num_layers} encoder + {self.num_layers} decoder blocks"
+        else:
+            halting = "ACT" if self.depth.act else "no ACT"
+            shape = (
+                f"universal transformer, 1 shared encoder + 1 shared decoder block, up to "
+                f"{self.depth.max_steps} steps ({halting})"
+            )
+        return f"model: {self.num_parameters():,} parameters, {shape}, width {size}"

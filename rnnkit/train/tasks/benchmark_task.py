@@ -30,6 +30,7 @@ from torch import Tensor
 from rnnkit.models.sequence_model import SequenceModel, SequenceModelConfig, build_sequence_model
 from rnnkit.train import ranges
 from rnnkit.train.optimization import OptimizerConfig
+from rnnkit.train.plots import plot_ponder_by_difficulty
 from rnnkit.train.task import FitResult
 from rnnkit.train.tasks import supervised
 from rnnkit.train.tasks.definition import TaskDefinition
@@ -39,6 +40,9 @@ from rnnkit.train.trainer import TrainerConfig
 LENGTH_PREFIX = "accuracy_at_length_"
 """Metrics ``accuracy_at_length_N``: the accuracy on test sequences of length N."""
 LENGTH_PLOT_FILE = "accuracy_by_length.png"
+PONDER_PLOT_FILE = "ponder.png"
+PONDER_BUCKETS = 8
+"""Difficulty buckets of ``ponder_by_length_N`` and ``ponder_by_ones_N`` (``rnnkit eval``)."""
 
 
 @dataclass
@@ -300,6 +304,62 @@ def plot_length_curve(
     return path
 
 
+@torch.no_grad()
+def ponder_by_difficulty(task: BenchmarkTask) -> dict[str, float]:
+    """A Universal Transformer's (ACT) mean ponder steps per position of the longest held-out
+    token batch, by difficulty: ``ponder_by_length_N`` (prefix lengths up to N, in
+    ``PONDER_BUCKETS`` equal ranges) and ``ponder_by_ones_N`` (non-identity tokens, 0 < token,
+    so far: the ones of parity, same ranges). Empty for other models and problems."""
+    from rnnkit.data.benchmarks.batches import TokenBatch
+    from rnnkit.models.depth.universal import UniversalTransformer
+
+    depth, held_out = task.model.depth, getattr(task.problem, "held_out", None)
+    if not isinstance(depth, UniversalTransformer) or depth.act is None or held_out is None:
+        return {}
+    sets = held_out(supervised.TEST_STREAM)
+    sets = [sets] if isinstance(sets, TokenBatch) else sets
+    if not isinstance(sets, list) or not all(isinstance(item, TokenBatch) for item in sets):
+        return {}
+    batch = max(sets, key=lambda item: item.inputs.shape[1])
+    task.model.eval()
+    steps = []
+    for inputs in batch.inputs.split(task.config.evaluation.batch_size):
+        task.model(inputs)
+        assert depth.latest_steps is not None
+        steps.append(depth.latest_steps)
+    taken = torch.cat(steps).double()  # (N, T)
+    length = taken.shape[1]
+    width = -(-length // PONDER_BUCKETS)
+    prefix = torch.arange(1, length + 1).expand_as(taken)
+    ones = (batch.inputs > 0).long().cumsum(1)
+    result = {}
+    for name, difficulty in (("length", prefix), ("ones", ones)):
+        bucket = (difficulty + width - 1) // width  # 0 for difficulty 0, 1 for 1..width, ...
+        for index in range(int(bucket.max()) + 1):
+            chosen = bucket == index
+            if bool(chosen.any()):
+                result[f"ponder_by_{name}_{index * width}"] = float(taken[chosen].mean())
+    return result
+
+
+def plot_ponder(metrics: dict[str, float], path: Path, title: str) -> Path | None:
+    """The ``ponder_by_*`` metrics against their difficulty (upper end of each bucket)."""
+    panels = [
+        (
+            label,
+            {
+                "mean steps": sorted(
+                    (int(key.rsplit("_", 1)[1]), value)
+                    for key, value in metrics.items()
+                    if key.startswith(f"ponder_by_{name}_")
+                )
+            },
+        )
+        for name, label in (("length", "prefix length"), ("ones", "ones (non-identity) so far"))
+    ]
+    return plot_ponder_by_difficulty(panels, path, title)
+
+
 def format_metrics(metrics: dict[str, float]) -> str:
     """The metrics but the per-length ones, one line."""
     shown = {
@@ -356,6 +416,11 @@ def make_definition(
             f"{format_metrics(metrics)}\n"
         )
         write_lengths(stream, metrics)
+        ponder = ponder_by_difficulty(task)
+        if ponder:
+            metrics.update(ponder)
+            path = plot_ponder(ponder, Path(run_dir) / PONDER_PLOT_FILE, f"{name}: ACT ponder")
+            stream.write(f"  mean ponder steps by difficulty: {path}\n")
         return metrics
 
     def next_steps(run_dir: Path) -> str:

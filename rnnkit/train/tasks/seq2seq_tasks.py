@@ -10,6 +10,12 @@ cross-entropy of teacher forcing,
 (eos included, padding excluded), in nats per token. Validation also reports the token accuracy
 of teacher forcing and the exact-sequence accuracy of greedy decoding; ``rnnkit eval RUN`` adds
 beam search and inputs longer than any seen in training (length generalization).
+
+``--model.kind=transformer`` (``--model.transformer.num_layers=N``) or ``--model.kind=universal``
+(Universal Transformer with ACT, ``--model.depth.max_steps=K``) replace the recurrent model by
+an attention-only one; the UT's loss adds ACT's ponder cost, its metrics the mean ponder steps
+per encoder and decoder position, and ``rnnkit eval`` the mean steps per difficulty bucket
+(digits per operand or string length; add: carries too) and ``ponder.png`` in the run.
 """
 
 from __future__ import annotations
@@ -31,9 +37,10 @@ from rnnkit.data.algorithmic import (
     make_batch,
     vocabulary_for,
 )
-from rnnkit.models.seq2seq import Seq2Seq, Seq2SeqConfig
+from rnnkit.models.seq2seq import Seq2Seq, Seq2SeqConfig, Seq2SeqModel, build_seq2seq
 from rnnkit.train.checkpoint import CheckpointError
 from rnnkit.train.optimization import OptimizerConfig
+from rnnkit.train.plots import plot_ponder_by_difficulty
 from rnnkit.train.task import FitResult
 from rnnkit.train.tasks.definition import TaskDefinition
 from rnnkit.train.tasks.seq2seq_plots import plot_attention_weights
@@ -145,7 +152,7 @@ class Seq2SeqTask(NoCarriedTensors):
         self.problem, self.config = problem, config
         self.vocabulary = vocabulary_for(problem, config.data.alphabet)
         size = len(self.vocabulary)
-        self.model = Seq2Seq(config.model, size, size)
+        self.model: Seq2SeqModel = build_seq2seq(config.model, size, size)
         data = config.data
         generator = fixed_generator(config.seed, VALIDATION_STREAM)
         self.validation = self.draw(
@@ -173,7 +180,8 @@ class Seq2SeqTask(NoCarriedTensors):
             batch_generator(self.config.seed, step),
         )[0]
         total, tokens, _ = token_loss(self.model, batch)
-        return total / tokens, tokens
+        auxiliary = None if isinstance(self.model, Seq2Seq) else self.model.auxiliary_loss()
+        return (total / tokens if auxiliary is None else total / tokens + auxiliary), tokens
 
     def evaluate(self) -> dict[str, float]:
         return evaluate_batches(self.model, self.validation)
@@ -183,14 +191,19 @@ class Seq2SeqTask(NoCarriedTensors):
 
     def describe(self) -> str:
         data, unit = self.config.data, "characters" if self.problem == "reverse" else "digits"
+        strategy = (
+            f"\nencoder:\n{self.model.encoder.describe_strategy()}"
+            if isinstance(self.model, Seq2Seq)
+            else ""
+        )
         return (
             f"{self.problem}: inputs of {data.min_length}-{data.max_length} {unit}, "
             f"{data.validation_size} validation examples, vocabulary of {len(self.vocabulary)}\n"
-            f"{self.model.describe()}\nencoder:\n{self.model.encoder.describe_strategy()}"
+            f"{self.model.describe()}{strategy}"
         )
 
 
-def token_loss(model: Seq2Seq, batch: Batch) -> tuple[Tensor, int, int]:
+def token_loss(model: Seq2SeqModel, batch: Batch) -> tuple[Tensor, int, int]:
     """Summed cross-entropy of teacher forcing, the number of target tokens and how many of
     them the argmax predicts."""
     logits = model(batch.source, batch.source_lengths, batch.target_input).logits  # (B, L, V)
@@ -213,7 +226,10 @@ def exact_matches(tokens: Tensor, targets: Tensor) -> Tensor:
 
 
 def decode(
-    model: Seq2Seq, batch: Batch, beam: DecodingConfig | None = None, max_length: int | None = None
+    model: Seq2SeqModel,
+    batch: Batch,
+    beam: DecodingConfig | None = None,
+    max_length: int | None = None,
 ) -> Tensor:
     """Greedy (or, with ``beam``, beam search) outputs ``(B, L)`` of a batch, at most
     ``max_length`` tokens (default: the source's length + 2, which covers the reversal and the
@@ -231,15 +247,22 @@ def decode(
 
 @torch.no_grad()
 def evaluate_batches(
-    model: Seq2Seq, batches: list[Batch], beam: DecodingConfig | None = None
+    model: Seq2SeqModel, batches: list[Batch], beam: DecodingConfig | None = None
 ) -> dict[str, float]:
-    """Loss (nats per token), teacher-forced token accuracy, greedy exact-sequence accuracy
-    and, with ``beam``, the beam search's exact-sequence accuracy."""
+    """Loss (nats per token), teacher-forced token accuracy, greedy exact-sequence accuracy,
+    with ``beam`` the beam search's exact-sequence accuracy and, for a Universal Transformer,
+    the mean ponder steps per real source and target position of teacher forcing."""
     was_training = model.training
     model.eval()
     sums = dict.fromkeys(("loss", "tokens", "correct", "exact", "beam", "examples"), 0.0)
+    ponder = {"encoder": 0.0, "decoder": 0.0, "sources": 0.0}
     for batch in batches:
         total, tokens, correct = token_loss(model, batch)
+        steps = None if isinstance(model, Seq2Seq) else model.ponder_steps()
+        if steps is not None:  # padded positions take 0 steps
+            ponder["encoder"] += float(steps[0].sum())
+            ponder["decoder"] += float(steps[1][batch.target_output != PAD].sum())
+            ponder["sources"] += float(batch.source_lengths.sum())
         sums["loss"] += float(total)
         sums["tokens"], sums["correct"] = sums["tokens"] + tokens, sums["correct"] + correct
         sums["exact"] += int(exact_matches(decode(model, batch), batch.target_output).sum())
@@ -256,7 +279,67 @@ def evaluate_batches(
     }
     if beam is not None:
         result["beam_exact_accuracy"] = sums["beam"] / sums["examples"]
+    if ponder["sources"]:
+        result["ponder_steps_encoder"] = ponder["encoder"] / ponder["sources"]
+        result["ponder_steps_decoder"] = ponder["decoder"] / sums["tokens"]
     return result
+
+
+def carries(source: str) -> int:
+    """The carries of the column addition of ``source`` ("a+b")."""
+    first, second = (operand[::-1] for operand in source.split("+"))
+    count = carry = 0
+    for index in range(max(len(first), len(second))):
+        column = sum(int(digits[index]) for digits in (first, second) if index < len(digits))
+        carry = int(column + carry >= 10)
+        count += carry
+    return count
+
+
+@torch.no_grad()
+def ponder_by_difficulty(
+    problem: str, model: Seq2SeqModel, batches: list[Batch]
+) -> dict[str, float]:
+    """A Universal Transformer's mean ponder steps per example (teacher forcing), encoder and
+    decoder, by difficulty: ``ponder_{side}_by_length_N`` (digits of the longer operand, or
+    characters) and for add ``ponder_{side}_by_carries_N``; empty for other models."""
+    if isinstance(model, Seq2Seq):
+        return {}
+    model.eval()
+    buckets: dict[str, list[float]] = {}
+    for batch in batches:
+        model(batch.source, batch.source_lengths, batch.target_input)
+        steps = model.ponder_steps()
+        if steps is None:
+            return {}
+        encoder = steps[0].sum(1) / batch.source_lengths
+        real = batch.target_output != PAD
+        decoder = (steps[1] * real).sum(1) / real.sum(1)
+        for index, (source, _) in enumerate(batch.examples):
+            keys = [f"length_{max(map(len, source.split('+')))}"]
+            keys += [f"carries_{carries(source)}"] if problem == "add" else []
+            for key in keys:
+                for side, values in (("encoder", encoder), ("decoder", decoder)):
+                    buckets.setdefault(f"ponder_{side}_by_{key}", []).append(float(values[index]))
+    return {key: sum(values) / len(values) for key, values in sorted(buckets.items())}
+
+
+def plot_ponder(problem: str, metrics: dict[str, float], path: Path) -> Path | None:
+    """``ponder.png``: the ``ponder_*_by_*`` metrics, one panel per difficulty."""
+    panels = []
+    for difficulty, label in (("length", "digits per operand" if problem == "add" else
+                                "characters"), ("carries", "carries")):  # fmt: skip
+        series = {
+            side: sorted(
+                (int(key.rsplit("_", 1)[1]), value)
+                for key, value in metrics.items()
+                if key.startswith(f"ponder_{side}_by_{difficulty}_")
+            )
+            for side in ("encoder", "decoder")
+        }
+        if series["encoder"]:
+            panels.append((label, series))
+    return plot_ponder_by_difficulty(panels, path, f"{problem}: ACT ponder steps")
 
 
 def builder(problem: str):
@@ -372,6 +455,11 @@ def evaluation_runner(problem: str, config_type: type):
         longer_metrics = evaluate_batches(task.model, longer, config.decoding)
         metrics.update({f"longer_{key}": value for key, value in longer_metrics.items()})
         stream.write(format_test(config, metrics, step))
+        ponder = ponder_by_difficulty(problem, task.model, test + longer)
+        if ponder:
+            metrics.update(ponder)
+            path = plot_ponder(problem, ponder, Path(run_dir) / "ponder.png")
+            stream.write(f"mean ponder steps by difficulty: {path}\n")
         return metrics
 
     return evaluate_run
