@@ -222,7 +222,7 @@ def run_chunkwise(
         outputs.append(hooks.chunk_read(read_chunk(memories, momenta, factors, pick), window))
         new_memories = chunk_end(memories, weights, starts[0], factors, (momenta, starts[1]))
         momenta = chunk_end(momenta, momentum_weights, starts[2], factors)
-        if bool(ends_here.any()):
+        if torch.compiler.is_compiling() or bool(ends_here.any()):
             here = ends_here[:, None, None]
             now = [flatten_matrices(matrices) for matrices in (new_memories, momenta, references)]
             final = [torch.where(here, new, old) for new, old in zip(now, final, strict=True)]
@@ -250,7 +250,7 @@ def align(
     whole chunks, ``(B, A, P)``, and the coefficients of every chunk, ``eta = rho = 1, theta =
     0`` at the steps a row does not have."""
     chunk_size = hooks.chunk_size
-    source = aligned_steps(lengths, offsets, chunk_size)  # (B, A)
+    source = aligned_steps(lengths, offsets, chunk_size, projected.shape[1])  # (B, A)
     active = (source >= 0).unsqueeze(-1)  # (B, A, 1)
     index = source.clamp(min=0).unsqueeze(-1)
     aligned = projected.gather(1, index.expand(-1, -1, projected.shape[-1]))  # (B, A, P)
@@ -264,10 +264,17 @@ def align(
     return aligned, coefficients
 
 
-def aligned_steps(lengths: Tensor, offsets: Tensor, chunk_size: int) -> Tensor:
+def aligned_steps(
+    lengths: Tensor, offsets: Tensor, chunk_size: int, steps: int | None = None
+) -> Tensor:
     """``(B, A)`` source step of each aligned step (``A`` a multiple of ``chunk_size``):
     ``a - offsets_b``, -1 where row b has no step there (before its start, past its length)."""
-    span = int((offsets + lengths).max())
+    # under torch.compile the bound (offsets < chunk_size, lengths <= steps) instead of the host
+    # value: the extra steps are inactive in every row and change no number
+    if torch.compiler.is_compiling() and steps is not None:
+        span = chunk_size - 1 + steps
+    else:
+        span = int((offsets + lengths).max())
     total = -(-span // chunk_size) * chunk_size
     source = torch.arange(total, device=lengths.device)[None, :] - offsets[:, None]
     inside = (source >= 0) & (source < lengths[:, None])

@@ -13,6 +13,10 @@ Runs on the CPU in float32 and float64 (Numba; the batch's rows split over the t
 may use, each running the whole loop), and the plain LSTM also on CUDA tensors (Triton,
 ``kernels/triton_fused_lstm.py``; its options it lacks raise); elsewhere, and for cells without
 a kernel, it raises with the reason. No double backward.
+
+Under ``torch.compile`` the kernel call goes through the ``rnnkit::opaque`` custom op
+(``kernels/custom_ops.py``); the loop then runs all ``T`` steps (rows past their length are
+masked by the kernel) instead of stopping at the longest length, which is a host value.
 """
 
 from __future__ import annotations
@@ -23,14 +27,14 @@ import torch
 from torch import Tensor
 
 from rnnkit.cells.base import Cell, State
-from rnnkit.strategies.kernels import numba_cpu
+from rnnkit.strategies.kernels import custom_ops, numba_cpu
 from rnnkit.strategies.kernels.fused_elman import run_elman
 from rnnkit.strategies.kernels.fused_gru import run_gru
 from rnnkit.strategies.kernels.fused_lstm import run_lstm
 from rnnkit.strategies.kernels.fused_pararnn import run_paragru, run_paralstm
 from rnnkit.strategies.kernels.fused_slstm import run_slstm
 from rnnkit.strategies.native import StrategyUnsupportedError
-from rnnkit.strategies.validation import prepare_with_resets
+from rnnkit.strategies.validation import compiling, prepare_with_resets
 
 # name -> run(projected, state fields, weights by role, zoneout masks, lengths, resets)
 KERNELS: dict[str, Callable[..., tuple[Tensor, tuple[Tensor, ...]]]] = {
@@ -88,7 +92,7 @@ def run(
     batch_size, steps, _ = inputs.shape
     cell.begin_sequence(batch_size, device=inputs.device, dtype=inputs.dtype)
     projected = cell.project_inputs(inputs)  # (B, T, P)
-    longest = steps if lengths is None else int(lengths.max())
+    longest = steps if lengths is None or compiling() else int(lengths.max())
     if longest < steps:
         projected = projected[:, :longest]
         resets = None if resets is None else resets[:, :longest]
@@ -96,10 +100,59 @@ def run(
         lengths = torch.full((batch_size,), steps, dtype=torch.int64)
     zoneout = cell.zoneout_masks(longest, batch_size, device=inputs.device, dtype=inputs.dtype)
     weights = cell.fused_weights(batch_size)
-    kernel = KERNELS[cell.fused_kernel]
-    outputs, final = kernel(projected, tuple(state), weights, zoneout, lengths.cpu(), resets)
+    if compiling():
+        outputs, final = _call_op(
+            cell.fused_kernel, projected, tuple(state), weights, zoneout, lengths, resets
+        )
+    else:
+        kernel = KERNELS[cell.fused_kernel]
+        outputs, final = kernel(projected, tuple(state), weights, zoneout, lengths.cpu(), resets)
     if longest < steps:
         outputs = torch.cat(
             [outputs, outputs.new_zeros(batch_size, steps - longest, outputs.shape[2])], 1
         )
     return outputs, cell.state_type(*final)
+
+
+def _call_op(
+    name: str,
+    projected: Tensor,
+    state: tuple[Tensor, ...],
+    weights: dict,
+    zoneout: tuple[Tensor, ...] | None,
+    lengths: Tensor,
+    resets: Tensor | None,
+) -> tuple[Tensor, tuple[Tensor, ...]]:
+    """``KERNELS[name]`` through ``rnnkit::opaque`` (under ``torch.compile``)."""
+    weight_tensors, weight_text = custom_ops.encode_options(weights)
+    zoneout_count = -1 if zoneout is None else len(zoneout)
+    text = f"{name}|{len(state)}|{zoneout_count}|{weight_text}"
+    tensors = [projected, lengths, resets, *state, *(zoneout or ()), *weight_tensors]
+    results = custom_ops.call("fused", tensors, text)
+    return results[0], tuple(results[1:])
+
+
+def _decode(tensors: list, text: str) -> tuple:
+    name, state_count, zoneout_count, weight_text = text.split("|", 3)
+    projected, lengths, resets = tensors[:3]
+    state_end = 3 + int(state_count)
+    zoneout_end = state_end + max(int(zoneout_count), 0)
+    zoneout = None if int(zoneout_count) < 0 else tuple(tensors[state_end:zoneout_end])
+    weights = custom_ops.decode_options(tensors[zoneout_end:], weight_text)
+    return name, projected, tuple(tensors[3:state_end]), weights, zoneout, lengths, resets
+
+
+def _run_op(tensors: list, text: str) -> list[Tensor]:
+    name, projected, state, weights, zoneout, lengths, resets = _decode(tensors, text)
+    outputs, final = KERNELS[name](projected, state, weights, zoneout, lengths.cpu(), resets)
+    return [outputs, *final]
+
+
+def _fake_op(tensors: list, text: str) -> list[Tensor]:
+    _, projected, state, _, _, _, _ = _decode(tensors, text)
+    batch, steps, _ = projected.shape
+    outputs = projected.new_empty(batch, steps, state[0].shape[-1])
+    return [outputs, *(torch.empty_like(field) for field in state)]
+
+
+custom_ops.register_target("fused", _run_op, _fake_op)

@@ -5,18 +5,22 @@ A cell whose configuration the kernel cannot compute (peepholes, layer norm, zon
 dropout in training) raises with the reason; there is no silent fallback. Variable lengths run
 through the kernel's packed-sequence form, which gives the same semantics as the reference.
 The kernels cannot restart a sequence midway: ``resets`` run by segments (``segments.py``),
-each segment a row of one packed batch.
+each segment a row of one packed batch. Under ``torch.compile`` the kernel runs as the
+``rnnkit::opaque`` custom op (``kernels/custom_ops.py``), without lengths (they raise there:
+the packed kernel's backward does not run under ``torch.func.vjp``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, cast
 
+import torch
 from torch import _VF, Tensor
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 from rnnkit.cells.base import Cell, State
+from rnnkit.strategies.kernels import custom_ops
 from rnnkit.strategies.segments import run_segments
 from rnnkit.strategies.validation import prepare_with_resets
 
@@ -59,16 +63,43 @@ def run(
 def _run_kernel(
     cell: Cell, inputs: Tensor, state: State, lengths: Tensor | None
 ) -> tuple[Tensor, State]:
-    """The fused kernel over checked arguments."""
+    """The fused kernel over checked arguments (under ``torch.compile`` through the
+    ``rnnkit::opaque`` custom op, where the packing's host-side lengths are available)."""
     assert cell.native_kernel is not None  # unsupported_reason checked it is in KERNELS
-    kernel = KERNELS[cell.native_kernel]
-    hidden = tuple(field.unsqueeze(0) for field in state)  # each (1, B, size)
-    hidden = hidden if len(hidden) > 1 else hidden[0]
-    weights = cell.native_weights()
+    weights = list(cell.native_weights())
+    has_bias = cast(bool, cell.bias)  # the classic cells' flag
+    if torch.compiler.is_compiling():
+        if lengths is not None:
+            raise StrategyUnsupportedError(
+                "strategy 'native' under torch.compile runs without lengths (the packed "
+                "kernel has no functorch backward); use strategy 'fused' or 'sequential'"
+            )
+        text = f"{cell.native_kernel}|{int(has_bias)}|{int(cell.training)}|{len(state)}"
+        results = custom_ops.call("native", [inputs, lengths, *state, *weights], text)
+    else:
+        results = _call_kernel(
+            cell.native_kernel, inputs, tuple(state), weights, has_bias, cell.training, lengths
+        )
+    return results[0], cell.state_type(*results[1:])
+
+
+def _call_kernel(
+    name: str,
+    inputs: Tensor,
+    state: tuple[Tensor, ...],
+    weights: list[Tensor],
+    bias: bool,
+    training: bool,
+    lengths: Tensor | None,
+) -> list[Tensor]:
+    """``[outputs (B, T, H), *final state fields (B, size)]`` of torch's kernel ``name``."""
+    kernel = KERNELS[name]
+    fields = tuple(field.unsqueeze(0) for field in state)  # each (1, B, size)
+    hidden = fields if len(fields) > 1 else fields[0]
     steps = inputs.shape[1]
     if lengths is None or bool((lengths == steps).all()):
-        result = kernel(inputs, hidden, weights, cell.bias, 1, 0.0, cell.training, False, True)
-        return result[0], _state_from(cell, result[1:])
+        result = kernel(inputs, hidden, weights, bias, 1, 0.0, training, False, True)
+        return [result[0], *(field.squeeze(0) for field in result[1:])]
     packed = pack_padded_sequence(inputs, lengths.cpu(), batch_first=True, enforce_sorted=False)
     # enforce_sorted=False: pack_padded_sequence always gives both permutations
     assert packed.sorted_indices is not None and packed.unsorted_indices is not None
@@ -78,10 +109,10 @@ def _run_kernel(
         packed.batch_sizes,
         sorted_hidden,
         weights,
-        cell.bias,
+        bias,
         1,
         0.0,
-        cell.training,
+        training,
         False,
     )
     packed_outputs = PackedSequence(
@@ -89,7 +120,28 @@ def _run_kernel(
     )
     outputs, _ = pad_packed_sequence(packed_outputs, batch_first=True, total_length=steps)
     final = _permute(tuple(result[1:]), packed.unsorted_indices)
-    return outputs, _state_from(cell, final if isinstance(final, tuple) else (final,))
+    final = final if isinstance(final, tuple) else (final,)
+    return [outputs, *(field.squeeze(0) for field in final)]
+
+
+def _run_op(tensors: list, text: str) -> list[Tensor]:
+    name, bias, training, count = text.split("|")
+    inputs, lengths = tensors[:2]
+    state = tuple(tensors[2 : 2 + int(count)])
+    weights = tensors[2 + int(count) :]
+    # oneDNN's float32 kernel has no backward under torch.func.vjp: the ATen loop instead
+    with torch.backends.mkldnn.flags(enabled=False):
+        return _call_kernel(name, inputs, state, weights, bias == "1", training == "1", lengths)
+
+
+def _fake_op(tensors: list, text: str) -> list[Tensor]:
+    count = int(text.split("|")[3])
+    inputs, state = tensors[0], tensors[2 : 2 + count]
+    outputs = inputs.new_empty(*inputs.shape[:2], state[0].shape[-1])
+    return [outputs, *(torch.empty_like(field) for field in state)]
+
+
+custom_ops.register_target("native", _run_op, _fake_op, functional=True)
 
 
 def _permute(hidden: Tensor | tuple[Tensor, ...], order: Tensor) -> Tensor | tuple[Tensor, ...]:
@@ -97,7 +149,3 @@ def _permute(hidden: Tensor | tuple[Tensor, ...], order: Tensor) -> Tensor | tup
         return hidden.index_select(1, order)
     permuted = tuple(field.index_select(1, order) for field in hidden)
     return permuted if len(permuted) > 1 else permuted[0]
-
-
-def _state_from(cell: Cell, hidden: Sequence[Tensor]) -> State:
-    return cell.state_type(*(field.squeeze(0) for field in hidden))

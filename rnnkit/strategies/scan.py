@@ -15,7 +15,8 @@ complex), with
 With ``lengths``, padded steps get ``a = 1, b = 0`` so the state stops changing at each
 sequence's end, and padded outputs are zero, as in the sequential reference. A cell whose
 ``compiled_kernel`` names a compiled scan of ``kernels/gated_scan_cpu.py`` (minGRU, minLSTM)
-runs it instead of ``scan_terms`` and the diagonal scan under ``scan`` and ``scan:compiled``,
+runs it instead of ``scan_terms`` and the diagonal scan under ``scan`` and ``scan:compiled``
+(under ``torch.compile`` as the ``rnnkit::opaque`` custom op, ``kernels/custom_ops.py``),
 on the CPU in float32 and float64: the same recurrence in one pass each way.
 
 The matrix-state forms (runners in ``linear_forms.py``, which also gives their padding rules
@@ -73,11 +74,31 @@ from torch import Tensor
 
 from rnnkit.cells.base import Cell, State
 from rnnkit.strategies.chunkwise import run_chunkwise
-from rnnkit.strategies.kernels import diagonal_scan, gated_scan_cpu, unavailable_reason
+from rnnkit.strategies.kernels import (
+    custom_ops,
+    diagonal_scan,
+    gated_scan_cpu,
+    unavailable_reason,
+)
 from rnnkit.strategies.linear_forms import run_delta, run_matrix, run_softmax_prefix
 from rnnkit.strategies.native import StrategyUnsupportedError
 from rnnkit.strategies.segments import run_segments
 from rnnkit.strategies.validation import length_mask, prepare_with_resets
+
+
+def _run_gated_scan(tensors: list, name: str) -> list[Tensor]:
+    projected, initial, lengths = tensors
+    scan = gated_scan_cpu.lookup(name, projected.device, projected.dtype)
+    assert scan is not None  # the caller looked it up
+    return [scan(projected, initial, lengths)]
+
+
+def _fake_gated_scan(tensors: list, name: str) -> list[Tensor]:
+    projected, initial, _ = tensors
+    return [projected.new_empty(*projected.shape[:2], initial.shape[-1])]
+
+
+custom_ops.register_target("gated_scan", _run_gated_scan, _fake_gated_scan)
 
 FormRunner = Callable[[Cell, Tensor, State, "Tensor | None", str], tuple[Tensor, State]]
 
@@ -103,7 +124,11 @@ def run_diagonal(
     fused = None
     if implementation in ("auto", "compiled") and resets is None:
         fused = gated_scan_cpu.lookup(cell.compiled_kernel, projected.device, projected.dtype)
-    if fused is not None:
+    if fused is not None and torch.compiler.is_compiling():
+        assert cell.compiled_kernel is not None  # lookup found its kernel
+        tensors = [projected, cell.scan_initial(state), lengths]
+        hidden = custom_ops.call("gated_scan", tensors, cell.compiled_kernel)[0]
+    elif fused is not None:
         hidden = fused(projected, cell.scan_initial(state), lengths)
     else:
         a, b = cell.scan_terms(projected, state)

@@ -19,7 +19,7 @@ import torch
 from torch import Tensor
 
 from rnnkit.cells.base import Cell, State
-from rnnkit.strategies.validation import length_mask, prepare_with_resets
+from rnnkit.strategies.validation import compiling, length_mask, prepare_with_resets
 
 
 def run(
@@ -34,7 +34,8 @@ def run(
     batch_size, steps, _ = inputs.shape
     cell.begin_sequence(batch_size, device=inputs.device, dtype=inputs.dtype)
     projected = cell.project_inputs(inputs)  # (B, T, P)
-    if lengths is not None and bool((lengths == steps).all()):
+    # under torch.compile lengths stay: the masked loop gives the same numbers without a host value
+    if lengths is not None and not compiling() and bool((lengths == steps).all()):
         lengths = None
     if lengths is None and resets is None:
         outputs = []
@@ -52,7 +53,7 @@ def _run_masked(
     restart = cell.initial_state(batch_size, device=projected.device, dtype=projected.dtype)
     if lengths is None:
         lengths = torch.full((batch_size,), steps, device=projected.device)
-    longest = int(lengths.max())
+    longest = steps if compiling() else int(lengths.max())
     mask = length_mask(lengths, longest, projected.device)
     assert mask is not None  # lengths is a tensor here
     active = mask.T.unsqueeze(-1)  # (T', B, 1)

@@ -5,6 +5,13 @@ and what was got.
 ``resets (B, T)`` and returns it in the form every strategy runs with: None when it resets
 nothing (no True value, or only at step 0 or past each sequence's length, where a reset changes
 nothing), else with those steps False.
+
+Under ``torch.compile`` (``torch.compiler.is_compiling()``) the checks that read values become
+``torch._assert_async`` asserts inside the graph, with the same messages (NaN or infinite inputs
+and states, lengths outside [1, T]): they raise ``RuntimeError`` when the compiled graph runs
+instead of ``ValueError`` before it. Shape, dtype and type checks are static and unchanged.
+``effective_resets`` cannot return None by value there, so it returns the (possibly all-False)
+reset tensor, which every strategy treats as "no reset".
 """
 
 from __future__ import annotations
@@ -15,6 +22,23 @@ import torch
 from torch import Tensor
 
 from rnnkit.cells.base import Cell, State
+
+
+def compiling() -> bool:
+    """True while ``torch.compile`` traces (values are not known, checks go into the graph)."""
+    return torch.compiler.is_compiling()
+
+
+def assert_in_graph(condition: Tensor, message: str) -> None:
+    """Under ``torch.compile``: assert a 0-d bool tensor when the graph runs (RuntimeError)."""
+    torch._assert_async(condition, message)
+
+
+def finite_tensor(tensor: Tensor) -> Tensor:
+    """0-d bool tensor: no NaN or infinite element (the graph form of ``all_finite``)."""
+    if tensor.numel() == 0:
+        return torch.ones((), dtype=torch.bool, device=tensor.device)
+    return torch.isfinite(tensor).all()
 
 
 def all_finite(tensor: Tensor) -> bool:
@@ -57,7 +81,9 @@ def check_inputs(cell: Cell, inputs: Tensor, finite: bool = True) -> None:
     if not inputs.is_floating_point() and not inputs.is_complex():
         raise TypeError(f"inputs must be floating point, got {inputs.dtype}")
     # meta tensors have no values to check (shapes and dtypes are checked above)
-    if finite and not inputs.is_meta and not all_finite(inputs):
+    if finite and compiling():
+        assert_in_graph(finite_tensor(inputs), "inputs contain NaN or infinite values")
+    elif finite and not inputs.is_meta and not all_finite(inputs):
         raise ValueError("inputs contain NaN or infinite values")
 
 
@@ -80,7 +106,9 @@ def check_state(cell: Cell, state: State, batch_size: int, inputs: Tensor | None
             got = tuple(field.shape) if isinstance(field, Tensor) else type(field).__name__
             raise ValueError(f"state.{name} must have shape {expected}, got {got}")
         # A NaN in a given state would spread silently through every later step.
-        if not field.is_meta and not all_finite(field):
+        if compiling():
+            assert_in_graph(finite_tensor(field), f"state.{name} contains NaN or infinite values")
+        elif not field.is_meta and not all_finite(field):
             raise ValueError(f"state.{name} contains NaN or infinite values")
     if inputs is not None:
         reference = cell.initial_state(1, device=inputs.device, dtype=inputs.dtype)
@@ -102,6 +130,12 @@ def check_lengths(lengths: Tensor | Sequence[int], batch_size: int, steps: int) 
     if lengths.is_floating_point() or lengths.is_complex() or lengths.dtype == torch.bool:
         raise TypeError(f"lengths must be integers, got {lengths.dtype}")
     if lengths.is_meta:  # no values to check
+        return lengths.to(torch.int64)
+    if compiling():
+        assert_in_graph((lengths >= 1).all(), "lengths must be at least 1")
+        assert_in_graph(
+            (lengths <= steps).all(), f"lengths must not exceed the {steps} time steps of inputs"
+        )
         return lengths.to(torch.int64)
     smallest, largest = int(lengths.min()), int(lengths.max())
     if smallest < 1:
@@ -167,6 +201,8 @@ def effective_resets(resets: Tensor | None, lengths: Tensor | None) -> Tensor | 
     active = length_mask(lengths, resets.shape[1], resets.device)
     if active is not None:
         resets &= active
+    if compiling():  # no host value: an all-False tensor resets nothing
+        return resets
     return resets if bool(resets.any()) else None
 
 
@@ -186,7 +222,7 @@ def prepare_with_resets(
     batch_size, steps, _ = inputs.shape
     resets = check_resets(resets, batch_size, steps).to(inputs.device)
     first = resets[:, :1]  # (B, 1)
-    if not resets.is_meta and bool(first.any()):
+    if not resets.is_meta and (compiling() or bool(first.any())):
         zero = torch.zeros((), dtype=inputs.dtype, device=inputs.device)
         state = type(state)(*(torch.where(first, zero.to(field.dtype), field) for field in state))
     return state, lengths, effective_resets(resets, lengths)

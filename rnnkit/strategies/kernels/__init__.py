@@ -8,6 +8,9 @@ All take ``a, b (B, T, N)`` (real or complex; ``a`` may broadcast against ``b``)
 - ``compiled``: Numba on the CPU with an explicit backward scan (``numba_cpu.py``);
 - ``triton``: Triton on CUDA GPUs (``triton_gpu.py``), imported only when used.
 
+Under ``torch.compile`` the ``compiled`` scan runs as the ``rnnkit::opaque`` custom op
+(``custom_ops.py``), target ``scan``.
+
 ``auto`` rule (``choose_implementation``): ``triton`` for CUDA tensors when Triton imports,
 ``compiled`` for CPU tensors when Numba imports, else ``chunked`` (said once as a warning).
 """
@@ -20,14 +23,29 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from rnnkit.strategies.kernels import numba_cpu
+from rnnkit.strategies.kernels import custom_ops, numba_cpu
 from rnnkit.strategies.kernels.autograd import differentiable
 from rnnkit.strategies.kernels.chunked import scan_chunked
 from rnnkit.strategies.kernels.reference import scan_loop
 
 Scan = Callable[..., Tensor]
 
-_compiled_float_scan = differentiable(numba_cpu.scan_compiled_raw, numba_cpu.scan_compiled_backward)
+_eager_float_scan = differentiable(numba_cpu.scan_compiled_raw, numba_cpu.scan_compiled_backward)
+
+
+def _compiled_float_scan(a: Tensor, b: Tensor, initial: Tensor | None, reverse: bool) -> Tensor:
+    if not torch.compiler.is_compiling():
+        return _eager_float_scan(a, b, initial, reverse)
+    if initial is None:
+        initial = torch.zeros_like(b[:, 0])
+    return custom_ops.call("scan", [a, b, initial], "reverse" if reverse else "")[0]
+
+
+custom_ops.register_target(
+    "scan",
+    lambda tensors, text: [_eager_float_scan(*tensors, text == "reverse")],
+    lambda tensors, text: [torch.empty_like(tensors[1])],
+)
 # Numba has no bfloat16 or float16: those are computed in float32 and cast back (the cast is
 # differentiable, so gradients come back in the input's dtype too).
 HALF_DTYPES = (torch.bfloat16, torch.float16)
