@@ -59,8 +59,12 @@ FLOAT32_OVERRIDES = {"mlstm_expforget": {"rtol": 1e-2, "atol": 2e-3}}
 # Titans' weight_ih gradient sums terms of size ~128 into entries of ~0.007: float32 sequential
 # is itself 3.0x float32 precision from float64 there, the chunked scan 1.2x, and the two differ
 # by 1.3e-5 (float64 agrees to 1e-10), so Titans gets 1e-4 relative and 5e-5 absolute.
+# The layer-norm LSTM without peepholes likewise: float32 sequential is itself 3.9e-5 from
+# float64 on norm_cell.bias's gradient and 2.4e-4 on weight_ih's (fused: 6.3e-5 and 1.4e-4;
+# 6 seeds, B3 T37 H16 with lengths, loss sum of squares), beyond the default.
 EXACT_FLOAT32_OVERRIDES = {
     "lstm_peephole_layernorm": {"rtol": 5e-4, "atol": 1e-3},
+    "lstm_layernorm": {"rtol": 5e-4, "atol": 1e-3},
     "titans": {"rtol": 1e-4, "atol": 5e-5},
 }
 
