@@ -156,6 +156,14 @@ class LSTMCell(Cell):
             )
         return functional.linear(inputs, self.weight_ih, bias)
 
+    def fused_projection(self, inputs: Tensor) -> Tensor:
+        """What the ``fused`` kernel takes for ``project_inputs``: the same, except that with
+        ``layer_norm`` it is ``W_ih x`` before the input layer norm and the biases, which the
+        kernel applies per row (``fused_weights``'s ``norm_input`` and ``input_shift``)."""
+        if not self.layer_norm:
+            return self.project_inputs(inputs)
+        return functional.linear(self.regularized_inputs(inputs), self.weight_ih)
+
     def recur(self, projected: Tensor, state: LSTMState) -> tuple[Tensor, LSTMState]:
         """``projected (B, 4H)``, state ``(h (B, R), c (B, H))`` -> ``h_t``, new state."""
         h, c = state
@@ -213,6 +221,13 @@ class LSTMCell(Cell):
             weights["norm_cell_bias"] = self.norm_cell.bias
             weights["norm_hidden_eps"] = self.norm_hidden.eps
             weights["norm_cell_eps"] = self.norm_cell.eps
+            # the input projection's layer norm, applied in the loop (fused_projection)
+            bias = summed_bias(self.bias_ih, self.bias_hh)
+            weights["norm_input"] = self.norm_input.weight
+            weights["input_shift"] = (
+                self.norm_input.weight.new_zeros(4 * self.hidden_size) if bias is None else bias
+            )
+            weights["norm_input_eps"] = self.norm_input.eps
         weights["projection"] = self.weight_hr
         return weights
 

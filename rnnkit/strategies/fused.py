@@ -91,7 +91,10 @@ def run(
     state, lengths, resets = prepare_with_resets(cell, inputs, state, lengths, resets)
     batch_size, steps, _ = inputs.shape
     cell.begin_sequence(batch_size, device=inputs.device, dtype=inputs.dtype)
-    projected = cell.project_inputs(inputs)  # (B, T, P)
+    # a cell may hand the kernel its projection before steps the kernel applies per row
+    # (the layer-norm LSTM's input layer norm: LSTMCell.fused_projection)
+    projection = getattr(cell, "fused_projection", cell.project_inputs)
+    projected = projection(inputs)  # (B, T, P)
     longest = steps if lengths is None or compiling() else int(lengths.max())
     if longest < steps:
         projected = projected[:, :longest]

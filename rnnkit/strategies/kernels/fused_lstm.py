@@ -1,12 +1,16 @@
 """The fused LSTM loop (``fused_lstm_cpu.py``) as a differentiable function.
 
 ``run_lstm(projected, state, weights, zoneout, lengths)`` takes what ``LSTMCell`` declares:
-``projected (B, T, 4H)`` (its ``project_inputs``), the state ``(h (B, R), c (B, H))`` and the
-tensors of ``fused_weights()`` by role: ``recurrent`` (W_hh after DropConnect, ``(4H, R)``) and,
-where the cell has them, ``hidden_mask (B, R)`` (recurrent-input dropout), ``peephole (3, H)``
-(w_ci, w_cf, w_co), ``norm_hidden (4H)``, ``norm_cell_weight (H)``, ``norm_cell_bias (H)`` with
-the floats ``norm_hidden_eps`` and ``norm_cell_eps`` (layer norm), ``projection (R, H)``
-(W_hr). ``zoneout``: per state field the keep-previous weights ``(T, B, size)`` drawn up front,
+``projected (B, T, 4H)`` (its ``fused_projection``), the state ``(h (B, R), c (B, H))`` and
+the tensors of ``fused_weights()`` by role: ``recurrent`` (W_hh after DropConnect, ``(4H, R)``)
+and, where the cell has them, ``hidden_mask (B, R)`` (recurrent-input dropout), ``peephole (3,
+H)`` (w_ci, w_cf, w_co), ``norm_hidden (4H)``, ``norm_cell_weight (H)``, ``norm_cell_bias (H)``
+with the floats ``norm_hidden_eps`` and ``norm_cell_eps`` (layer norm), ``projection (R, H)``
+(W_hr), and ``norm_input (4H)``, ``input_shift (4H)`` with ``norm_input_eps``: with these,
+``projected`` is ``W_ih x`` before its layer norm, which the loop applies per row (``LN(W_ih x)
+norm_input + input_shift``, the shift being the summed biases), so that the normalization reads
+the row the step reads anyway instead of a pass of its own over ``(B, T, 4H)``. ``zoneout``:
+per state field the keep-previous weights ``(T, B, size)`` drawn up front,
 or ``(1, B, size)`` (evaluation: the probability itself), or None.
 
 The backward pass runs the loop in reverse in one compiled call; the gradients of W_hh, W_hr,
@@ -41,6 +45,8 @@ OPTIONAL_ROLES = (
     "norm_cell_bias",
     "projection",
     "hidden_mask",
+    "norm_input",
+    "input_shift",
 )
 
 
@@ -48,7 +54,7 @@ class _FusedLSTM(torch.autograd.Function):
     @staticmethod
     def forward(  # type: ignore[override]
         ctx: Any,
-        settings: tuple[float, float, int],
+        settings: tuple[float, float, int, float],
         lengths: Tensor,
         resets: Tensor | None,
         projected: Tensor,
@@ -61,6 +67,8 @@ class _FusedLSTM(torch.autograd.Function):
         norm_cell_bias: Tensor | None,
         projection: Tensor | None,
         hidden_mask: Tensor | None,
+        norm_input: Tensor | None,
+        input_shift: Tensor | None,
         zoneout_h: Tensor | None,
         zoneout_c: Tensor | None,
     ) -> tuple[Tensor, Tensor, Tensor]:
@@ -76,13 +84,20 @@ class _FusedLSTM(torch.autograd.Function):
                 projection is not None,
                 settings[2],
                 resets is not None,
+                norm_input is not None,
             ],
             dtype=np.int64,
         )
         chunks = row_chunks(batch)
         saved = [
             _saved_buffers(
-                steps, rows.stop - rows.start, width, recurrent_size, use_norm, projected, index
+                steps,
+                rows.stop - rows.start,
+                width,
+                recurrent_size,
+                (use_norm, norm_input is not None),
+                projected,
+                index,
             )
             for index, rows in enumerate(chunks)
         ]
@@ -90,7 +105,7 @@ class _FusedLSTM(torch.autograd.Function):
         h_final, c_final = torch.empty_like(h0), torch.empty_like(c0)
         weight_t = as_array(recurrent.t(), 2, dtype)
         projection_t = as_array(None if projection is None else projection.t(), 2, dtype)
-        eps = np.array(settings[:2], dtype=numpy_dtype(dtype))
+        eps = np.array([settings[0], settings[1], settings[3]], dtype=numpy_dtype(dtype))
         outputs_array, h_array, c_array = outputs.numpy(), h_final.numpy(), c_final.numpy()
 
         def work(index: int, rows: slice) -> None:
@@ -104,6 +119,8 @@ class _FusedLSTM(torch.autograd.Function):
                 as_array(norm_hidden, 1, dtype),
                 as_array(norm_cell_weight, 1, dtype),
                 as_array(norm_cell_bias, 1, dtype),
+                as_array(norm_input, 1, dtype),
+                as_array(input_shift, 1, dtype),
                 eps,
                 projection_t,
                 rows_array(zoneout_h, rows, 3, dtype, axis=1),
@@ -128,6 +145,7 @@ class _FusedLSTM(torch.autograd.Function):
             norm_cell_weight,
             projection,
             hidden_mask,
+            norm_input,
             zoneout_h,
             zoneout_c,
         )
@@ -144,6 +162,7 @@ class _FusedLSTM(torch.autograd.Function):
             norm_cell_weight,
             projection,
             hidden_mask,
+            norm_input,
             zoneout_h,
             zoneout_c,
         ) = ctx.saved_tensors
@@ -163,7 +182,7 @@ class _FusedLSTM(torch.autograd.Function):
         ]
         weight, projection_array = as_array(recurrent, 2, dtype), as_array(projection, 2, dtype)
         # per chunk: the peephole and layer-norm gain gradients, summed in the loop
-        sums = [torch.zeros(6, width, dtype=dtype) for _ in ctx.chunks]
+        sums = [torch.zeros(8, width, dtype=dtype) for _ in ctx.chunks]
         grad_projected_array = grad_projected.numpy()
         grad_h0_array, grad_c0_array = grad_h0.numpy(), grad_c0.numpy()
 
@@ -178,6 +197,7 @@ class _FusedLSTM(torch.autograd.Function):
                 as_array(peephole, 2, dtype),
                 as_array(norm_hidden, 1, dtype),
                 as_array(norm_cell_weight, 1, dtype),
+                as_array(norm_input, 1, dtype),
                 projection_array,
                 rows_array(zoneout_h, rows, 3, dtype, axis=1),
                 rows_array(zoneout_c, rows, 3, dtype, axis=1),
@@ -193,10 +213,19 @@ class _FusedLSTM(torch.autograd.Function):
             )
 
         for_each_chunk(work, ctx.chunks)
+        summed = torch.stack(sums).sum(0)
         grads = _parameter_gradients(
-            ctx.saved_chunks, gradients, torch.stack(sums).sum(0), peephole, norm_hidden, projection
+            ctx.saved_chunks, gradients, summed, peephole, norm_hidden, projection
         )
-        return (None, None, None, grad_projected, grad_h0, grad_c0, *grads, None, None, None)
+        grad_input = (None, None) if norm_input is None else (summed[6], summed[7])
+        return (
+            *(None, None, None, grad_projected, grad_h0, grad_c0),
+            *grads,
+            None,  # hidden_mask
+            *grad_input,
+            None,  # zoneout masks
+            None,
+        )
 
 
 BACKWARD_READS = (
@@ -207,6 +236,7 @@ BACKWARD_READS = (
     "normalized_recurrent",
     "normalized_cells",
     "inverse_stds",
+    "normalized_inputs",
 )
 
 
@@ -215,13 +245,16 @@ def _saved_buffers(
     rows: int,
     width: int,
     recurrent_size: int,
-    use_norm: bool,
+    norms: tuple[bool, bool],
     like: Tensor,
     chunk: int,
 ) -> dict[str, Tensor]:
-    """What the forward loop of one chunk of rows saves, time-major (module docstring)."""
+    """What the forward loop of one chunk of rows saves, time-major (module docstring);
+    ``norms``: (layer norm of the recurrent pre-activations and cell, of the inputs)."""
+    use_norm, use_input_norm = norms
     hidden = width // 4
     norm_shape = (steps, rows) if use_norm else (1, 1)  # placeholders without layer norm
+    input_shape = (steps, rows, width) if use_input_norm else (1, 1, 1)
     shapes = {
         "recurrent_inputs": (steps, rows, recurrent_size),
         "gates": (steps, rows, width),
@@ -231,7 +264,8 @@ def _saved_buffers(
         "hiddens": (steps, rows, hidden),
         "normalized_recurrent": (*norm_shape, width if use_norm else 1),
         "normalized_cells": (*norm_shape, hidden if use_norm else 1),
-        "inverse_stds": (*norm_shape, 2 if use_norm else 1),
+        "inverse_stds": (*norm_shape, 3 if use_norm else 1),
+        "normalized_inputs": input_shape,
     }
     return {
         name: empty(*shape, like=like, role=f"lstm {name} {chunk}")
@@ -264,7 +298,7 @@ def _parameter_gradients(
 ) -> tuple[Tensor | None, ...]:
     """Gradients of W_hh, the peepholes, the layer-norm gains and W_hr: one product per chunk
     over all its steps summed over the chunks, and the kernel's ``sums (6, 4H)``."""
-    hidden = sums.shape[1] // 4
+    hidden = sums.shape[1] // 4  # sums (8, 4H): rows 6 and 7 are the input norm's
     grad_weight = grad_projection = None
     for saved_rows, gradient_rows in zip(saved, gradients, strict=True):
         grad_recurrent = gradient_rows["grad_recurrent"]
@@ -275,7 +309,7 @@ def _parameter_gradients(
             grad_hidden = gradient_rows["grad_hidden_outputs"].reshape(count, -1)
             hiddens = saved_rows["hiddens"].reshape(count, -1)
             grad_projection = _sum(grad_projection, grad_hidden.t() @ hiddens)
-    grad_peephole = None if peephole is None else sums[3:, :hidden]
+    grad_peephole = None if peephole is None else sums[3:6, :hidden]
     grad_norm: list[Tensor | None] = [None] * 3
     if norm_hidden is not None:
         grad_norm = [sums[0], sums[1, :hidden], sums[2, :hidden]]
@@ -308,6 +342,7 @@ def run_lstm(
         float(weights.get("norm_hidden_eps", 0.0)),
         float(weights.get("norm_cell_eps", 0.0)),
         zoneout_mode(zoneout),
+        float(weights.get("norm_input_eps", 0.0)),
     )
     zoneout_h, zoneout_c = zoneout if zoneout is not None else (None, None)
     outputs, h, c = _FusedLSTM.apply(

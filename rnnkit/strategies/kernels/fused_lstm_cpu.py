@@ -32,6 +32,8 @@ try:
         gates_backward_row,
         gates_row,
         normalize_backward,
+        normalize_row,
+        shifted_row,
     )
 
     @numba.njit(**COMPILED)
@@ -45,6 +47,8 @@ try:
         norm_hidden,
         norm_cell_weight,
         norm_cell_bias,
+        norm_input,
+        input_shift,
         eps,
         projection_t,
         zoneout_h,
@@ -64,6 +68,7 @@ try:
         normalized_recurrent,
         normalized_cells,
         inverse_stds,
+        normalized_inputs,
     ):  # pragma: no cover - compiled
         use_mask, use_peephole, use_norm, use_projection, zoneout_mode, use_resets = (
             flags[0],
@@ -73,6 +78,7 @@ try:
             flags[4],
             flags[5],
         )
+        use_input_norm = flags[6]
         batch, steps, width = projected.shape
         h, c = h0.copy(), c0.copy()
         weight = np.ascontiguousarray(weight_t.T)  # (4H, R): rows for matmul_transposed
@@ -80,6 +86,7 @@ try:
         recurrent = np.empty((batch, width), dtype=projected.dtype)
         projected_hidden = np.empty(h.shape, dtype=projected.dtype)
         pre = np.empty(width, dtype=projected.dtype)
+        input_row = np.empty(width, dtype=projected.dtype)  # LN(W_ih x_t) g + b, input_norm
         scratch = np.empty(c.shape[1], dtype=projected.dtype)
         for t in range(steps):
             inputs_t = recurrent_inputs[t]
@@ -104,10 +111,19 @@ try:
                     if use_norm:
                         normalized_recurrent[t, b, :] = 0
                         normalized_cells[t, b, :] = 0
+                    if use_input_norm:
+                        normalized_inputs[t, b, :] = 0
                     continue
                 copy_row(c[b], cells_before[t, b])
+                row = projected[b, t]
+                if use_input_norm:  # the input projection's layer norm, on the row in cache
+                    inverse_stds[t, b, 2] = normalize_row(
+                        projected[b, t], normalized_inputs[t, b], eps[2]
+                    )
+                    shifted_row(normalized_inputs[t, b], norm_input, input_shift, input_row)
+                    row = input_row
                 stds = gates_row(
-                    projected[b, t],
+                    row,
                     recurrent[b],
                     normalized_recurrent[t, b] if use_norm else pre,
                     norm_hidden,
@@ -151,6 +167,7 @@ try:
         peephole,
         norm_hidden,
         norm_cell_weight,
+        norm_input,
         projection,
         zoneout_h,
         zoneout_c,
@@ -164,6 +181,7 @@ try:
         normalized_recurrent,
         normalized_cells,
         inverse_stds,
+        normalized_inputs,
         parameter_sums,
         grad_projected,
         grad_recurrent,
@@ -180,6 +198,7 @@ try:
             flags[4],
             flags[5],
         )
+        use_input_norm = flags[6]
         batch, steps, width = grad_projected.shape
         hidden = width // 4
         recurrent_size = grad_h0.shape[1]
@@ -195,6 +214,7 @@ try:
         grad_normalized = np.empty(hidden, dtype=dtype)
         grad_cell_norm = np.empty(hidden, dtype=dtype)
         scaled_pre = np.empty(width, dtype=dtype)  # layer norm: d normalized pre-activations
+        step_grad = np.empty(width, dtype=dtype)  # d pre-activations, with input_norm
         placeholder = np.zeros(hidden, dtype=dtype)
         for index in range(steps):
             t = steps - 1 - index
@@ -225,7 +245,9 @@ try:
                     grad_recurrent[t, b, :] = 0
                     grad_cell_outputs[t, b, :] = 0
                     continue
-                grad_pre = grad_projected[b, t]  # written in place: no copy of the row
+                # d pre-activations: in place into grad_projected (no copy of the row), or
+                # with the input layer norm into a scratch row that its backward reads
+                grad_pre = step_grad if use_input_norm else grad_projected[b, t]
                 gates_backward_row(
                     grad_hidden[b],
                     grad_c[b],
@@ -268,6 +290,16 @@ try:
                     )
                 else:
                     copy_row(grad_pre, grad_recurrent[t, b])
+                if use_input_norm:  # sums rows 6, 7: the input gain and shift
+                    normalized_input = normalized_inputs[t, b]
+                    for j in range(width):
+                        parameter_sums[6, j] += grad_pre[j] * normalized_input[j]
+                        parameter_sums[7, j] += grad_pre[j]
+                    for j in range(width):
+                        scaled_pre[j] = grad_pre[j] * norm_input[j]
+                    normalize_backward(
+                        scaled_pre, normalized_input, inverse_stds[t, b, 2], grad_projected[b, t]
+                    )
             matmul_transposed(grad_recurrent[t], weight_columns, grad_recurrent_input)  # (B, R)
             for b in range(batch):
                 if t >= lengths[b]:

@@ -42,6 +42,12 @@ try:
             )
 
     @numba.njit(**INLINE)
+    def shifted_row(normalized, gain, shift, out):  # pragma: no cover - compiled
+        # out = normalized * gain + shift: the layer norm's affine part
+        for j in range(out.shape[0]):
+            out[j] = normalized[j] * gain[j] + shift[j]
+
+    @numba.njit(**INLINE)
     def gates_row(
         row,
         recurrent,
