@@ -4,7 +4,7 @@ chunk of the time axis, give the outputs, final state and gradients (inputs, ini
 parameters summed over ranks) of one process running ``sequential`` and ``scan`` over the whole
 sequence, in float64, for chunks of unequal length.
 
-Two forked ranks run every case once (forking skips re-importing torch) and save what they
+Two spawned ranks run every case once and save what they
 computed; each test compares one case against the one-process reference computed here.
 """
 
@@ -160,13 +160,16 @@ def _rank_main(rank: int, rendezvous: str, directory: str) -> None:
     except BaseException:
         traceback.print_exc()  # os._exit below would drop it
     finally:
-        os._exit(status)  # a forked child must not run the test process's exit handlers
+        os._exit(status)  # the rank's exit code is the status alone
 
 
 @pytest.fixture(scope="module")
 def ranks(tmp_path_factory) -> list[dict]:
     directory = tmp_path_factory.mktemp("context_parallel")
-    context = multiprocessing.get_context("fork")
+    # spawn, not fork: a fork after the test process has used GNU OpenMP (any earlier torch
+    # test in the same run) is refused by libgomp ("fork() called from a process already
+    # using GNU OpenMP") and the ranks die
+    context = multiprocessing.get_context("spawn")
     processes = [
         context.Process(
             target=_rank_main, args=(rank, str(directory / "rendezvous"), str(directory))
