@@ -25,6 +25,7 @@ LAYERS: dict[str, Callable[[int], torch.nn.Module]] = {
     "gru/native": lambda size: Recurrent("gru", size, size, strategy="native"),
     "mingru/scan": lambda size: Recurrent("mingru", size, size, strategy="scan"),
     "gla/scan": lambda size: Recurrent("gla", size, size, strategy="scan", num_heads=4),
+    "paragru/newton": lambda size: Recurrent("paragru", size, size, strategy="newton"),
 }
 
 

@@ -1,15 +1,17 @@
 """Deployment: export with explicit state (ONNX) and int8 dynamic quantization for CPU.
 
 ``torch.compile(model, fullgraph=True)`` (backends ``aot_eager`` and ``inductor``, CPU) works
-for every layer and model with the strategies ``sequential``, ``scan`` (every CPU
-implementation), ``fused`` and ``native``: the compiled CPU kernels (Numba) and torch's ``_VF``
-recurrent kernels run as the ``rnnkit::opaque`` custom op with fake implementations and autograd
-(``rnnkit/strategies/kernels/custom_ops.py``; a compiled training step runs the kernel's forward
-once more in the backward). Compiled equals eager (``tests/deploy/test_compile.py``). Not
-supported under compile: the Newton strategies (their convergence loop branches on the
-residual), ``native`` with ``lengths`` (raises; use ``fused``), ``resets`` with ``native`` (its
-segments need host values), Triton strategies (untested, no GPU). Value checks (NaN inputs,
-lengths out of range) become in-graph asserts that raise ``RuntimeError`` when the graph runs.
+for every layer and model under every CPU strategy: the compiled CPU kernels (Numba), torch's
+``_VF`` recurrent kernels and the Newton solves (whose loop stops on the residual's value) run
+as the ``rnnkit::opaque`` custom op with fake implementations and autograd
+(``rnnkit/strategies/kernels/custom_ops.py``, ``strategies/newton_op.py``; a compiled training
+step runs the op's forward once more in its backward). ``native`` with ``lengths`` runs one
+unpacked kernel call per distinct length there, and its ``resets`` cut segments inside the op.
+Compiled equals eager (``tests/deploy/test_compile.py``). Not supported under compile, with a
+clear error: ``resets`` with the matrix-state scans (gla, the delta rules: their segments have
+data-dependent sizes; ``sequential`` compiles them). Triton strategies are untested (no GPU).
+Value checks (NaN inputs, lengths out of range) become in-graph asserts that raise
+``RuntimeError`` when the graph runs.
 Compile time and speed-up: ``benchmarks/compile_speed.py``.
 """
 

@@ -6,8 +6,10 @@ dropout in training) raises with the reason; there is no silent fallback. Variab
 through the kernel's packed-sequence form, which gives the same semantics as the reference.
 The kernels cannot restart a sequence midway: ``resets`` run by segments (``segments.py``),
 each segment a row of one packed batch. Under ``torch.compile`` the kernel runs as the
-``rnnkit::opaque`` custom op (``kernels/custom_ops.py``), without lengths (they raise there:
-the packed kernel's backward does not run under ``torch.func.vjp``).
+``rnnkit::opaque`` custom op (``kernels/custom_ops.py``), differentiated by ``torch.func.vjp``,
+which has no rule for the packed kernel: there, variable lengths run as one unpacked kernel call
+per distinct length over the rows of that length (the same work as the packed call, one call
+more per distinct length).
 """
 
 from __future__ import annotations
@@ -55,27 +57,28 @@ def run(
     if reason is not None:
         raise StrategyUnsupportedError(f"strategy 'native' cannot run this cell: {reason}")
     state, lengths, resets = prepare_with_resets(cell, inputs, state, lengths, resets)
-    if resets is not None:
+    if resets is not None and not torch.compiler.is_compiling():
         return run_segments(_run_kernel, cell, inputs, state, lengths, resets)
-    return _run_kernel(cell, inputs, state, lengths)
+    return _run_kernel(cell, inputs, state, lengths, resets)
 
 
 def _run_kernel(
-    cell: Cell, inputs: Tensor, state: State, lengths: Tensor | None
+    cell: Cell,
+    inputs: Tensor,
+    state: State,
+    lengths: Tensor | None,
+    resets: Tensor | None = None,
 ) -> tuple[Tensor, State]:
     """The fused kernel over checked arguments (under ``torch.compile`` through the
-    ``rnnkit::opaque`` custom op, where the packing's host-side lengths are available)."""
+    ``rnnkit::opaque`` custom op, where the host-side lengths and segments are available;
+    ``resets`` only there: eager runs cut the segments before)."""
     assert cell.native_kernel is not None  # unsupported_reason checked it is in KERNELS
     weights = list(cell.native_weights())
     has_bias = cast(bool, cell.bias)  # the classic cells' flag
     if torch.compiler.is_compiling():
-        if lengths is not None:
-            raise StrategyUnsupportedError(
-                "strategy 'native' under torch.compile runs without lengths (the packed "
-                "kernel has no functorch backward); use strategy 'fused' or 'sequential'"
-            )
         text = f"{cell.native_kernel}|{int(has_bias)}|{int(cell.training)}|{len(state)}"
-        results = custom_ops.call("native", [inputs, lengths, *state, *weights], text)
+        tensors = [inputs, lengths, resets, *state, *weights]
+        results = custom_ops.call("native", tensors, text)
     else:
         results = _call_kernel(
             cell.native_kernel, inputs, tuple(state), weights, has_bias, cell.training, lengths
@@ -124,19 +127,69 @@ def _call_kernel(
     return [outputs, *(field.squeeze(0) for field in final)]
 
 
+class _Fields(tuple):
+    """A state's fields, rebuilt as ``type(state)(*fields)`` (as ``run_segments`` does)."""
+
+    def __new__(cls, *fields: Tensor) -> _Fields:
+        return super().__new__(cls, fields)
+
+
 def _run_op(tensors: list, text: str) -> list[Tensor]:
-    name, bias, training, count = text.split("|")
-    inputs, lengths = tensors[:2]
-    state = tuple(tensors[2 : 2 + int(count)])
-    weights = tensors[2 + int(count) :]
+    name, bias_text, training_text, count = text.split("|")
+    inputs, lengths, resets = tensors[:3]
+    state = _Fields(*tensors[3 : 3 + int(count)])
+    weights = tensors[3 + int(count) :]
+    bias, training = bias_text == "1", training_text == "1"
+
+    def run(_: object, inputs: Tensor, state: State, lengths: Tensor | None):
+        if lengths is None:
+            results = _call_kernel(name, inputs, tuple(state), weights, bias, training, None)
+        else:
+            results = _by_length(name, inputs, tuple(state), weights, bias, training, lengths)
+        return results[0], _Fields(*results[1:])
+
     # oneDNN's float32 kernel has no backward under torch.func.vjp: the ATen loop instead
     with torch.backends.mkldnn.flags(enabled=False):
-        return _call_kernel(name, inputs, state, weights, bias == "1", training == "1", lengths)
+        if resets is not None and bool(resets.any()):
+            outputs, final = run_segments(run, cast(Cell, None), inputs, state, lengths, resets)
+        else:
+            outputs, final = run(None, inputs, state, lengths)
+    return [outputs, *final]
+
+
+def _by_length(
+    name: str,
+    inputs: Tensor,
+    state: tuple[Tensor, ...],
+    weights: list[Tensor],
+    bias: bool,
+    training: bool,
+    lengths: Tensor,
+) -> list[Tensor]:
+    """``_call_kernel`` with ``lengths`` as one unpacked call per distinct length (the packed
+    kernel has no ``torch.func`` rule); outputs past a row's length are zero."""
+    steps = inputs.shape[1]
+    rows_by_length = []
+    results_by_length = []
+    for length in torch.unique(lengths).tolist():
+        rows = torch.nonzero(lengths == length).squeeze(1)
+        fields = tuple(field.index_select(0, rows) for field in state)
+        results = _call_kernel(
+            name, inputs[:, :length].index_select(0, rows), fields, weights, bias, training, None
+        )
+        padded = torch.nn.functional.pad(results[0], (0, 0, 0, steps - length))
+        rows_by_length.append(rows)
+        results_by_length.append([padded, *results[1:]])
+    order = torch.cat(rows_by_length).argsort()
+    return [
+        torch.cat([results[index] for results in results_by_length]).index_select(0, order)
+        for index in range(len(results_by_length[0]))
+    ]
 
 
 def _fake_op(tensors: list, text: str) -> list[Tensor]:
     count = int(text.split("|")[3])
-    inputs, state = tensors[0], tensors[2 : 2 + count]
+    inputs, state = tensors[0], tensors[3 : 3 + count]
     outputs = inputs.new_empty(*inputs.shape[:2], state[0].shape[-1])
     return [outputs, *(torch.empty_like(field) for field in state)]
 

@@ -44,13 +44,15 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor
+from torch.nn.utils.stateless import _reparametrize_module
 
 from rnnkit.cells.base import Cell, State
 from rnnkit.strategies import newton_linear as linear
+from rnnkit.strategies import newton_op
 from rnnkit.strategies.kernels import pararnn_cpu
 from rnnkit.strategies.native import StrategyUnsupportedError
 from rnnkit.strategies.scan import time_mask
-from rnnkit.strategies.validation import all_finite, prepare_with_resets
+from rnnkit.strategies.validation import all_finite, compiling, prepare_with_resets
 
 
 @dataclass
@@ -113,7 +115,10 @@ class NewtonStrategy:
         restart = None if resets is None else resets.unsqueeze(-1)  # (B, T, 1)
         self.check_memory(cell, projected, initial)
         parameters = [p for p in cell.parameters() if p.requires_grad]
-        states = NewtonSolve.apply(self, cell, projected, initial, active, restart, *parameters)
+        if compiling():  # the data-dependent loop as one custom op (newton_op.py)
+            states = newton_op.solve(self, cell, projected, initial, active, restart)
+        else:
+            states = NewtonSolve.apply(self, cell, projected, initial, active, restart, *parameters)
         if cell.output_field is not None:  # y_t is part of s_t: no second pass over the cell
             outputs = getattr(cell.unflatten_state(states), cell.output_field)
         else:
@@ -226,6 +231,33 @@ class NewtonStrategy:
         self.reports.append(report)
         return states
 
+    def gradients(
+        self,
+        cell: Cell,
+        projected: Tensor,
+        initial: Tensor,
+        states: Tensor,
+        active: Tensor | None,
+        restart: Tensor | None,
+        grad_states: Tensor,
+    ) -> tuple[Tensor, Tensor, dict[str, Tensor | None]]:
+        """``(dL/dprojected, dL/dinitial, dL/dparameter by name)`` from ``dL/dstates``: the
+        adjoint recurrence solved with the scans, then one vector-Jacobian product of f."""
+        previous = linear.shift(states, initial, reuse=True, restart=restart)
+        fused = pararnn_cpu.lookup(cell, projected.device, projected.dtype)
+        with torch.no_grad():
+            _, jacobian = _linearize(cell, projected, previous, active, fused, restart)
+            if jacobian is None:
+                jacobian = linear.jacobian(cell, projected, previous, False)
+                jacobian = _masked(jacobian, active, restart)
+            adjoint = linear.solve_adjoint(jacobian, grad_states)
+        if fused is not None:
+            grads = _fused_vjp(fused, cell, projected, previous, adjoint, active)
+        else:
+            grads = _functional_vjp(cell, projected, previous, adjoint, active)
+        grad_projected, grad_previous, named = grads
+        return grad_projected, grad_previous[:, 0], named
+
 
 def unsupported_reason(cell: Cell) -> str | None:
     """Why ``newton`` cannot run ``cell``, or None when it can."""
@@ -249,7 +281,7 @@ class NewtonSolve(torch.autograd.Function):
     def forward(ctx, strategy, cell, projected, initial, active, restart, *parameters):
         with torch.no_grad():
             states = strategy.solve(cell, projected.detach(), initial.detach(), active, restart)
-        ctx.cell, ctx.active, ctx.restart = cell, active, restart
+        ctx.strategy, ctx.cell, ctx.active, ctx.restart = strategy, cell, active, restart
         ctx.save_for_backward(projected, initial, states)
         return states
 
@@ -257,23 +289,12 @@ class NewtonSolve(torch.autograd.Function):
     def backward(ctx, grad_states):
         projected, initial, states = ctx.saved_tensors
         cell, active, restart = ctx.cell, ctx.active, ctx.restart
-        parameters = [p for p in cell.parameters() if p.requires_grad]
-        previous = linear.shift(states, initial, reuse=True, restart=restart)
-        fused = pararnn_cpu.lookup(cell, projected.device, projected.dtype)
-        with torch.no_grad():
-            _, jacobian = _linearize(cell, projected.detach(), previous, active, fused, restart)
-            if jacobian is None:
-                jacobian = linear.jacobian(cell, projected.detach(), previous, False)
-                jacobian = _masked(jacobian, active, restart)
-            adjoint = linear.solve_adjoint(jacobian, grad_states)
-        if fused is not None:
-            grads = _fused_vjp(fused, cell, projected.detach(), previous, adjoint, active)
-        else:
-            grads = _autograd_vjp(cell, projected.detach(), previous, adjoint, active)
-        grad_projected, grad_previous, named = grads
+        grad_projected, grad_initial, named = ctx.strategy.gradients(
+            cell, projected.detach(), initial, states, active, restart, grad_states
+        )
         names = {id(p): name for name, p in cell.named_parameters()}
+        parameters = [p for p in cell.parameters() if p.requires_grad]
         grad_parameters = [named.get(names[id(p)]) for p in parameters]
-        grad_initial = grad_previous[:, 0]
         return (None, None, grad_projected, grad_initial, None, None, *grad_parameters)
 
 
@@ -317,20 +338,17 @@ def _iterate(
     )
 
 
-def _autograd_vjp(cell, projected, previous, adjoint, active):
-    """Gradients of ``sum(adjoint * f(previous, projected))`` by autograd through the cell."""
-    parameters = dict(cell.named_parameters())
-    with torch.enable_grad():
-        projected_leaf = projected.requires_grad_(True)
-        previous_leaf = previous.clone().requires_grad_(True)
-        next_states = _masked_step(cell, projected_leaf, previous_leaf, active)
-        grads = torch.autograd.grad(
-            next_states,
-            [projected_leaf, previous_leaf, *parameters.values()],
-            adjoint,
-            allow_unused=True,
-        )
-    return grads[0], grads[1], dict(zip(parameters, grads[2:], strict=True))
+def _functional_vjp(cell, projected, previous, adjoint, active):
+    """Gradients of ``sum(adjoint * f(previous, projected))`` by ``torch.func.vjp`` through the
+    cell (also inside the ``rnnkit::opaque`` op under ``torch.compile``, below autograd)."""
+    parameters = {name: p.detach() for name, p in cell.named_parameters()}
+
+    def evaluate(projected, previous, parameters):
+        with _reparametrize_module(cell, parameters):
+            return _masked_step(cell, projected, previous, active)
+
+    _, pullback = torch.func.vjp(evaluate, projected.detach(), previous.detach(), parameters)
+    return pullback(adjoint)
 
 
 def _fused_vjp(fused, cell, projected, previous, adjoint, active):

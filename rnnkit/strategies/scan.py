@@ -200,6 +200,13 @@ def make_scan_strategy(implementation: str = "auto") -> Callable[..., tuple[Tens
             raise StrategyUnsupportedError(f"strategy 'scan' cannot run this cell: {reason}")
         state, lengths, resets = prepare_with_resets(cell, inputs, state, lengths, resets)
         if resets is not None and not restarts_by_transition(cell, state):
+            if torch.compiler.is_compiling():
+                raise StrategyUnsupportedError(
+                    f"strategy 'scan' under torch.compile cannot run resets for "
+                    f"{type(cell).__name__}'s {cell.linear_form} state: its segments have "
+                    f"data-dependent sizes there; use strategy 'sequential', or compile "
+                    f"without resets"
+                )
             return run_segments(run_form, cell, inputs, state, lengths, resets)
         return run_form(cell, inputs, state, lengths, resets)
 

@@ -27,13 +27,7 @@ TOLERANCE = {"rtol": 1e-9, "atol": 1e-10}
 BATCH, STEPS, INPUT_SIZE, HIDDEN_SIZE = 3, 5, 3, 4
 LENGTHS = (5, 2, 4)
 SKIPPED = {"sequential", "auto", "scan:triton"}
-# Newton strategies record a report per solve and stop at a data-dependent iteration count
-# (a Python ``while`` on the residual): Dynamo cannot trace that into one graph.
-NOT_COMPILING = {
-    "newton": "Newton's convergence loop branches on the residual's value (data-dependent)",
-    "newton:quasi": "Newton's convergence loop branches on the residual's value (data-dependent)",
-    "newton:damped": "Newton's convergence loop branches on the residual's value (data-dependent)",
-}
+NOT_COMPILING: dict[str, str] = {}  # strategy -> reason (strict xfail); none at present
 
 
 DEFAULT_CASES = {
@@ -47,6 +41,9 @@ DEFAULT_CASES = {
     "aaren-scan:compiled",
     "lstm-sequential",
     "selective_ssm-newton",
+    "paragru-newton",
+    "elman-newton:quasi",
+    "gru-newton:damped",
 }
 
 
@@ -99,18 +96,19 @@ def check_same(eager_outputs, compiled_outputs, eager_grads, compiled_grads, nam
             assert_close(got, want, **TOLERANCE, msg=lambda m, n=name: f"grad of {n}: {m}")
 
 
-def compare_strategy(config: str, strategy_name: str, backend: str) -> None:
+def compare_strategy(
+    config: str, strategy_name: str, backend: str, resets: torch.Tensor | None = None
+) -> None:
     torch._dynamo.reset()
     cell = build_oracle_cell(config, INPUT_SIZE, HIDDEN_SIZE)
     generator = torch.Generator().manual_seed(0)
     inputs = torch.randn(BATCH, STEPS, INPUT_SIZE, dtype=torch.float64, generator=generator)
     state = random_oracle_state(config, cell, BATCH, generator)
-    # native under compile runs without lengths (they raise there, see the test below)
-    lengths = None if strategy_name == "native" else torch.tensor(LENGTHS)
+    lengths = torch.tensor(LENGTHS)
     strategy = make_strategy(strategy_name)
 
     def run(inputs, state, lengths):
-        outputs, final = strategy(cell, inputs, state, lengths)
+        outputs, final = strategy(cell, inputs, state, lengths, resets=resets)
         return (outputs, *final)
 
     compiled = torch.compile(run, fullgraph=True, backend=backend)
@@ -128,6 +126,41 @@ def compare_strategy(config: str, strategy_name: str, backend: str) -> None:
 @pytest.mark.parametrize(("config", "strategy"), cases())
 def test_strategy_compiles_to_eager_numbers(config, strategy):
     compare_strategy(config, strategy, "aot_eager")
+
+
+RESETS = torch.tensor(
+    [
+        [False, False, True, False, True],  # two restarts within length 5
+        [False, True, False, False, False],  # one within length 2, one step segment
+        [False, False, False, True, True],  # consecutive restarts, the last past length 4
+    ]
+)
+
+
+@pytest.mark.parametrize(
+    ("config", "strategy"),
+    [
+        ("lstm", "native"),
+        ("gru", "native"),
+        ("lstm", "fused"),
+        ("slstm", "fused"),
+        ("mingru", "scan"),
+        ("paragru", "newton"),
+        ("elman", "newton:quasi"),
+        pytest.param("lstm", "sequential", marks=pytest.mark.slow),
+        pytest.param("gla", "sequential", marks=pytest.mark.slow),
+    ],
+)
+def test_strategy_with_resets_compiles_to_eager_numbers(config, strategy):
+    """Resets under compile (``native`` cuts its segments inside the custom op)."""
+    compare_strategy(config, strategy, "aot_eager", resets=RESETS)
+
+
+@pytest.mark.parametrize("config", ["gla", "deltanet"])
+def test_compiled_matrix_scan_with_resets_raises(config):
+    """Matrix-state scans restart by segments, whose count and length are data-dependent."""
+    with pytest.raises(Exception, match="cannot run resets for .* state"):
+        compare_strategy(config, "scan", "aot_eager", resets=RESETS)
 
 
 @pytest.mark.slow
@@ -192,15 +225,38 @@ def test_compiled_lengths_check_raises_in_graph():
         compiled(inputs, torch.tensor([5, 2, 1]))
 
 
-def test_compiled_native_with_lengths_raises():
+def test_compiled_native_lengths_equal_the_packed_kernel():
+    """Under compile ``native`` runs one unpacked call per distinct length (lengths 5, 2, 2, 4
+    here: rows regrouped and put back in order); eager packs them. float32 outputs, final
+    state and gradients."""
     torch._dynamo.reset()
-    cell = build_oracle_cell("lstm", INPUT_SIZE, HIDDEN_SIZE)
+    cell = build_oracle_cell("lstm", INPUT_SIZE, HIDDEN_SIZE).float()
     strategy = make_strategy("native")
     compiled = torch.compile(
-        lambda inputs, lengths: strategy(cell, inputs, None, lengths)[0],
-        fullgraph=True,
-        backend="aot_eager",
+        lambda *arguments: strategy(*arguments), fullgraph=True, backend="aot_eager"
     )
-    inputs = torch.randn(BATCH, STEPS, INPUT_SIZE, dtype=torch.float64)
-    with pytest.raises(Exception, match="'native' under torch.compile runs without lengths"):
-        compiled(inputs, torch.tensor(LENGTHS))
+    inputs = torch.randn(4, STEPS, INPUT_SIZE, requires_grad=True)
+    lengths = torch.tensor([5, 2, 2, 4])
+    results = []
+    for function in (strategy, compiled):
+        outputs, final = function(cell, inputs, None, lengths)
+        loss = loss_of([outputs, *final])
+        results.append([outputs, *final, *torch.autograd.grad(loss, [inputs, *cell.parameters()])])
+    for got, want in zip(*reversed(results), strict=True):
+        assert_close(got, want, rtol=1e-5, atol=1e-6)
+    assert results[1][0][1, 2:].abs().max() == 0  # nothing past a row's length
+
+
+def test_compiled_newton_reports_each_solve():
+    """The compiled solve is the eager one: one report per call, forward and backward."""
+    torch._dynamo.reset()
+    cell = build_oracle_cell("paragru", INPUT_SIZE, HIDDEN_SIZE)
+    strategy = make_strategy("newton")
+    compiled = torch.compile(
+        lambda inputs: strategy(cell, inputs)[0], fullgraph=True, backend="aot_eager"
+    )
+    inputs = torch.randn(BATCH, STEPS, INPUT_SIZE, dtype=torch.float64, requires_grad=True)
+    for calls in (1, 2):
+        compiled(inputs).sum().backward()
+        assert len(strategy.reports) == calls
+        assert strategy.reports[-1].converged and strategy.reports[-1].steps == STEPS

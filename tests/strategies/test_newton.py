@@ -212,7 +212,7 @@ def test_cell_jacobian_equals_autograd(name):
 @pytest.mark.parametrize("name", ["paragru", "paralstm"])
 def test_compiled_kernels_equal_the_cells_torch_code(name):
     from rnnkit.strategies.kernels import pararnn_cpu
-    from rnnkit.strategies.newton import _autograd_vjp
+    from rnnkit.strategies.newton import _functional_vjp
     from rnnkit.strategies.newton_linear import evaluate, jacobian
 
     torch.manual_seed(6)
@@ -230,7 +230,7 @@ def test_compiled_kernels_equal_the_cells_torch_code(name):
     )
     adjoint = torch.randn_like(previous)
     got = fused.vjp(cell, projected.flatten(0, 1), previous.flatten(0, 1), adjoint.flatten(0, 1))
-    expected = _autograd_vjp(cell, projected.clone(), previous, adjoint, None)
+    expected = _functional_vjp(cell, projected.clone(), previous, adjoint, None)
     torch.testing.assert_close(got[0].unflatten(0, (2, 9)), expected[0])
     torch.testing.assert_close(got[1].unflatten(0, (2, 9)), expected[1])
     for parameter_name, value in got[2].items():

@@ -11,7 +11,9 @@ the inputs. ``tensors`` is a flat list (``None`` where an optional tensor is abs
 
 The backward recomputes the forward before running the kernel's backward (the kernel's saved
 buffers, sized by the thread split, are not op outputs): under ``torch.compile`` a training step
-costs one extra forward pass of the kernel. Eager runs do not go through these ops.
+costs one extra forward pass of the kernel. A target with its own ``backward`` (Newton's
+adjoint) gets the forward's outputs instead and recomputes nothing. Eager runs do not go
+through these ops.
 
 Targets (``register_target``): ``fused`` (``strategies/fused.py``), ``scan`` (the Numba diagonal
 scan), ``gated_scan`` (minGRU/minLSTM, ``gated_scan_cpu.py``), ``native`` (torch's ``_VF``
@@ -20,7 +22,8 @@ recurrent kernels, whose host-side length packing runs inside the op).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -32,21 +35,51 @@ Tensors = list[Tensor | None]
 @dataclass(frozen=True)
 class Target:
     """``run(tensors, text)``: differentiable eager outputs; ``fake(tensors, text)``: empty
-    outputs of the same shapes and dtypes (called on fake tensors)."""
+    outputs of the same shapes and dtypes (called on fake tensors); ``backward(tensors, text,
+    grads, outputs)``, when given: the gradient of each tensor (None for none) from the forward's
+    outputs, instead of autograd through a recomputed ``run``."""
 
     run: Callable[[Tensors, str], list[Tensor]]
     fake: Callable[[Tensors, str], list[Tensor]]
     functional: bool = False
+    backward: Callable[[Tensors, str, list[Tensor], list[Tensor]], list[Tensor | None]] | None = (
+        None
+    )
 
 
 TARGETS: dict[str, Target] = {}
 
 
-def register_target(name: str, run: Callable, fake: Callable, functional: bool = False) -> None:
+def register_target(
+    name: str,
+    run: Callable,
+    fake: Callable,
+    functional: bool = False,
+    backward: Callable | None = None,
+) -> None:
     """Make ``name`` callable through ``rnnkit::opaque``. An op's implementation runs below
     autograd, where only ``autograd.Function`` records a graph: a target made of plain torch
-    operators says ``functional=True`` and is differentiated by ``torch.func.vjp`` instead."""
-    TARGETS[name] = Target(run, fake, functional)
+    operators says ``functional=True`` and is differentiated by ``torch.func.vjp`` instead, and
+    a target with its own gradient formula gives ``backward``."""
+    TARGETS[name] = Target(run, fake, functional, backward)
+
+
+# the dispatch keys a plain eager call runs with (taken at import, outside any transform)
+_EAGER_KEYS = (
+    torch._C._dispatch_tls_local_include_set(),
+    torch._C._dispatch_tls_local_exclude_set(),
+)
+
+
+@contextmanager
+def _eager_dispatch() -> Iterator[None]:
+    """Run an op's implementation with the dispatch keys of a plain eager call. Inside a custom
+    op, ``torch.library`` excludes the autograd keys, and a compiled graph's runtime also the
+    functorch and view keys: ``torch.func`` transforms (Newton's ``vmap(jacrev(...))``) then
+    fail on view operators ("Cannot access storage of TensorWrapper") and ``autograd.grad``
+    finds no graph. The op's inputs are plain tensors, so nothing outside is bypassed."""
+    with torch._C._ForceDispatchKeyGuard(*_EAGER_KEYS):
+        yield
 
 
 def _differentiable(tensor: Tensor | None) -> bool:
@@ -68,7 +101,7 @@ def _restore(tensors: list[Tensor], text: str) -> tuple[Tensors, str]:
 @torch.library.custom_op("rnnkit::opaque", mutates_args=())
 def opaque(target: str, given: list[Tensor], text: str) -> list[Tensor]:
     """Run ``TARGETS[target]`` on ``tensors`` (see the module docstring)."""
-    with torch.no_grad():
+    with _eager_dispatch(), torch.no_grad():
         outputs = TARGETS[target].run(*_restore(given, text))
     # fresh contiguous memory (as the fakes say): kernels may hand out workspace buffers, views
     return [output.clone(memory_format=torch.contiguous_format) for output in outputs]
@@ -82,13 +115,26 @@ def _opaque_fake(target: str, given: list[Tensor], text: str) -> list[Tensor]:
 
 @torch.library.custom_op("rnnkit::opaque_backward", mutates_args=())
 def opaque_backward(
-    target: str, given: list[Tensor], text: str, grads: list[Tensor]
+    target: str, given: list[Tensor], text: str, grads: list[Tensor], outputs: list[Tensor]
 ) -> list[Tensor]:
     """Gradients of ``TARGETS[target]`` for each floating tensor (an empty tensor for the
-    others), by the kernel's own backward after recomputing its forward."""
+    others): by the target's own ``backward`` from the forward's ``outputs`` where it has one,
+    else by the kernel's backward after recomputing its forward (``outputs`` empty)."""
     tensors, own_text = _restore(given, text)
     if TARGETS[target].functional:
         return _functional_backward(target, tensors, own_text, grads)
+    own_backward = TARGETS[target].backward
+    if own_backward is not None:
+        with _eager_dispatch():
+            found_by_tensor = own_backward(tensors, own_text, grads, outputs)
+        return [
+            torch.empty(0)
+            if tensor is None or not _differentiable(tensor)
+            else torch.zeros_like(tensor, memory_format=torch.contiguous_format)
+            if grad is None
+            else grad.clone(memory_format=torch.contiguous_format)
+            for tensor, grad in zip(tensors, found_by_tensor, strict=True)
+        ]
     with torch.enable_grad():
         leaves = [
             tensor.detach().requires_grad_()
@@ -141,7 +187,7 @@ def _functional_backward(
 
     pullback = torch.func.vjp(function, *(tensors[index] for index in positions))[1]
     found = pullback(grads)
-    result = [torch.empty(0)] * len(tensors)
+    result = [torch.empty(0) for _ in tensors]  # distinct: an op's returns may not alias
     for index, grad in zip(positions, found, strict=True):
         result[index] = grad.clone(memory_format=torch.contiguous_format)
     return result
@@ -149,7 +195,7 @@ def _functional_backward(
 
 @opaque_backward.register_fake
 def _opaque_backward_fake(
-    target: str, given: list[Tensor], text: str, grads: list[Tensor]
+    target: str, given: list[Tensor], text: str, grads: list[Tensor], outputs: list[Tensor]
 ) -> list[Tensor]:
     tensors, _ = _restore(given, text)
     return [
@@ -162,19 +208,21 @@ def _opaque_backward_fake(
 
 def _setup_context(ctx, inputs, output) -> None:
     target, given, text = inputs
-    ctx.save_for_backward(*given)
-    ctx.layout = (target, text)
+    # a target with its own backward reads the outputs instead of recomputing them
+    kept = list(output) if TARGETS[target].backward is not None else []
+    ctx.save_for_backward(*given, *kept)
+    ctx.layout = (target, text, len(given))
     ctx.outputs = [(tuple(item.shape), item.dtype, item.device) for item in output]
 
 
 def _backward(ctx, grads):
-    target, text = ctx.layout
-    given = list(ctx.saved_tensors)
+    target, text, count = ctx.layout
+    given, kept = list(ctx.saved_tensors[:count]), list(ctx.saved_tensors[count:])
     filled = [
         torch.zeros(shape, dtype=dtype, device=device) if grad is None else grad
         for grad, (shape, dtype, device) in zip(grads, ctx.outputs, strict=True)
     ]
-    found = opaque_backward(target, given, text, filled)
+    found = opaque_backward(target, given, text, filled, kept)
     tensors, _ = _restore(given, text)
     return (
         None,
