@@ -20,7 +20,6 @@ from __future__ import annotations
 import weakref
 from typing import Any
 
-import torch
 from torch import Tensor
 from torch.nn.utils.stateless import _reparametrize_module
 
@@ -31,12 +30,16 @@ _SOLVERS: dict[str, tuple[weakref.ref, weakref.ref]] = {}
 FIXED = 4  # projected, initial, active, restart
 
 
-@torch.compiler.assume_constant_result
 def _register(strategy: Any, cell: Cell) -> str:
     """The registry key of ``(strategy, cell)`` (runs once, when the graph is traced)."""
     key = f"{id(strategy)}-{id(cell)}"
     _SOLVERS[key] = (weakref.ref(strategy), weakref.ref(cell))
     return key
+
+
+# what ``torch.compiler.assume_constant_result`` does (Dynamo runs the function when tracing and
+# puts its result in the graph as a constant), without importing Dynamo (3 s) with rnnkit
+setattr(_register, "_dynamo_marked_constant", True)  # noqa: B010
 
 
 def _lookup(key: str) -> tuple[Any, Cell]:

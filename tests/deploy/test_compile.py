@@ -11,6 +11,8 @@ are ``slow`` (compiling the plain-PyTorch loops takes 2-20 s each).
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import warnings
 
 import pytest
@@ -260,3 +262,9 @@ def test_compiled_newton_reports_each_solve():
         compiled(inputs).sum().backward()
         assert len(strategy.reports) == calls
         assert strategy.reports[-1].converged and strategy.reports[-1].steps == STEPS
+
+
+def test_importing_rnnkit_does_not_import_dynamo():
+    """Dynamo takes seconds to import: rnnkit leaves it to the first ``torch.compile``."""
+    code = "import sys, rnnkit; assert 'torch._dynamo' not in sys.modules, 'imported'"
+    subprocess.run([sys.executable, "-c", code], check=True)
