@@ -7,7 +7,9 @@ as the ``rnnkit::opaque`` custom op with fake implementations and autograd
 (``rnnkit/strategies/kernels/custom_ops.py``, ``strategies/newton_op.py``; a compiled training
 step runs the op's forward once more in its backward). ``native`` with ``lengths`` runs one
 unpacked kernel call per distinct length there, and its ``resets`` cut segments inside the op.
-Compiled equals eager (``tests/deploy/test_compile.py``). Not supported under compile, with a
+Compiled equals eager for every (cell, strategy) pair and every model class (teacher-forced
+forwards, ACT and routing included): ``tests/deploy/test_compile.py``,
+``test_compile_models.py``. Not supported under compile, with a
 clear error: ``resets`` with the matrix-state scans (gla, the delta rules: their segments have
 data-dependent sizes; ``sequential`` compiles them). Triton strategies are untested (no GPU).
 Value checks (NaN inputs, lengths out of range) become in-graph asserts that raise

@@ -13,12 +13,17 @@ For a query ``q`` (a decoder state) and keys ``k_s`` (encoder outputs, ``s = 1..
 with values ``v_s`` the keys unless given. Padded source positions (``mask`` False) get a score
 of -inf, so exactly zero weight. The key-side projection depends only on the source and is
 computed once per sequence (``prepare``), not once per decoder step.
+
+Under ``torch.compile`` the mask check (every sequence has an unmasked position) is an
+in-graph assert (``rnnkit.strategies.validation``): RuntimeError when the graph runs.
 """
 
 from __future__ import annotations
 
 import torch
 from torch import Tensor, nn
+
+from rnnkit.strategies.validation import assert_in_graph, compiling
 
 ATTENTION_KINDS = ("additive", "dot", "general", "concat")
 
@@ -89,8 +94,11 @@ class Attention(nn.Module):
                     f"mask: expected (batch, source_length) = {tuple(prepared.shape[:2])}, "
                     f"got {tuple(mask.shape)}"
                 )
-            if not bool(mask.any(dim=1).all()):
-                raise ValueError("mask: every sequence needs at least one unmasked position")
+            message = "mask: every sequence needs at least one unmasked position"
+            if compiling():  # an in-graph assert, RuntimeError when the graph runs
+                assert_in_graph(mask.any(dim=1).all(), message)
+            elif not bool(mask.any(dim=1).all()):
+                raise ValueError(message)
             scores = scores.masked_fill(~mask.unsqueeze(1), float("-inf"))
         return scores.squeeze(1) if single else scores
 

@@ -15,6 +15,9 @@ sequence of column features, a bidirectional recurrent layer reads the columns, 
 
 The loss is ``rnnkit.decoding.ctc.ctc_loss`` (``torch.nn.functional.ctc_loss`` summed over the
 batch and divided by the number of target labels: nats per label).
+
+Under ``torch.compile`` the check that the widths are at most W is an in-graph assert
+(``rnnkit.strategies.validation``): RuntimeError when the graph runs, not ValueError.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from torch import Tensor, nn
 
 from rnnkit.decoding.ctc import ctc_loss
 from rnnkit.models.recurrent_config import RecurrentConfig, check_range
-from rnnkit.strategies.validation import length_mask
+from rnnkit.strategies.validation import assert_in_graph, compiling, length_mask
 
 BLANK = 0
 
@@ -129,7 +132,10 @@ class CRNN(nn.Module):
         lengths ``(B,)`` (CPU int64)."""
         if images.dim() != 3:
             raise ValueError(f"images must be (B, H, W), got shape {tuple(images.shape)}")
-        if widths.shape != images.shape[:1] or int(widths.max()) > images.shape[2]:
+        if compiling() and widths.shape == images.shape[:1]:  # the value check in the graph
+            message = f"widths must be (B,) = ({images.shape[0]},) with values at most W"
+            assert_in_graph((widths <= images.shape[2]).all(), f"{message} = {images.shape[2]}")
+        elif widths.shape != images.shape[:1] or int(widths.max()) > images.shape[2]:
             raise ValueError(
                 f"widths must be (B,) = ({images.shape[0]},) with values at most W = "
                 f"{images.shape[2]}, got shape {tuple(widths.shape)} and max {int(widths.max())}"

@@ -30,6 +30,10 @@ an output has exactly one pointer per input element.
 
 A bidirectional encoder gives the decoder twice the hidden size: its initial state is the
 forward and reverse final states side by side, field by field.
+
+Under ``torch.compile`` the teacher-forced ``forward`` compiles whole (``fullgraph=True``); its
+check of the target positions is an in-graph assert (``rnnkit.strategies.validation``):
+RuntimeError when the graph runs, not ValueError.
 """
 
 from __future__ import annotations
@@ -45,7 +49,12 @@ from rnnkit.cells import State
 from rnnkit.models.attention import Attention
 from rnnkit.models.recurrent_config import RecurrentConfig
 from rnnkit.nn import Recurrent
-from rnnkit.strategies.validation import check_lengths, length_mask
+from rnnkit.strategies.validation import (
+    assert_in_graph,
+    check_lengths,
+    compiling,
+    length_mask,
+)
 
 END_POSITION = 0
 PADDING = -1
@@ -254,12 +263,16 @@ class PointerNetwork(nn.Module):
             )
         real = targets >= 0
         pointable = memory.mask.gather(1, targets.clamp(min=0))
-        if bool((targets < PADDING).any()) or not bool(pointable[real].all()):
-            raise ValueError(
-                "target_positions: expected -1 (padding), "
-                + ("0 (the end), " if self.config.end_position else "")
-                + "or an element position 1..length of its example"
-            )
+        valid = (targets >= PADDING).all() & (pointable | ~real).all()
+        message = (
+            "target_positions: expected -1 (padding), "
+            + ("0 (the end), " if self.config.end_position else "")
+            + "or an element position 1..length of its example"
+        )
+        if compiling():  # an in-graph assert, RuntimeError when the graph runs
+            assert_in_graph(valid, message)
+        elif not bool(valid):
+            raise ValueError(message)
         return targets
 
 
