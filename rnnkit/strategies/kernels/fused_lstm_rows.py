@@ -34,8 +34,13 @@ try:
     def normalize_backward(grad_normalized, normalized, inverse_std, out):  # pragma: no cover
         # out = d values of layer norm (without gain) from d normalized
         width = normalized.shape[0]
-        mean_grad = grad_normalized.sum() / width
-        mean_projection = (grad_normalized * normalized).sum() / width
+        total = grad_normalized.dtype.type(0)
+        projection = grad_normalized.dtype.type(0)
+        for j in range(width):  # one pass, no temporary array (``(a * b).sum()`` allocates)
+            total += grad_normalized[j]
+            projection += grad_normalized[j] * normalized[j]
+        mean_grad = total / width
+        mean_projection = projection / width
         for j in range(width):
             out[j] = inverse_std * (
                 grad_normalized[j] - mean_grad - normalized[j] * mean_projection
