@@ -1,5 +1,9 @@
 """Deployment: export with explicit state (ONNX) and int8 dynamic quantization for CPU.
 
+int8: ``quantize_int8`` rebuilds standard LSTM/GRU/Elman stacks as torch's dynamic quantized
+layers and stores every other cell's product weights as ``Int8DynamicWeight``
+(``int8_weight.py``); ``quantize_report`` lists each weight as int8 or float, and why.
+
 ``torch.compile(model, fullgraph=True)`` (backends ``aot_eager`` and ``inductor``, CPU) works
 for every layer and model under every CPU strategy: the compiled CPU kernels (Numba), torch's
 ``_VF`` recurrent kernels and the Newton solves (whose loop stops on the residual's value) run
@@ -18,7 +22,7 @@ Compile time and speed-up: ``benchmarks/compile_speed.py``.
 """
 
 from rnnkit.deploy.export import StateGraph, export_onnx
-from rnnkit.deploy.quantize import quantize_int8
+from rnnkit.deploy.quantize import quantize_int8, quantize_report
 from rnnkit.deploy.traced import ExportError
 
-__all__ = ["ExportError", "StateGraph", "export_onnx", "quantize_int8"]
+__all__ = ["ExportError", "StateGraph", "export_onnx", "quantize_int8", "quantize_report"]

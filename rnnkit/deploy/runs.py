@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from rnnkit.deploy.export import export_onnx
-from rnnkit.deploy.quantize import float_tensors, quantize_int8, serialized_bytes
+from rnnkit.deploy.quantize import float_tensors, quantize_int8, quantize_report, serialized_bytes
 from rnnkit.deploy.torchscript import export_torchscript
 from rnnkit.deploy.traced import ExportError
 from rnnkit.train.checkpoint import read_checkpoint
@@ -76,9 +76,11 @@ def quantize_run(run_dir: Path, output: Path, stream: TextIO) -> dict[str, float
             result.update(_charlm_losses(run_dir, model, quantized))
     torch.save(quantized, output)
     left = float_tensors(quantized)
+    cell_int8 = [row.name for row in quantize_report(quantized) if "Int8DynamicWeight" in row.how]
     stream.write(
         f"wrote {output}: weights {result['float_bytes'] / 1e6:.2f} MB float -> "
         f"{result['int8_bytes'] / 1e6:.2f} MB int8"
+        + (f"; cell matrices in int8: {', '.join(cell_int8)}" if cell_int8 else "")
         + (f"; left in float: {', '.join(left)}" if left else "")
         + "\n"
     )
