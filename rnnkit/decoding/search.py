@@ -242,3 +242,37 @@ def _check_log_probs(log_probs: Tensor, rows: int) -> None:
             f"step: expected log-probabilities of shape ({rows}, vocabulary), "
             f"got {tuple(log_probs.shape)}"
         )
+
+
+class SearchDecoding:
+    """``greedy`` and ``beam_search`` for an encoder-decoder model that defines
+    ``encode(source (B, S), source_lengths (B,)) -> state`` and ``decoder_step(tokens (N,),
+    state) -> (log-probabilities (N, V), state)`` (the ``step`` of ``greedy_search`` and
+    ``beam_search``)."""
+
+    def encode(self, source: Tensor, source_lengths: Tensor) -> Any:
+        raise NotImplementedError
+
+    def decoder_step(self, tokens: Tensor, state: Any) -> tuple[Tensor, Any]:
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def greedy(
+        self, source: Tensor, source_lengths: Tensor, bos: int, eos: int, max_length: int,
+        pad: int = 0,
+    ) -> Decoded:  # fmt: skip
+        """Greedy decoding of every source: tokens ``(B, L)``, lengths, log-probabilities."""
+        state = self.encode(source, source_lengths)
+        return greedy_search(self.decoder_step, state, source.shape[0], bos, eos, max_length, pad)
+
+    @torch.no_grad()
+    def beam_search(
+        self, source: Tensor, source_lengths: Tensor, bos: int, eos: int, max_length: int,
+        beam_width: int = 4, length_penalty: float = 0.0, pad: int = 0,
+    ) -> BeamSearchResult:  # fmt: skip
+        """Beam search of every source: ``beam_width`` hypotheses each, best first."""
+        state = self.encode(source, source_lengths)
+        return beam_search(
+            self.decoder_step, state, source.shape[0], bos, eos, max_length,
+            beam_width, length_penalty, pad,
+        )  # fmt: skip

@@ -35,7 +35,7 @@ import torch
 from torch import Tensor, nn
 
 from rnnkit.cells import Cell, State
-from rnnkit.decoding.search import BeamSearchResult, Decoded, beam_search, greedy_search
+from rnnkit.decoding.search import SearchDecoding
 from rnnkit.models.attention import ATTENTION_KINDS, Attention
 from rnnkit.models.depth.config import DepthConfig
 from rnnkit.models.recurrent_config import RecurrentConfig, check_range
@@ -179,7 +179,7 @@ class Bridge(nn.Module):
         return tuple(states), feed
 
 
-class Seq2Seq(nn.Module):
+class Seq2Seq(SearchDecoding, nn.Module):
     """Encoder-decoder over ``source_vocabulary_size`` and ``target_vocabulary_size`` tokens."""
 
     def __init__(
@@ -266,27 +266,6 @@ class Seq2Seq(nn.Module):
         embedded = self.dropout(self.target_embedding(tokens.to(state.keys.device)))
         attentional, _, state = self._step(embedded, state)
         return torch.log_softmax(self.output(self.dropout(attentional)), dim=-1), state
-
-    @torch.no_grad()
-    def greedy(
-        self, source: Tensor, source_lengths: Tensor, bos: int, eos: int, max_length: int,
-        pad: int = 0,
-    ) -> Decoded:  # fmt: skip
-        """Greedy decoding of every source: tokens ``(B, L)``, lengths, log-probabilities."""
-        state = self.encode(source, source_lengths)
-        return greedy_search(self.decoder_step, state, source.shape[0], bos, eos, max_length, pad)
-
-    @torch.no_grad()
-    def beam_search(
-        self, source: Tensor, source_lengths: Tensor, bos: int, eos: int, max_length: int,
-        beam_width: int = 4, length_penalty: float = 0.0, pad: int = 0,
-    ) -> BeamSearchResult:  # fmt: skip
-        """Beam search of every source: ``beam_width`` hypotheses each, best first."""
-        state = self.encode(source, source_lengths)
-        return beam_search(
-            self.decoder_step, state, source.shape[0], bos, eos, max_length,
-            beam_width, length_penalty, pad,
-        )  # fmt: skip
 
     def _step(
         self, embedded: Tensor, state: DecoderState

@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as functional
 from torch import Tensor, nn
 
-from rnnkit.decoding.search import BeamSearchResult, Decoded, beam_search, greedy_search
+from rnnkit.decoding.search import SearchDecoding
 from rnnkit.models.causal_attention import CausalSelfAttention
 from rnnkit.models.depth.config import DepthConfig
 from rnnkit.models.depth.universal import UniversalState, UniversalTransformer, length_mask
@@ -219,7 +219,7 @@ class DecodingState(NamedTuple):
     decoder: UniversalState | None
 
 
-class TransformerSeq2Seq(nn.Module):
+class TransformerSeq2Seq(SearchDecoding, nn.Module):
     """A ``UniversalEncoderDecoder`` with the seq2seq tasks' interface (``Seq2Seq``'s):
     ``kind`` ``transformer`` (``num_layers`` blocks per side, once each) or ``universal`` (one
     shared block per side, up to ``depth.max_steps`` steps, ACT per ``depth.act``)."""
@@ -267,25 +267,6 @@ class TransformerSeq2Seq(nn.Module):
         tokens = tokens.to(state.memory.outputs.device)
         logits, decoder = self.network.decoder_step(tokens, state.memory, state.decoder)
         return torch.log_softmax(logits, dim=-1), DecodingState(state.memory, decoder)
-
-    @torch.no_grad()
-    def greedy(
-        self, source: Tensor, source_lengths: Tensor, bos: int, eos: int, max_length: int,
-        pad: int = 0,
-    ) -> Decoded:  # fmt: skip
-        state = self.encode(source, source_lengths)
-        return greedy_search(self.decoder_step, state, source.shape[0], bos, eos, max_length, pad)
-
-    @torch.no_grad()
-    def beam_search(
-        self, source: Tensor, source_lengths: Tensor, bos: int, eos: int, max_length: int,
-        beam_width: int = 4, length_penalty: float = 0.0, pad: int = 0,
-    ) -> BeamSearchResult:  # fmt: skip
-        state = self.encode(source, source_lengths)
-        return beam_search(
-            self.decoder_step, state, source.shape[0], bos, eos, max_length,
-            beam_width, length_penalty, pad,
-        )  # fmt: skip
 
     def auxiliary_loss(self) -> Tensor | None:
         """ACT's ponder cost of the latest forward (None for the transformer)."""
