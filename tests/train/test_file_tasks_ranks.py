@@ -21,7 +21,7 @@ from rnnkit import cli
 from rnnkit.train import distributed
 from rnnkit.train.config import apply_overrides
 from rnnkit.train.distributed import Ranks
-from rnnkit.train.tasks import TASKS
+from rnnkit.train.tasks import TASKS, supervised
 
 
 @pytest.fixture(autouse=True)
@@ -101,11 +101,28 @@ def test_two_ranks_weighted_equal_one_process_on_the_whole_batch(name, tmp_path,
         torch.testing.assert_close(actual, expected, rtol=1e-4, atol=1e-6)
 
 
-def test_classify_trains_on_two_ranks_as_one_process(tmp_path):
+def test_classify_trains_on_two_ranks_as_one_process(tmp_path, monkeypatch):
+    """The same run, each rank on its half of every batch: the forked ranks record the rows
+    they trained on (a run on the whole batch per rank gives the same averaged gradients, so
+    the run alone would not show the split)."""
     write_wide(tmp_path / "train.csv", ramps(20, seed=0))
     runs = {name: tmp_path / name for name in ("single", "ranks")}
     command = ["train", "classify", "--data", str(tmp_path / "train.csv"), "--steps", "3"]
     command += ["--model.recurrent.hidden_size=8", "--trainer.batch_size=4"]
     assert cli.main(command + ["--run-dir", str(runs["single"])]) == 0
+    original = supervised.rank_rows
+
+    def recording(rows, batch_size):
+        cut = original(rows, batch_size)
+        record = tmp_path / f"rows-{distributed.current().rank}.txt"
+        with record.open("a") as file:
+            file.write(" ".join(str(int(row)) for row in cut) + "\n")
+        return cut
+
+    monkeypatch.setattr(supervised, "rank_rows", recording)  # inherited by the forked ranks
     assert run_ranks(command + ["--run-dir", str(runs["ranks"])]) == [0, 0]
     assert_same_run(runs["ranks"], runs["single"])
+    halves = [(tmp_path / f"rows-{rank}.txt").read_text().splitlines() for rank in range(2)]
+    assert len(halves[0]) == len(halves[1]) == 3  # one batch per step
+    for first, second in zip(*halves, strict=True):
+        assert len(first.split()) == len(second.split()) == 2  # 2 of the 4 rows each
