@@ -18,6 +18,7 @@ from test_forecast_task import write_long
 from test_seq2seq_files_task import write_pairs
 
 from rnnkit import cli
+from rnnkit.data import dynamical_systems as systems
 from rnnkit.train import distributed
 from rnnkit.train.config import apply_overrides
 from rnnkit.train.distributed import Ranks
@@ -35,7 +36,13 @@ def build(name: str, settings: dict[str, str]):
     definition = TASKS[name]
     config = apply_overrides(definition.config_type(), list(settings.items()))
     torch.manual_seed(0)
-    return definition.build(config, None)
+    task = definition.build(config, None)
+    if name == "dynamics":  # random N(0, 0.25) weights: the AL-RNN's initial ones are
+        generator = torch.Generator().manual_seed(1)  # contractive (adaptive alpha 0 for any rows)
+        with torch.no_grad():
+            for parameter in task.model.parameters():
+                parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.5)
+    return task
 
 
 def loss_and_gradients(task, step: int) -> tuple[torch.Tensor, int, list[torch.Tensor]]:
@@ -126,3 +133,27 @@ def test_classify_trains_on_two_ranks_as_one_process(tmp_path, monkeypatch):
     assert len(halves[0]) == len(halves[1]) == 3  # one batch per step
     for first, second in zip(*halves, strict=True):
         assert len(first.split()) == len(second.split()) == 2  # 2 of the 4 rows each
+
+
+def test_dynamics_ranks_force_with_the_whole_batch_alpha(tmp_path, monkeypatch):
+    """Adaptive alpha is a maximum over the whole batch (``adaptive_alpha`` before
+    ``rank_rows``): every rank forces with the whole batch's alpha, which here differs from the
+    alpha of the second rank's own rows (so taking it from a rank's rows would show)."""
+    task = build("dynamics", {**settings("dynamics", tmp_path), "trainer.batch_size": "6"})
+    generator = supervised.batch_generator(task.config.seed, 3)
+    length = task.config.train.sequence_length + 1
+    windows = systems.draw_windows(task.data.train, length, 6, generator).float()
+    whole = task.model.adaptive_alpha(windows)
+    assert abs(task.model.adaptive_alpha(windows[3:]) - whole) > 1e-5
+    forced = task.model.forced
+    used = []
+
+    def recording(windows, alpha, interval):
+        used.append(alpha)
+        return forced(windows, alpha, interval)
+
+    monkeypatch.setattr(task.model, "forced", recording)
+    for rank in range(2):
+        monkeypatch.setattr(distributed, "current", lambda rank=rank: Ranks(rank, 2))
+        task.train_loss(3)
+    assert used == [whole, whole]
