@@ -121,7 +121,12 @@ class GRUCell(Cell):
         hidden_mask, recurrent = self.recurrence_noise(batch_size)
         if self.num_heads > 1:
             recurrent = block_diagonal(recurrent)
-        return {"recurrent": recurrent, "recurrent_bias": self.bias_hh, "hidden_mask": hidden_mask}
+        return {
+            "recurrent": recurrent,
+            "recurrent_bias": self.bias_hh,
+            "hidden_mask": hidden_mask,
+            "num_heads": self.num_heads,  # the Triton kernel's head split (the CPU's ignores it)
+        }
 
     def extra_repr(self) -> str:
         options = [super().extra_repr()] + ([] if self.bias else ["bias=False"])

@@ -10,9 +10,9 @@ front (``cell.zoneout_masks``) in the order the sequential strategy draws them, 
 gives the same numbers.
 
 Runs on the CPU in float32 and float64 (Numba; the batch's rows split over the threads torch
-may use, each running the whole loop), and the plain LSTM also on CUDA tensors (Triton,
-``kernels/triton_fused_lstm.py``; its options it lacks raise); elsewhere, and for cells without
-a kernel, it raises with the reason. No double backward.
+may use, each running the whole loop), and the LSTM and GRU also on CUDA tensors (Triton,
+``kernels/triton_fused_lstm.py``, ``triton_fused_gru.py``; the options they lack raise);
+elsewhere, and for cells without a kernel, it raises with the reason. No double backward.
 
 Under ``torch.compile`` the kernel call goes through the ``rnnkit::opaque`` custom op
 (``kernels/custom_ops.py``); the loop then runs all ``T`` steps (rows past their length are
@@ -47,7 +47,7 @@ KERNELS: dict[str, Callable[..., tuple[Tensor, tuple[Tensor, ...]]]] = {
     "slstm": run_slstm,
 }
 DTYPES = (torch.float32, torch.float64)
-CUDA = ("lstm",)  # kernels with a Triton version for CUDA tensors (run_lstm dispatches)
+CUDA = ("lstm", "gru")  # kernels with a Triton version for CUDA tensors (run_lstm, run_gru)
 
 
 def unsupported_reason(cell: Cell, device: torch.device | None = None) -> str | None:
@@ -65,10 +65,13 @@ def unsupported_reason(cell: Cell, device: torch.device | None = None) -> str | 
     if device is not None and torch.device(device).type == "cuda" and cell.fused_kernel in CUDA:
         from rnnkit.strategies.kernels import triton_fused_lstm  # imports Triton: only when used
 
-        missing = triton_fused_lstm.available()
+        missing = triton_fused_lstm.available()  # the GRU's kernels need the same import
         return None if missing is None else f"the fused kernel on {device} needs {missing}"
     if device is not None and torch.device(device).type != "cpu":
-        return f"the fused kernels run on the CPU (the LSTM also on CUDA), the cell is on {device}"
+        return (
+            f"the fused kernels run on the CPU (the LSTM and GRU also on CUDA), the cell is on "
+            f"{device}"
+        )
     return None
 
 

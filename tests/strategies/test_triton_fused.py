@@ -131,13 +131,15 @@ def test_triton_refuses_what_it_lacks_naming_option_and_device(options, option):
         )
 
 
-def test_fused_accepts_cuda_only_for_the_lstm():
+def test_fused_accepts_cuda_only_for_the_lstm_and_gru():
     pytest.importorskip("triton")
+    from rnnkit.cells.elman import ElmanCell
     from rnnkit.cells.gru import GRUCell
 
     cuda = torch.device("cuda")  # only named: nothing is allocated there
     assert fused.unsupported_reason(LSTMCell(3, 8), cuda) is None
-    assert "run on the CPU" in str(fused.unsupported_reason(GRUCell(3, 8), cuda))
+    assert fused.unsupported_reason(GRUCell(3, 8), cuda) is None
+    assert "run on the CPU" in str(fused.unsupported_reason(ElmanCell(3, 8), cuda))
 
 
 @pytest.mark.gpu

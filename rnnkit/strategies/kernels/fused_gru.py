@@ -172,7 +172,12 @@ def run_gru(
     lengths: Tensor,
     resets: Tensor | None = None,
 ) -> tuple[Tensor, tuple[Tensor]]:
-    """Outputs ``(B, T, H)`` and the final ``(h,)``; see the module docstring."""
+    """Outputs ``(B, T, H)`` and the final ``(h,)``; see the module docstring. CUDA tensors
+    run the Triton kernels (``triton_fused_gru.py``), which refuse the options they lack."""
+    if projected.device.type == "cuda":
+        from rnnkit.strategies.kernels import triton_fused_gru  # imports Triton: only when used
+
+        return triton_fused_gru.run_gru_triton(projected, state, weights, zoneout, lengths, resets)
     outputs, h = _FusedGRU.apply(
         zoneout_mode(zoneout),
         lengths,
