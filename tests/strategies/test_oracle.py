@@ -54,8 +54,11 @@ FLOAT32_OVERRIDES = {"mlstm_expforget": {"rtol": 1e-2, "atol": 2e-3}}
 # float32 sequential on the peephole + layer-norm LSTM is itself 4.0e-4 from float64 at its worst
 # element (fused: 3.2e-5), and weight_ih's gradient (entries up to 150, sums over B x T through
 # the input layer norm) differs by up to 9e-4 between two float32 summation orders (each within
-# 1.6e-4 of float64 on another draw), so the exact strategies get 5e-4 relative and 1e-3
-# absolute (the float32 Newton cases keep the default tolerance: strict xfails above).
+# 1.6e-4 of float64 on another draw), so the exact strategies get 5e-4 relative and 2e-3
+# absolute (the float32 Newton cases keep the default tolerance: strict xfails above). With the
+# fused layer-norm backward's sums in one pass (2026-12-04) fused and sequential float32 differ
+# by 1.3e-4 to 7.0e-4 on six other draws of the B3 T37 H16 shape and by 1.2e-3 on the oracle's
+# own, at an entry of 0.11 that sums terms of about 100 (float64 agrees to 1e-9).
 # Titans' weight_ih gradient sums terms of size ~128 into entries of ~0.007: float32 sequential
 # is itself 3.0x float32 precision from float64 there, the chunked scan 1.2x, and the two differ
 # by 1.3e-5 (float64 agrees to 1e-10), so Titans gets 1e-4 relative and 5e-5 absolute.
@@ -63,8 +66,8 @@ FLOAT32_OVERRIDES = {"mlstm_expforget": {"rtol": 1e-2, "atol": 2e-3}}
 # float64 on norm_cell.bias's gradient and 2.4e-4 on weight_ih's (fused: 6.3e-5 and 1.4e-4;
 # 6 seeds, B3 T37 H16 with lengths, loss sum of squares), beyond the default.
 EXACT_FLOAT32_OVERRIDES = {
-    "lstm_peephole_layernorm": {"rtol": 5e-4, "atol": 1e-3},
-    "lstm_layernorm": {"rtol": 5e-4, "atol": 1e-3},
+    "lstm_peephole_layernorm": {"rtol": 5e-4, "atol": 2e-3},
+    "lstm_layernorm": {"rtol": 5e-4, "atol": 2e-3},
     "titans": {"rtol": 1e-4, "atol": 5e-5},
 }
 
