@@ -20,7 +20,8 @@ echo "check_wheel: working in $work"
 version="$(sed -n 's/^__version__ = "\([^"]*\)".*/\1/p' "$repo/rnnkit/__init__.py")"
 [[ -n "$version" ]] || { echo "check_wheel: no __version__ in rnnkit/__init__.py" >&2; exit 1; }
 
-python -m build --wheel --outdir "$work/dist" "$repo" > "$work/build.log" 2>&1 \
+# from $work: run in the checkout, the docs' build/ folder would shadow the `build` package
+(cd "$work" && python -m build --wheel --outdir "$work/dist" "$repo") > "$work/build.log" 2>&1 \
     || { tail -20 "$work/build.log" >&2; exit 1; }
 wheel="$work/dist/rnnkit-$version-py3-none-any.whl"
 [[ -f "$wheel" ]] || { echo "check_wheel: expected $wheel, found: $(ls "$work/dist")" >&2; exit 1; }
