@@ -63,9 +63,9 @@ def unsupported_reason(cell: Cell, device: torch.device | None = None) -> str | 
         if parameter.dtype not in DTYPES:
             return f"the fused kernels run float32 and float64, the cell is {parameter.dtype}"
     if device is not None and torch.device(device).type == "cuda" and cell.fused_kernel in CUDA:
-        from rnnkit.strategies.kernels import triton_fused_lstm  # imports Triton: only when used
+        from rnnkit.strategies.kernels import triton_common  # imports Triton: only when used
 
-        missing = triton_fused_lstm.available()  # the GRU's kernels need the same import
+        missing = triton_common.available()
         return None if missing is None else f"the fused kernel on {device} needs {missing}"
     if device is not None and torch.device(device).type != "cpu":
         return (

@@ -156,13 +156,14 @@ def test_triton_refuses_what_it_lacks_naming_option_and_device(options, heads, o
         run_gru_triton(projected, tuple(state), weights, zoneout, torch.tensor([4, 4]))
 
 
-def test_head_blocks_inverts_block_diagonal():
+@pytest.mark.parametrize("gates", [3, 4])  # the GRU's and the LSTM's
+def test_head_blocks_inverts_block_diagonal(gates):
     pytest.importorskip("triton")
     from rnnkit.cells.heads import block_diagonal
-    from rnnkit.strategies.kernels.triton_fused_gru import head_blocks
+    from rnnkit.strategies.kernels.triton_common import head_blocks
 
-    per_head = torch.randn(3, 3 * 4, 4)
-    torch.testing.assert_close(head_blocks(block_diagonal(per_head), 3), per_head)
+    per_head = torch.randn(3, gates * 4, 4)
+    torch.testing.assert_close(head_blocks(block_diagonal(per_head), 3, gates), per_head)
 
 
 @pytest.mark.gpu

@@ -36,37 +36,22 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from rnnkit.strategies.kernels.triton_common import (
+    BLOCK_B,
+    IMPORT_ERROR,
+    block_size,
+    head_blocks,
+    head_size_reason,
+)
 from rnnkit.strategies.native import StrategyUnsupportedError
 
-try:
+GATES = 3  # r, z, n
+
+if IMPORT_ERROR is None:
     import triton
     import triton.language as tl
 
-    IMPORT_ERROR: str | None = None
-except ImportError as error:  # pragma: no cover - depends on the environment
-    IMPORT_ERROR = f"Triton, which could not be imported ({error})"
-
-MAX_HEAD_SIZE = 64
-BLOCK_B = 16  # tl.dot needs at least 16 rows; rows past the batch are masked
-GATES = 3  # r, z, n
-
-
-def available() -> str | None:
-    """None when the Triton kernels can run, else the reason they cannot."""
-    return IMPORT_ERROR
-
-
-if IMPORT_ERROR is None:
-
-    @triton.jit
-    def _sigmoid(x):
-        return 1.0 / (1.0 + tl.exp(-x))
-
-    @triton.jit
-    def _tanh(x):
-        decay = tl.exp(-2.0 * tl.abs(x))
-        magnitude = (1.0 - decay) / (1.0 + decay)
-        return tl.where(x >= 0, magnitude, -magnitude)
+    from rnnkit.strategies.kernels.triton_common import program_rows, sigmoid, tanh
 
     @triton.jit
     def _gate_tiles(weight_ptr, head, size, BLOCK_D: tl.constexpr, TRANSPOSE: tl.constexpr):
@@ -82,16 +67,6 @@ if IMPORT_ERROR is None:
         first = tl.load(base, mask=square, other=0.0)
         second = tl.load(base + size * size, mask=square, other=0.0)
         return first, second, tl.load(base + 2 * size * size, mask=square, other=0.0)
-
-    @triton.jit
-    def _program_rows(batch, hidden, size, BLOCK_B: tl.constexpr, BLOCK_D: tl.constexpr):
-        """This program's rows and its head's units: the rows, their mask, the (rows, units)
-        mask, the index of each (row, unit) in a ``(B, H)`` tensor and the head's units in H."""
-        rows = tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)
-        units = tl.arange(0, BLOCK_D)
-        ok = (rows < batch)[:, None] & (units < size)[None, :]
-        columns = tl.program_id(1) * size + units
-        return rows, rows < batch, ok, rows[:, None] * hidden + columns[None, :], columns
 
     @triton.jit
     def _load_gates(pointer, hidden, ok):
@@ -114,9 +89,7 @@ if IMPORT_ERROR is None:
         HAS_BIAS: tl.constexpr, HAS_MASK: tl.constexpr, HAS_RESETS: tl.constexpr,
         BLOCK_B: tl.constexpr, BLOCK_D: tl.constexpr,
     ):  # fmt: skip
-        rows, row_ok, ok, state_index, columns = _program_rows(
-            batch, hidden, size, BLOCK_B, BLOCK_D
-        )
+        rows, row_ok, ok, state_index, columns = program_rows(batch, hidden, size, BLOCK_B, BLOCK_D)
         h = tl.load(h0_ptr + state_index, mask=ok, other=0.0)
         r_r, r_z, r_n = _gate_tiles(weight_ptr, tl.program_id(1), size, BLOCK_D, True)
         if HAS_BIAS:
@@ -145,9 +118,9 @@ if IMPORT_ERROR is None:
                 a_r += b_r
                 a_z += b_z
                 a_n += b_n
-            r = _sigmoid(x_r + a_r)
-            z = _sigmoid(x_z + a_z)
-            n = _tanh(x_n + r * a_n)
+            r = sigmoid(x_r + a_r)
+            z = sigmoid(x_z + a_z)
+            n = tanh(x_n + r * a_n)
             h_new = (1.0 - z) * n + z * h
             h = tl.where(active, h_new, h)
             _store_gates(gates_ptr + gate_index, hidden, ok, r, z, n)
@@ -164,9 +137,7 @@ if IMPORT_ERROR is None:
         HAS_BIAS: tl.constexpr, HAS_MASK: tl.constexpr, HAS_RESETS: tl.constexpr,
         BLOCK_B: tl.constexpr, BLOCK_D: tl.constexpr,
     ):  # fmt: skip
-        rows, row_ok, ok, state_index, columns = _program_rows(
-            batch, hidden, size, BLOCK_B, BLOCK_D
-        )
+        rows, row_ok, ok, state_index, columns = program_rows(batch, hidden, size, BLOCK_B, BLOCK_D)
         dh = tl.load(grad_h_ptr + state_index, mask=ok, other=0.0)
         w_r, w_z, w_n = _gate_tiles(weight_ptr, tl.program_id(1), size, BLOCK_D, False)
         if HAS_MASK:
@@ -206,7 +177,7 @@ if IMPORT_ERROR is None:
 
 
 def _launch_settings(size: int, has_bias: bool, has_mask: bool, has_resets: bool) -> dict[str, Any]:
-    block_d = max(16, triton.next_power_of_2(size))
+    block_d = block_size(size)
     return {
         "HAS_BIAS": has_bias,
         "HAS_MASK": has_mask,
@@ -285,16 +256,6 @@ class _TritonGRU(torch.autograd.Function):
         return None, None, grad_projected, grad_h0, grad_weight, grad_bias, None
 
 
-def head_blocks(dense: Tensor, num_heads: int) -> Tensor:
-    """The diagonal blocks of a head-wise ``W_hh (3H, H)`` as ``(k, 3d, d)``, differentiably
-    (the inverse of ``rnnkit.cells.heads.block_diagonal``)."""
-    width, hidden = dense.shape
-    size = hidden // num_heads
-    blocks = dense.view(GATES, num_heads, size, num_heads, size)
-    per_head = torch.diagonal(blocks, dim1=1, dim2=3)  # (3, d, d, k)
-    return per_head.permute(3, 0, 1, 2).reshape(num_heads, width // num_heads, size)
-
-
 def unsupported_reason(
     weights: dict[str, Any], zoneout: tuple[Tensor, ...] | None, device: torch.device
 ) -> str | None:
@@ -303,15 +264,7 @@ def unsupported_reason(
         return f"the fused GRU on {device} needs {IMPORT_ERROR}"
     if zoneout is not None:
         return f"the fused Triton GRU kernel on {device} has no zoneout"
-    hidden = weights["recurrent"].shape[1]
-    size = hidden // int(weights.get("num_heads", 1))
-    if size > MAX_HEAD_SIZE:
-        return (
-            f"the fused Triton GRU kernel on {device} keeps a head's W_hh on chip and takes "
-            f"heads of at most {MAX_HEAD_SIZE} units, got {size} (choose num_heads so that "
-            f"hidden_size / num_heads <= {MAX_HEAD_SIZE})"
-        )
-    return None
+    return head_size_reason(weights, device, "GRU")
 
 
 def run_gru_triton(
@@ -328,7 +281,7 @@ def run_gru_triton(
     reason = unsupported_reason(weights, zoneout, device)
     if reason is not None:
         raise StrategyUnsupportedError(f"strategy 'fused' cannot run this cell: {reason}")
-    weight = head_blocks(weights["recurrent"], int(weights.get("num_heads", 1)))
+    weight = head_blocks(weights["recurrent"], int(weights.get("num_heads", 1)), GATES)
     bias = weights.get("recurrent_bias")
     hidden_mask = weights.get("hidden_mask")
     outputs, h = _TritonGRU.apply(

@@ -34,41 +34,26 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from rnnkit.strategies.kernels.triton_common import (
+    BLOCK_B,
+    IMPORT_ERROR,
+    block_size,
+    head_blocks,
+    head_size_reason,
+)
 from rnnkit.strategies.native import StrategyUnsupportedError
 
-try:
-    import triton
-    import triton.language as tl
-
-    IMPORT_ERROR: str | None = None
-except ImportError as error:  # pragma: no cover - depends on the environment
-    IMPORT_ERROR = f"Triton, which could not be imported ({error})"
-
-MAX_HEAD_SIZE = 64
-BLOCK_B = 16  # tl.dot needs at least 16 rows; rows past the batch are masked
 UNSUPPORTED_ROLES = {
     "peephole": "peephole",
     "norm_hidden": "layer_norm",
     "projection": "proj_size",
 }
 
-
-def available() -> str | None:
-    """None when the Triton kernels can run, else the reason they cannot."""
-    return IMPORT_ERROR
-
-
 if IMPORT_ERROR is None:
+    import triton
+    import triton.language as tl
 
-    @triton.jit
-    def _sigmoid(x):
-        return 1.0 / (1.0 + tl.exp(-x))
-
-    @triton.jit
-    def _tanh(x):
-        decay = tl.exp(-2.0 * tl.abs(x))
-        magnitude = (1.0 - decay) / (1.0 + decay)
-        return tl.where(x >= 0, magnitude, -magnitude)
+    from rnnkit.strategies.kernels.triton_common import program_rows, sigmoid, tanh
 
     @triton.jit
     def _gate_tiles(weight_ptr, head, size, BLOCK_D: tl.constexpr, TRANSPOSE: tl.constexpr):
@@ -85,16 +70,6 @@ if IMPORT_ERROR is None:
         second = tl.load(base + size * size, mask=square, other=0.0)
         third = tl.load(base + 2 * size * size, mask=square, other=0.0)
         return first, second, third, tl.load(base + 3 * size * size, mask=square, other=0.0)
-
-    @triton.jit
-    def _program_rows(batch, hidden, size, BLOCK_B: tl.constexpr, BLOCK_D: tl.constexpr):
-        """This program's rows and its head's units: the rows, their mask, the (rows, units)
-        mask and the index of each (row, unit) in a ``(B, H)`` tensor."""
-        rows = tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)
-        units = tl.arange(0, BLOCK_D)
-        ok = (rows < batch)[:, None] & (units < size)[None, :]
-        columns = tl.program_id(1) * size + units
-        return rows, rows < batch, ok, rows[:, None] * hidden + columns[None, :]
 
     @triton.jit
     def _load_gates(pointer, hidden, ok):
@@ -119,7 +94,7 @@ if IMPORT_ERROR is None:
         HAS_MASK: tl.constexpr, HAS_RESETS: tl.constexpr,
         BLOCK_B: tl.constexpr, BLOCK_D: tl.constexpr,
     ):  # fmt: skip
-        rows, row_ok, ok, state_index = _program_rows(batch, hidden, size, BLOCK_B, BLOCK_D)
+        rows, row_ok, ok, state_index, _ = program_rows(batch, hidden, size, BLOCK_B, BLOCK_D)
         h = tl.load(h0_ptr + state_index, mask=ok, other=0.0)
         c = tl.load(c0_ptr + state_index, mask=ok, other=0.0)
         r_i, r_f, r_g, r_o = _gate_tiles(weight_ptr, tl.program_id(1), size, BLOCK_D, True)
@@ -138,12 +113,12 @@ if IMPORT_ERROR is None:
             step_index = state_index + (rows[:, None] * (steps - 1) + t) * hidden  # in (B, T, H)
             gate_index = step_index + (rows[:, None] * steps + t) * 3 * hidden  # in (B, T, 4H)
             i, f, g, o = _load_gates(projected_ptr + gate_index, hidden, ok)
-            i = _sigmoid(i + tl.dot(recurrent, r_i, input_precision="ieee"))
-            f = _sigmoid(f + tl.dot(recurrent, r_f, input_precision="ieee"))
-            g = _tanh(g + tl.dot(recurrent, r_g, input_precision="ieee"))
-            o = _sigmoid(o + tl.dot(recurrent, r_o, input_precision="ieee"))
+            i = sigmoid(i + tl.dot(recurrent, r_i, input_precision="ieee"))
+            f = sigmoid(f + tl.dot(recurrent, r_f, input_precision="ieee"))
+            g = tanh(g + tl.dot(recurrent, r_g, input_precision="ieee"))
+            o = sigmoid(o + tl.dot(recurrent, r_o, input_precision="ieee"))
             c_new = f * c + i * g
-            h_new = o * _tanh(c_new)
+            h_new = o * tanh(c_new)
             c = tl.where(active, c_new, c)
             h = tl.where(active, h_new, h)
             _store_gates(gates_ptr + gate_index, hidden, ok, i, f, g, o)
@@ -160,7 +135,7 @@ if IMPORT_ERROR is None:
         HAS_MASK: tl.constexpr, HAS_RESETS: tl.constexpr,
         BLOCK_B: tl.constexpr, BLOCK_D: tl.constexpr,
     ):  # fmt: skip
-        rows, row_ok, ok, state_index = _program_rows(batch, hidden, size, BLOCK_B, BLOCK_D)
+        rows, row_ok, ok, state_index, _ = program_rows(batch, hidden, size, BLOCK_B, BLOCK_D)
         dh = tl.load(grad_h_ptr + state_index, mask=ok, other=0.0)
         dc = tl.load(grad_c_ptr + state_index, mask=ok, other=0.0)
         w_i, w_f, w_g, w_o = _gate_tiles(weight_ptr, tl.program_id(1), size, BLOCK_D, False)
@@ -182,7 +157,7 @@ if IMPORT_ERROR is None:
                 c_prev = tl.where(restart[:, None], 0.0, c_prev)
             grad_output = tl.load(grad_outputs_ptr + step_index, mask=ok, other=0.0)
             dh_step = dh + tl.where(active, grad_output, 0.0)
-            tanh_c = _tanh(c_t)
+            tanh_c = tanh(c_t)
             dc_step = dc + dh_step * o * (1.0 - tanh_c * tanh_c)
             d_i = tl.where(active, dc_step * g * i * (1.0 - i), 0.0)
             d_f = tl.where(active, dc_step * c_prev * f * (1.0 - f), 0.0)
@@ -205,7 +180,7 @@ if IMPORT_ERROR is None:
 
 
 def _launch_settings(size: int, has_mask: bool, has_resets: bool) -> dict[str, Any]:
-    block_d = max(16, triton.next_power_of_2(size))
+    block_d = block_size(size)
     return {"HAS_MASK": has_mask, "HAS_RESETS": has_resets, "BLOCK_B": BLOCK_B, "BLOCK_D": block_d}
 
 
@@ -270,16 +245,6 @@ class _TritonLSTM(torch.autograd.Function):
         return None, None, grad_projected, grad_h0, grad_c0, grad_weight, None
 
 
-def head_blocks(dense: Tensor, num_heads: int) -> Tensor:
-    """The diagonal blocks of a head-wise ``W_hh (4H, H)`` as ``(k, 4d, d)``, differentiably
-    (the inverse of ``rnnkit.cells.heads.block_diagonal``)."""
-    width, hidden = dense.shape
-    size = hidden // num_heads
-    blocks = dense.view(4, num_heads, size, num_heads, size)
-    per_head = torch.diagonal(blocks, dim1=1, dim2=3)  # (4, d, d, k)
-    return per_head.permute(3, 0, 1, 2).reshape(num_heads, width // num_heads, size)
-
-
 def unsupported_reason(
     weights: dict[str, Any], zoneout: tuple[Tensor, ...] | None, device: torch.device
 ) -> str | None:
@@ -291,15 +256,7 @@ def unsupported_reason(
             return f"the fused Triton LSTM kernel on {device} has no {option}"
     if zoneout is not None:
         return f"the fused Triton LSTM kernel on {device} has no zoneout"
-    hidden = weights["recurrent"].shape[1]
-    size = hidden // int(weights.get("num_heads", 1))
-    if size > MAX_HEAD_SIZE:
-        return (
-            f"the fused Triton LSTM kernel on {device} keeps a head's W_hh on chip and takes "
-            f"heads of at most {MAX_HEAD_SIZE} units, got {size} (choose num_heads so that "
-            f"hidden_size / num_heads <= {MAX_HEAD_SIZE})"
-        )
-    return None
+    return head_size_reason(weights, device, "LSTM")
 
 
 def run_lstm_triton(
@@ -316,7 +273,7 @@ def run_lstm_triton(
     reason = unsupported_reason(weights, zoneout, device)
     if reason is not None:
         raise StrategyUnsupportedError(f"strategy 'fused' cannot run this cell: {reason}")
-    weight = head_blocks(weights["recurrent"], int(weights.get("num_heads", 1)))
+    weight = head_blocks(weights["recurrent"], int(weights.get("num_heads", 1)), 4)
     hidden_mask = weights.get("hidden_mask")
     outputs, h, c = _TritonLSTM.apply(
         lengths.to(device=device, dtype=torch.int32).contiguous(),
