@@ -83,7 +83,34 @@ def _quantized_per_row(weight: Tensor) -> Tensor:
         return torch.quantize_per_channel(matrix, scales, zero_points, 0, torch.qint8)
 
 
-class Int8DynamicWeight(Tensor):
+class _Int8Tensor(Tensor):
+    """What both int8 stand-ins answer alike: metadata without touching the values, ``detach``
+    as themselves, and operators reached below ``__torch_function__`` (C++ callers) on the
+    float matrix."""
+
+    @classmethod
+    def _common(cls, func: Callable, args: tuple, kwargs: dict) -> Any:
+        """The answer to ``func`` when it is a metadata query or ``detach``, else
+        ``NotImplemented``."""
+        if func in METADATA_FUNCTIONS:
+            with torch._C.DisableTorchFunctionSubclass():
+                return func(*args, **kwargs)
+        if func is Tensor.detach and len(args) == 1 and isinstance(args[0], cls):
+            return args[0]
+        return NotImplemented
+
+    @classmethod
+    def __torch_dispatch__(  # type: ignore[override]
+        cls,
+        func: Callable,
+        types: Any,
+        args: tuple = (),
+        kwargs: dict | None = None,
+    ) -> Any:
+        return _dequantized_call(func, args, kwargs or {}, disable=False)
+
+
+class Int8DynamicWeight(_Int8Tensor):
     """A float weight matrix ``(out, in)`` stored as int8, see the module docstring.
 
     Build one with ``Int8DynamicWeight.from_float(weight)``; ``quantized`` is the
@@ -175,31 +202,17 @@ class Int8DynamicWeight(Tensor):
             result = _int8_linear(*args, **kwargs)
             if result is not None:
                 return result
-        if func in METADATA_FUNCTIONS:
-            with torch._C.DisableTorchFunctionSubclass():
-                return func(*args, **kwargs)
-        if func is Tensor.detach and len(args) == 1 and isinstance(args[0], cls):
-            return args[0]
+        answer = cls._common(func, args, kwargs)
+        if answer is not NotImplemented:
+            return answer
         if func in CONVERSION_FUNCTIONS and _converts_to_itself(func, args, kwargs):
             return args[0]  # model.cpu(), model.float(), model.to("cpu") keep it int8
         if func in TRANSPOSE_FUNCTIONS and _is_plain_transpose(func, args, kwargs):
             return Int8WeightTranspose(args[0])
         return _dequantized_call(func, args, kwargs)
 
-    @classmethod
-    def __torch_dispatch__(  # type: ignore[override]
-        cls,
-        func: Callable,
-        types: Any,
-        args: tuple = (),
-        kwargs: dict | None = None,
-    ) -> Any:
-        """Operators reached below ``__torch_function__`` (C++ callers) run on the float
-        matrix too."""
-        return _dequantized_call(func, args, kwargs or {}, disable=False)
 
-
-class Int8WeightTranspose(Tensor):
+class Int8WeightTranspose(_Int8Tensor):
     """``W.t()`` of an ``Int8DynamicWeight`` ``W (out, in)``: shape ``(in, out)``, no copy.
 
     ``torch.addmm(b, x, W.t())``, ``torch.mm(x, W.t())``, ``torch.matmul(x, W.t())`` and
@@ -235,11 +248,9 @@ class Int8WeightTranspose(Tensor):
         kwargs: dict | None = None,
     ) -> Any:
         kwargs = kwargs or {}
-        if func in METADATA_FUNCTIONS:
-            with torch._C.DisableTorchFunctionSubclass():
-                return func(*args, **kwargs)
-        if func is Tensor.detach and len(args) == 1 and isinstance(args[0], cls):
-            return args[0]
+        answer = cls._common(func, args, kwargs)
+        if answer is not NotImplemented:
+            return answer
         if func in TRANSPOSE_FUNCTIONS and _is_plain_transpose(func, args, kwargs):
             return args[0].base
         if func in PRODUCT_FUNCTIONS and not kwargs and len(args) == 2:
@@ -253,16 +264,6 @@ class Int8WeightTranspose(Tensor):
                 if result is not None:
                     return result
         return _dequantized_call(func, args, kwargs)
-
-    @classmethod
-    def __torch_dispatch__(  # type: ignore[override]
-        cls,
-        func: Callable,
-        types: Any,
-        args: tuple = (),
-        kwargs: dict | None = None,
-    ) -> Any:
-        return _dequantized_call(func, args, kwargs or {}, disable=False)
 
 
 INT8_TYPES = (Int8DynamicWeight, Int8WeightTranspose)
