@@ -53,8 +53,7 @@ def find_segments(resets: Tensor, lengths: Tensor | None) -> Segments:
     first = torch.cumsum(counts, 0) - counts  # index of each row's first segment
     segment = first[:, None] + torch.cumsum(starts_mask, 1) - 1  # (B, T) segment of each step
     segment_lengths = torch.bincount(segment[active], minlength=rows.shape[0])
-    # under torch.compile the longest segment is not known when tracing: pad segments to T
-    longest = steps if torch.compiler.is_compiling() else int(segment_lengths.max())
+    longest = int(segment_lengths.max())
     offset = torch.arange(steps, device=resets.device) - starts[segment]  # step in its segment
     positions = torch.where(active, segment * longest + offset, 0)
     return Segments(rows, starts, segment_lengths, first + counts - 1, positions, active)
@@ -72,8 +71,7 @@ def run_segments(
     others from zero); returns
     ``outputs (B, T, O)`` (zero past each row's length) and each row's final state."""
     segments = find_segments(resets, lengths)
-    longest = segments.positions.shape[1] if torch.compiler.is_compiling() else None
-    longest = longest or int(segments.lengths.max())
+    longest = int(segments.lengths.max())
     steps = torch.arange(longest, device=inputs.device)
     index = (segments.starts[:, None] + steps).clamp(max=inputs.shape[1] - 1)  # (N, T')
     segment_inputs = inputs[segments.rows[:, None], index]  # (N, T', D)
