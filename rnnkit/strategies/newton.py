@@ -114,10 +114,10 @@ class NewtonStrategy:
         active = None if lengths is None else time_mask(lengths, inputs.shape[1], inputs.device)
         restart = None if resets is None else resets.unsqueeze(-1)  # (B, T, 1)
         self.check_memory(cell, projected, initial)
-        parameters = [p for p in cell.parameters() if p.requires_grad]
         if compiling():  # the data-dependent loop as one custom op (newton_op.py)
             states = newton_op.solve(self, cell, projected, initial, active, restart)
         else:
+            parameters = [p for p in cell.parameters() if p.requires_grad]
             states = NewtonSolve.apply(self, cell, projected, initial, active, restart, *parameters)
         if cell.output_field is not None:  # y_t is part of s_t: no second pass over the cell
             outputs = getattr(cell.unflatten_state(states), cell.output_field)

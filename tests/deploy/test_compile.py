@@ -29,7 +29,6 @@ TOLERANCE = {"rtol": 1e-9, "atol": 1e-10}
 BATCH, STEPS, INPUT_SIZE, HIDDEN_SIZE = 3, 5, 3, 4
 LENGTHS = (5, 2, 4)
 SKIPPED = {"sequential", "auto", "scan:triton"}
-NOT_COMPILING: dict[str, str] = {}  # strategy -> reason (strict xfail); none at present
 
 
 DEFAULT_CASES = {
@@ -72,8 +71,6 @@ def cases() -> list:
     for config in ORACLE_TABLE:
         for strategy in accepting(config):
             marks = [] if f"{config}-{strategy}" in DEFAULT_CASES else [pytest.mark.slow]
-            if strategy in NOT_COMPILING:
-                marks.append(pytest.mark.xfail(strict=True, reason=NOT_COMPILING[strategy]))
             result.append(pytest.param(config, strategy, id=f"{config}-{strategy}", marks=marks))
     return result
 
